@@ -200,35 +200,52 @@ def stream(
     Blocks are ``block_s`` seconds long (the last may be shorter) and start every ``hop_s`` seconds
     (default: no overlap). Resampling is streamed through soxr so block edges carry no filter artefacts.
     """
+    hop_s = block_s if hop_s is None else hop_s
+    block, hop = int(round(block_s * sr)), int(round(hop_s * sr))
+    for start, x in stream_samples(path, sr, block, hop):
+        yield start / sr, x
+
+
+def stream_samples(path: str | os.PathLike, sr: int, block: int, hop: int) -> Iterator[tuple[int, np.ndarray]]:
+    """Like :func:`stream` with block length, hop and start positions counted in samples at ``sr``."""
     import soxr
 
-    hop_s = block_s if hop_s is None else hop_s
-    if not 0 < hop_s <= block_s:
-        raise ValueError(f"hop_s must be in (0, block_s], got hop_s={hop_s}, block_s={block_s}")
-    block = int(round(block_s * sr))
-    hop = int(round(hop_s * sr))
+    if not 0 < hop <= block:
+        raise ValueError(f"hop must be in (0, block], got hop={hop}, block={block}")
+    pending: list[np.ndarray] = []
+    n_pending = 0
     buf = np.zeros(0, np.float32)
     pos = 0  # sample index (at sr) of buf[0]
     rs = None
     native = None
+
+    def take(y: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+        nonlocal buf, pos
+        buf = np.concatenate([buf, y.astype(np.float32, copy=False)])
+        while buf.size >= block:
+            yield pos, buf[:block].copy()
+            buf = buf[hop:]
+            pos += hop
+
     for arr, rate in _decoded_blocks(path):
         if native is None:
             native = rate
             if rate != sr:
                 rs = soxr.ResampleStream(rate, sr, 1, dtype="float32", quality="HQ")
-        y = rs.resample_chunk(arr) if rs is not None else arr
-        buf = np.concatenate([buf, y.astype(np.float32, copy=False)])
-        while buf.size >= block:
-            yield pos / sr, buf[:block].copy()
-            buf = buf[hop:]
-            pos += hop
+        # gather decoder frames into ~0.5 s pieces: fewer concatenations and soxr calls
+        pending.append(arr)
+        n_pending += arr.size
+        if n_pending >= rate // 2:
+            y = np.concatenate(pending)
+            pending, n_pending = [], 0
+            yield from take(rs.resample_chunk(y) if rs is not None else y)
     if native is None:
         raise AudioError(f"{path}: holds no decodable audio samples (empty or silent stream).")
-    if rs is not None:
-        buf = np.concatenate([buf, rs.resample_chunk(np.zeros(0, np.float32), last=True).astype(np.float32)])
+    y = np.concatenate(pending) if pending else np.zeros(0, np.float32)
+    yield from take(rs.resample_chunk(y, last=True) if rs is not None else y)
     # the tail: blocks that start before the end and were not yet emitted as full blocks
     while buf.size > 0 and (buf.size > block - hop or pos == 0):
-        yield pos / sr, buf[:block].copy()
+        yield pos, buf[:block].copy()
         if buf.size <= block:
             break
         buf = buf[hop:]

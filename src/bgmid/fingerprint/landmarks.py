@@ -23,7 +23,15 @@ from scipy import ndimage
 
 from bgmid.fingerprint.presets import Preset
 
-__all__ = ["Landmarks", "spectrogram", "find_peaks", "pair_peaks", "fingerprint", "hash_bits"]
+__all__ = [
+    "Landmarks",
+    "find_peaks",
+    "fingerprint",
+    "fingerprint_file",
+    "hash_bits",
+    "pair_peaks",
+    "spectrogram",
+]
 
 
 @dataclass(frozen=True)
@@ -47,6 +55,11 @@ def hash_bits(preset: Preset) -> tuple[int, int, int]:
     return _bits(n_bins), _bits(2 * preset.df_max + 1), _bits(preset.dt_max + 1)
 
 
+#: Magnitude floor of the log spectrogram. Absolute (audio is full scale at 1.0) so that a block of a stream
+#: and the whole signal give identical peaks; bins at the floor never become peaks.
+MAG_FLOOR = 1e-5
+
+
 def spectrogram(x: np.ndarray, preset: Preset) -> np.ndarray:
     """Log-magnitude STFT, shape (frames, bins), natural-log units.
 
@@ -60,26 +73,30 @@ def spectrogram(x: np.ndarray, preset: Preset) -> np.ndarray:
     frames = sliding_window_view(x, n_fft)[::hop]
     win = np.hanning(n_fft + 1)[:-1].astype(np.float32)
     mag = np.abs(np.fft.rfft(frames * win, axis=1)).astype(np.float32)
-    # a floor relative to the loudest bin: silence and digital zeros produce no spurious peaks
-    floor = max(float(mag.max()) * 1e-4, 1e-7)
-    return np.log(np.maximum(mag, floor))
+    return np.log(np.maximum(mag, MAG_FLOOR))
 
 
-def find_peaks(
-    logspec: np.ndarray,
-    preset: Preset,
-    density: float | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Pick landmark peaks from a log spectrogram; return (frames, bins) sorted by frame then bin.
+def frames_per_second(preset: Preset) -> int:
+    """Frames in one peak-thinning block (about one second)."""
+    return max(1, int(round(preset.sample_rate / preset.hop)))
 
-    ``density`` is the number of peaks kept per second (default: the preset's). A peak must be the maximum
-    of its (2*peak_freq_radius+1) x (2*peak_time_radius+1) neighbourhood and exceed the local mean of a wider
-    area; of those, each one-second block keeps its ``density`` most prominent.
+
+def peak_context(preset: Preset) -> int:
+    """Frames of context either side that make a peak decision independent of where a signal is cut."""
+    return 4 * (2 * preset.peak_time_radius + 1) + 2
+
+
+def peak_candidates(logspec: np.ndarray, preset: Preset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All local spectral maxima that stand out from their surroundings: (frames, bins, prominence).
+
+    A candidate is the maximum of its (2*peak_time_radius+1) x (2*peak_freq_radius+1) neighbourhood and
+    exceeds the mean of a four times wider area (an adaptive threshold that follows the local level, so quiet
+    music under loud speech still yields peaks where it dominates its own neighbourhood).
     """
     n_frames, n_bins = logspec.shape
     if n_frames == 0:
-        return np.zeros(0, np.int32), np.zeros(0, np.int32)
-    density = preset.density if density is None else density
+        z = np.zeros(0, np.int32)
+        return z, z, np.zeros(0, np.float32)
     lo = int(np.ceil(preset.fmin_hz * preset.n_fft / preset.sample_rate))
     hi = n_bins if preset.fmax_hz is None else int(preset.fmax_hz * preset.n_fft / preset.sample_rate) + 1
     s = logspec[:, lo:hi]
@@ -87,24 +104,44 @@ def find_peaks(
     local_max = ndimage.maximum_filter(s, size=size, mode="nearest")
     background = ndimage.uniform_filter(s, size=(4 * size[0] + 1, 4 * size[1] + 1), mode="nearest")
     prominence = s - background
-    is_peak = (s == local_max) & (prominence > 0.0)
-    # a flat floor (silence) is its own local maximum everywhere: require real energy above the floor
-    is_peak &= s > s.min() + 1e-3
+    is_peak = (s == local_max) & (prominence > 0.0) & (s > np.log(MAG_FLOOR) + 2.0)
     t, f = np.nonzero(is_peak)
+    return t.astype(np.int32), (f + lo).astype(np.int32), prominence[t, f]
+
+
+def thin_peaks(
+    t: np.ndarray, f: np.ndarray, score: np.ndarray, preset: Preset, density: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Keep the ``density`` most prominent candidates per one-second block; sort by (frame, bin).
+
+    Blocks are counted from frame 0 of the signal, so callers that work on pieces of a stream must pass
+    global frame numbers.
+    """
     if t.size == 0:
         return t.astype(np.int32), f.astype(np.int32)
-    score = prominence[t, f]
-    frames_per_block = max(1, int(round(preset.sample_rate / preset.hop)))
-    per_block = max(1, int(round(density * frames_per_block * preset.hop / preset.sample_rate)))
-    block = t // frames_per_block
-    order = np.lexsort((-score, block))
+    fps = frames_per_second(preset)
+    per_block = max(1, int(round(density * fps * preset.hop / preset.sample_rate)))
+    block = t // fps
+    order = np.lexsort((f, -score, block))
     block_sorted = block[order]
     first = np.searchsorted(block_sorted, block_sorted, side="left")
-    rank = np.arange(order.size) - first
-    keep = order[rank < per_block]
-    t, f = t[keep], f[keep] + lo
+    keep = order[(np.arange(order.size) - first) < per_block]
+    t, f = t[keep], f[keep]
     order = np.lexsort((f, t))
     return t[order].astype(np.int32), f[order].astype(np.int32)
+
+
+def find_peaks(
+    logspec: np.ndarray,
+    preset: Preset,
+    density: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Landmark peaks of a log spectrogram: (frames, bins) sorted by frame then bin.
+
+    ``density`` is the number of peaks kept per second (default: the preset's).
+    """
+    t, f, score = peak_candidates(logspec, preset)
+    return thin_peaks(t, f, score, preset, preset.density if density is None else density)
 
 
 def pair_peaks(
@@ -151,3 +188,62 @@ def fingerprint(
     spec = spectrogram(x, preset)
     t, f = find_peaks(spec, preset, density=preset.density * density_factor)
     return pair_peaks(t, f, preset, fanout=int(round(preset.fanout * fanout_factor)))
+
+
+def fingerprint_file(
+    path,
+    preset: Preset,
+    density_factor: float = 1.0,
+    fanout_factor: float = 1.0,
+    block_s: float = 60.0,
+) -> tuple[Landmarks, float]:
+    """Landmarks of a whole file, streamed in blocks (memory stays flat for hour-long files).
+
+    Gives the same landmarks as :func:`fingerprint` on the whole decoded signal: block ``k`` decides the
+    peaks of frames ``[k*core + ctx, (k+1)*core + ctx)`` (block 0 also the first ``ctx`` frames, the last
+    block everything to the end) and sees ``ctx`` frames of context either side; cuts fall on one-second
+    peak-thinning boundaries; pairs are formed with a lag of one block so targets across a cut are found.
+    Returns ``(landmarks, duration_s)``.
+    """
+    from bgmid.audio import stream_samples
+
+    hop, fps = preset.hop, frames_per_second(preset)
+    ctx = -(-(peak_context(preset) + preset.n_fft // hop + 1) // fps) * fps  # context frames, whole seconds
+    core = max(int(round(block_s)) * fps, 2 * ctx, -(-(preset.dt_max + 1) // fps) * fps)
+    block = (core + 2 * ctx - 1) * hop + preset.n_fft
+    density = preset.density * density_factor
+    fanout = int(round(preset.fanout * fanout_factor))
+    out_h: list[np.ndarray] = []
+    out_t: list[np.ndarray] = []
+    prev_t = np.zeros(0, np.int32)
+    prev_f = np.zeros(0, np.int32)
+    n_samples = 0
+
+    def with_last(it):
+        held = None
+        for item in it:
+            if held is not None:
+                yield held, False
+            held = item
+        if held is not None:
+            yield held, True
+
+    for (start, x), last in with_last(stream_samples(path, preset.sample_rate, block, core * hop)):
+        n_samples = max(n_samples, start + x.size)
+        g0 = start // hop  # global frame of this block's first spectrogram row
+        own_lo = 0 if g0 == 0 else g0 + ctx
+        own_hi = np.iinfo(np.int64).max if last else g0 + ctx + core
+        spec = spectrogram(x, preset)
+        t, f, sc = peak_candidates(spec, preset)
+        t = t.astype(np.int64) + g0
+        keep = (t >= own_lo) & (t < own_hi)
+        t, f = thin_peaks(t[keep], f[keep], sc[keep], preset, density)
+        lm = pair_peaks(np.concatenate([prev_t, t]), np.concatenate([prev_f, f]), preset, fanout)
+        mine = lm.times < own_lo
+        out_h.append(lm.hashes[mine])
+        out_t.append(lm.times[mine])
+        prev_t, prev_f = t, f
+    lm = pair_peaks(prev_t, prev_f, preset, fanout)
+    out_h.append(lm.hashes)
+    out_t.append(lm.times)
+    return Landmarks(np.concatenate(out_h), np.concatenate(out_t).astype(np.int32)), n_samples / preset.sample_rate

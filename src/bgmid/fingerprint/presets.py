@@ -44,6 +44,7 @@ class QueryOptions:
     """How a query is analysed; does not change the index."""
 
     density_factor: float = 2.0  #: query peaks per second relative to the preset's (denser queries match more)
+    fanout_factor: float = 2.0  #: query pairs per anchor relative to the preset's (reaches the sparser index pairs)
     shifts: int = 1  #: analysis phases: fingerprint the query this many times at hop/shifts offsets
     min_aligned: int = 0  #: aligned hashes needed to report a match (0: the preset's calibrated default)
 

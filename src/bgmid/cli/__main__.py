@@ -1,0 +1,5 @@
+import sys
+
+from bgmid.cli import main
+
+sys.exit(main())

@@ -1,0 +1,172 @@
+"""Matching: look up a query's hashes, vote on (track, time offset), report the best tracks.
+
+A reference track that really plays in the query produces many hashes whose reference time minus query time is
+the same constant (the offset); chance coincidences spread over all offsets. So the evidence for a track is the
+largest number of hashes that agree on one offset (allowing +-1 frame of jitter). A match is reported only
+when that count clears a threshold that chance practically never reaches (see :data:`CALIBRATION`): a query
+with no indexed music returns nothing, rather than the least bad guess.
+
+Several analyses of the same query time line (the unprocessed mix and the separated music, or several STFT
+phases) are fused by pooling their landmarks before voting: their votes for the true (track, offset) add up,
+while chance votes do not line up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from bgmid.audio import resample
+from bgmid.fingerprint.landmarks import Landmarks, fingerprint
+from bgmid.fingerprint.presets import QueryOptions
+from bgmid.index.base import Store
+
+__all__ = ["CALIBRATION", "Match", "Matcher", "vote"]
+
+#: Confidence model: P(correct | aligned-hash count s) = 1 / (1 + exp(-(s - mid) / scale)), and no match is
+#: reported below ``min_aligned``. Fitted on the benchmark in ``benchmarks/identification.py`` (real music
+#: excerpts, speech-only and out-of-index negatives); re-run it to re-fit for another library or preset.
+CALIBRATION = {"min_aligned": 8, "mid": 6.0, "scale": 1.2}
+
+
+@dataclass
+class Match:
+    """One identified track in a query."""
+
+    track_id: int
+    path: str
+    title: str
+    track_offset_s: float  #: position in the reference track that corresponds to the query's time 0
+    query_start_s: float  #: first matching landmark in the query
+    query_end_s: float  #: end of the last matching landmark's frame
+    score: int  #: hashes aligned on the winning offset
+    confidence: float  #: calibrated probability that the match is right, 0..1
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        for k in ("track_offset_s", "query_start_s", "query_end_s"):
+            d[k] = round(d[k], 3)
+        d["confidence"] = round(d["confidence"], 4)
+        return d
+
+
+def confidence(score: np.ndarray | float) -> np.ndarray | float:
+    """Calibrated probability that a match with this aligned-hash count is correct."""
+    c = CALIBRATION
+    return 1.0 / (1.0 + np.exp(-(np.asarray(score, dtype=np.float64) - c["mid"]) / c["scale"]))
+
+
+@dataclass
+class Votes:
+    """Per-track best offset from one query: parallel arrays, best track first."""
+
+    track_ids: np.ndarray  #: int64
+    offsets: np.ndarray  #: int64 frames (reference frame - query frame)
+    scores: np.ndarray  #: int64 aligned hashes (within +-tolerance frames)
+    q_first: np.ndarray  #: int64 first aligned query frame
+    q_last: np.ndarray  #: int64 last aligned query frame
+
+
+def vote(
+    store: Store,
+    lm: Landmarks,
+    top: int = 5,
+    tolerance: int = 1,
+    max_postings: int | None = 20000,
+) -> Votes:
+    """Count, per track, the hashes that agree on the best offset; return the ``top`` tracks."""
+    rows, tids, ttimes = store.lookup(lm.hashes, max_postings=max_postings)
+    empty = np.zeros(0, np.int64)
+    if rows.size == 0:
+        return Votes(empty, empty, empty, empty, empty)
+    qt = lm.times.astype(np.int64)[rows]
+    off = ttimes - qt
+    key = (tids << 32) + (off + (1 << 31))
+    uk, counts = np.unique(key, return_counts=True)
+    # +-tolerance frames of jitter: add the neighbouring offsets' counts (same track: keys differ by 1)
+    smooth = counts.copy()
+    for d in range(1, tolerance + 1):
+        for sgn in (-d, d):
+            i = np.searchsorted(uk, uk + sgn)
+            ic = np.minimum(i, uk.size - 1)
+            smooth += np.where(uk[ic] == uk + sgn, counts[ic], 0)
+    ktrack = uk >> 32
+    order = np.lexsort((-smooth, ktrack))  # by track, best offset first
+    first = np.ones(order.size, bool)
+    first[1:] = ktrack[order][1:] != ktrack[order][:-1]
+    best = order[first]
+    best = best[np.argsort(-smooth[best], kind="stable")][:top]
+    b_track = ktrack[best]
+    b_off = (uk[best] & ((1 << 32) - 1)) - (1 << 31)
+    q_first = np.empty(best.size, np.int64)
+    q_last = np.empty(best.size, np.int64)
+    scores = np.empty(best.size, np.int64)
+    for n, (tr, o) in enumerate(zip(b_track, b_off, strict=True)):  # a handful of tracks, not a hot loop
+        sel = (tids == tr) & (np.abs(off - o) <= tolerance)
+        # one vote per query landmark (a hash repeated in the reference must not count twice)
+        scores[n] = np.unique(rows[sel]).size
+        q_first[n], q_last[n] = qt[sel].min(), qt[sel].max()
+    order = np.argsort(-scores, kind="stable")
+    return Votes(b_track[order], b_off[order], scores[order], q_first[order], q_last[order])
+
+
+def _pool(parts: Sequence[Landmarks]) -> Landmarks:
+    """Union of landmarks on one time line; a (hash, time) found in several analyses counts once."""
+    h = np.concatenate([p.hashes for p in parts]).astype(np.uint64)
+    t = np.concatenate([p.times for p in parts]).astype(np.int64)
+    if h.size == 0:
+        return Landmarks(np.zeros(0, np.uint32), np.zeros(0, np.int32))
+    key = np.unique((h << np.uint64(32)) | (t.astype(np.uint64) & np.uint64(0xFFFFFFFF)))
+    return Landmarks((key >> np.uint64(32)).astype(np.uint32), (key & np.uint64(0xFFFFFFFF)).astype(np.int32))
+
+
+class Matcher:
+    """Identify queries against a :class:`~bgmid.index.base.Store`."""
+
+    def __init__(self, store: Store, options: QueryOptions | None = None):
+        self.store = store
+        self.preset = store.preset
+        self.options = options or QueryOptions()
+
+    def landmarks(self, x: np.ndarray, sr: int) -> Landmarks:
+        """Query landmarks of mono ``x`` at ``sr`` Hz with this matcher's query options (shifts pooled)."""
+        p, o = self.preset, self.options
+        y = resample(x, sr, p.sample_rate)
+        parts = []
+        for k in range(max(1, o.shifts)):
+            shift = int(round(k * p.hop / max(1, o.shifts)))
+            lm = fingerprint(y[shift:], p, o.density_factor, o.fanout_factor)
+            parts.append(lm)  # times stay on frame k's grid: a shift < hop is within the +-1 frame tolerance
+        return _pool(parts)
+
+    def match_landmarks(self, lm: Landmarks, top: int = 1, min_aligned: int | None = None) -> list[Match]:
+        """Matches for pooled landmarks, best first; empty when nothing clears the threshold."""
+        threshold = min_aligned or self.options.min_aligned or CALIBRATION["min_aligned"]
+        v = vote(self.store, lm, top=max(top, 1))
+        fs = self.preset.frame_s
+        out = []
+        for tr, o, s, q0, q1 in zip(v.track_ids, v.offsets, v.scores, v.q_first, v.q_last, strict=True):
+            if s < threshold or len(out) >= top:
+                continue
+            meta = self.store.track(int(tr))
+            out.append(
+                Match(
+                    track_id=int(tr),
+                    path=meta.path,
+                    title=meta.title,
+                    track_offset_s=float(o) * fs,
+                    query_start_s=float(q0) * fs,
+                    query_end_s=float(q1) * fs + self.preset.n_fft / self.preset.sample_rate,
+                    score=int(s),
+                    confidence=float(confidence(s)),
+                )
+            )
+        return out
+
+    def identify(self, signals: np.ndarray | Sequence[np.ndarray], sr: int, top: int = 1) -> list[Match]:
+        """Identify one query given as one signal or several aligned analyses of it (e.g. mix + separated)."""
+        if isinstance(signals, np.ndarray) and signals.ndim == 1:
+            signals = [signals]
+        return self.match_landmarks(_pool([self.landmarks(s, sr) for s in signals]), top=top)

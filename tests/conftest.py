@@ -1,0 +1,40 @@
+import sys
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from signals import synth_music  # noqa: E402
+
+N_TRACKS = 8
+TRACK_S = 40.0
+SR = 22050
+
+
+@pytest.fixture(scope="session")
+def music_dir(tmp_path_factory) -> Path:
+    """A small 'music library' of generated tracks (FLAC and OGG, one without an extension)."""
+    d = tmp_path_factory.mktemp("music")
+    for i in range(N_TRACKS):
+        x = synth_music(100 + i, TRACK_S, SR)
+        if i == 0:
+            sf.write(d / "track00", x, SR, format="OGG")  # extensionless OGG, as in blobwars-data
+        elif i % 2:
+            sf.write(d / f"track{i:02d}.flac", x, SR)
+        else:
+            sf.write(d / f"track{i:02d}.ogg", x, SR, format="OGG")
+    return d
+
+
+@pytest.fixture(scope="session")
+def built_index(music_dir, tmp_path_factory) -> Path:
+    from bgmid.index import open_index
+    from bgmid.index.build import index_paths
+
+    db = tmp_path_factory.mktemp("db") / "lib"
+    with open_index(db, preset="p1", create=True) as store:
+        rep = index_paths(store, [music_dir])
+    assert len(rep.added) == N_TRACKS and not rep.failed
+    return db

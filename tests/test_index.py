@@ -1,0 +1,159 @@
+"""The embedded index: round trips, removal, compaction, crash safety, resume, corrupt input."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from conftest import N_TRACKS
+
+from bgmid.cli import main as cli_main
+from bgmid.index import TrackMeta, open_index
+from bgmid.index.build import index_paths
+
+
+def _meta(i: int) -> TrackMeta:
+    return TrackMeta(f"t{i}", f"/x/t{i}.wav", 10.0, f"hash{i}")
+
+
+def _random_track(rng, n=5000, frames=4000):
+    return rng.choice(2**23, n, replace=False).astype(np.uint32), np.sort(rng.integers(0, frames, n))
+
+
+def test_lookup_roundtrip_and_compaction(tmp_path):
+    rng = np.random.default_rng(1)
+    tracks = [_random_track(rng) for _ in range(10)]
+    with open_index(tmp_path / "db", create=True) as store:
+        ids = [store.add_track(_meta(i), h, t) for i, (h, t) in enumerate(tracks)]
+        h, t = tracks[3]
+        q = h[100:200]
+        rows, tids, times = store.lookup(q)
+        # every query hash finds its own posting (plus rare collisions with other tracks)
+        own = tids == ids[3]
+        assert np.array_equal(np.sort(rows[own]), np.arange(100))
+        assert np.array_equal(times[own][np.argsort(rows[own])], t[100:200])
+        before = sorted(zip(rows.tolist(), tids.tolist(), times.tolist()))
+        assert store.compact() > 0  # tiers of 4 merge
+        assert store.stats()["segments"] < 10
+        after = sorted(zip(*(a.tolist() for a in store.lookup(q))))
+        assert before == after
+        assert store.has_content("hash3") and not store.has_content("nope")
+
+
+def test_large_track_ids_and_times_are_not_capped(tmp_path):
+    """No fixed limit on track count or length: times beyond 2^20 frames (audfprint's cap ~ 6.8 h) survive."""
+    with open_index(tmp_path / "db", create=True) as store:
+        h = np.arange(100, dtype=np.uint32)
+        t = np.arange(100, dtype=np.int64) * 100_000 + 2**31  # far beyond 32-bit packing with the track id
+        tid = store.add_track(_meta(0), h, t)
+        rows, tids, times = store.lookup(h)
+        assert np.array_equal(times[np.argsort(rows)], t) and set(tids.tolist()) == {tid}
+
+
+def test_remove_hides_postings_and_compaction_drops_them(tmp_path):
+    rng = np.random.default_rng(2)
+    with open_index(tmp_path / "db", create=True) as store:
+        a = store.add_track(_meta(0), *_random_track(rng))
+        h, t = _random_track(rng)
+        b = store.add_track(_meta(1), h, t)
+        assert store.remove([b]) == 1
+        assert b not in store.lookup(h)[1]
+        assert [m.track_id for m in store.tracks()] == [a]
+        store.compact(force=True)
+        assert store.stats()["postings"] == 5000 and store.stats()["segments"] == 1
+        assert not store.has_content("hash1")  # a removed file can be indexed again
+
+
+def test_crash_between_segment_write_and_commit_leaves_consistent_index(tmp_path, monkeypatch):
+    import bgmid.index.local as local
+
+    rng = np.random.default_rng(3)
+    real = local._write_segment
+    calls = {"n": 0}
+
+    def dying(*a, **k):
+        calls["n"] += 1
+        out = real(*a, **k)  # the segment directory is complete on disk ...
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # ... and the process dies before the commit
+        return out
+
+    monkeypatch.setattr(local, "_write_segment", dying)
+    store = open_index(tmp_path / "db", create=True)
+    store.add_track(_meta(0), *_random_track(rng))
+    store.add_track(_meta(1), *_random_track(rng))
+    with pytest.raises(KeyboardInterrupt):
+        store.add_track(_meta(2), *_random_track(rng))
+    store.close()
+    monkeypatch.setattr(local, "_write_segment", real)
+    with open_index(tmp_path / "db") as store:
+        assert [m.title for m in store.tracks()] == ["t0", "t1"]
+        assert len(list((tmp_path / "db" / "segments").iterdir())) == 2  # the orphan was removed
+        store.add_track(_meta(2), *_random_track(rng))
+        assert store.stats()["tracks"] == 3
+
+
+def test_killed_index_run_opens_and_resumes(music_dir, tmp_path):
+    db = tmp_path / "db"
+    cmd = [sys.executable, "-m", "bgmid.cli", "index", "--db", str(db), str(music_dir)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    n = 0
+    while time.time() < deadline and proc.poll() is None:
+        if (db / "meta.sqlite").exists():
+            try:
+                with sqlite3.connect(db / "meta.sqlite") as c:
+                    n = c.execute("SELECT COUNT(*) FROM tracks").fetchone()[0]
+            except sqlite3.Error:
+                n = 0
+            if n >= 2:
+                break
+        time.sleep(0.05)
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    with open_index(db) as store:  # opens: no corruption
+        partial = store.stats()["tracks"]
+        assert 2 <= partial <= N_TRACKS
+    assert cli_main(["index", "--db", str(db), "--json", str(music_dir)]) == 0
+    with open_index(db) as store:
+        titles = [m.title for m in store.tracks()]
+    assert sorted(titles) == sorted(set(titles)) and len(titles) == N_TRACKS
+
+
+def test_corrupt_files_reported_and_skipped(music_dir, tmp_path, capsys):
+    bad = tmp_path / "in"
+    bad.mkdir()
+    (bad / "broken.mp3").write_bytes(b"ID3" + os.urandom(5000))
+    (bad / "empty.wav").write_bytes(b"")
+    (bad / "good.flac").write_bytes((music_dir / "track01.flac").read_bytes())
+    rc = cli_main(["index", "--db", str(tmp_path / "db"), "--json", str(bad)])
+    out, err = capsys.readouterr()
+    assert rc == 1
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["added"] == 1
+    assert sorted(os.path.basename(p) for p in summary["failed"]) == ["broken.mp3", "empty.wav"]
+    assert "broken.mp3" in err and "empty.wav" in err
+
+
+def test_index_with_jobs_and_memory_flat_duplicate_skip(music_dir, tmp_path):
+    with open_index(tmp_path / "db", create=True) as store:
+        rep = index_paths(store, [music_dir, music_dir / "track01.flac"], jobs=2)
+        assert len(rep.added) == N_TRACKS and len(rep.skipped) == 1
+        rep2 = index_paths(store, [music_dir])
+        assert not rep2.added and len(rep2.skipped) == N_TRACKS
+
+
+def test_preset_mismatch_is_a_clear_error(tmp_path):
+    from bgmid.errors import BgmidError
+
+    open_index(tmp_path / "db", preset="p1", create=True).close()
+    with pytest.raises(BgmidError, match="preset 'p1'"):
+        open_index(tmp_path / "db", preset="p2")
+    with pytest.raises(BgmidError, match="no bgmid index"):
+        open_index(tmp_path / "nothing")
