@@ -1,0 +1,140 @@
+"""``bgmid data ...``: build the real-audio corpus, the fixed test sets and long-form test programmes."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "data",
+        help="build the music/speech corpus, fixed test sets and test programmes",
+        description="Corpus of real music and speech from Debian packages (see docs/data.md). Typical use: "
+        "'bgmid data fetch --preset demo' then 'bgmid data mix'.",
+    )
+    dsub = p.add_subparsers(dest="data_command", metavar="ACTION")
+
+    f = dsub.add_parser("fetch", help="download, unpack and convert the corpus packages (resumable)")
+    _root(f)
+    f.add_argument("--preset", default="full", help="package set: demo (~770 MB of .debs) or full (default)")
+    f.add_argument("--music", nargs="*", metavar="PKG", help="music packages instead of the preset's")
+    f.add_argument("--speech", nargs="*", metavar="PKG", help="speech packages instead of the preset's")
+    f.add_argument("--workers", type=int, default=2, help="decoding processes (default 2)")
+    f.add_argument("--keep-work", action="store_true", help="keep the unpacked package trees")
+    f.add_argument("--seed", type=int, default=0, help="split seed (default 0; changing it reshuffles splits)")
+    f.add_argument("--list", action="store_true", help="list the packages of each preset and exit")
+    f.set_defaults(func=_fetch)
+
+    a = dsub.add_parser("add", help="add your own folders of music and/or speech to the corpus")
+    _root(a)
+    a.add_argument("--music", nargs="*", default=[], metavar="DIR", help="folders of music tracks")
+    a.add_argument("--speech", nargs="*", default=[], metavar="DIR",
+                   help="folders of speech (one sub-folder per speaker keeps splits speaker-disjoint)")
+    a.add_argument("--language", default="", help="language code of the speech")
+    a.add_argument("--workers", type=int, default=2)
+    a.set_defaults(func=_add)
+
+    m = dsub.add_parser("mix", help="build the fixed 12 s test/validation sets (0, -10, -20 dB, negatives)")
+    _root(m)
+    m.add_argument("--sr", type=int, nargs="+", default=[16000, 22050], help="sample rates (default 16000 22050)")
+    m.add_argument("--splits", nargs="+", default=["test", "val"], help="splits (default test val)")
+    m.add_argument("--clips", type=int, default=200, help="clips per set (default 200; fewer if tracks are few)")
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--wav", type=int, default=0, metavar="N",
+                   help="also write the first N clips of each test set as WAV under ROOT/listen/")
+    m.set_defaults(func=_mix)
+
+    g = dsub.add_parser("programme", help="generate a broadcast-like test programme and its cue sheet")
+    _root(g)
+    g.add_argument("--out", type=Path, help="output WAV (default ROOT/programmes/prog_<seed>.wav)")
+    g.add_argument("--duration", type=float, default=600.0, help="seconds (default 600)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--sr", type=int, default=16000, help="sample rate (16000 or 22050 cached; others resampled)")
+    g.add_argument("--split", default="test", help="music/speech split to draw from (default test)")
+    g.add_argument("--no-music", action="store_true", help="a programme without music (false-alarm check)")
+    g.set_defaults(func=_programme)
+
+    s = dsub.add_parser("info", help="print the corpus summary (tracks, hours per split, speech per source)")
+    _root(s)
+    s.set_defaults(func=_info)
+
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+
+def _root(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--root", type=Path, default=None,
+                   help="corpus folder (default $BGMID_DATA or ~/.cache/bgmid)")
+
+
+def _fetch(args: argparse.Namespace) -> int:
+    from bgmid.data import corpus
+
+    if args.list:
+        print(corpus.list_packages())
+        return 0
+    man = corpus.fetch(args.root, preset=args.preset, music=args.music, speech=args.speech,
+                       workers=args.workers, keep_work=args.keep_work, seed=args.seed)
+    print(summary_text(man))
+    return 0
+
+
+def _add(args: argparse.Namespace) -> int:
+    from bgmid.data import corpus
+    from bgmid.errors import BgmidError
+
+    if not args.music and not args.speech:
+        raise BgmidError("give --music DIR and/or --speech DIR.")
+    man = None
+    for d in args.music:
+        man = corpus.add_local(args.root, d, "music", workers=args.workers)
+    for d in args.speech:
+        man = corpus.add_local(args.root, d, "speech", language=args.language, workers=args.workers)
+    if man:
+        print(summary_text(man))
+    return 0
+
+
+def _mix(args: argparse.Namespace) -> int:
+    from bgmid.data import mixing
+
+    t0 = time.time()
+    for split in args.splits:
+        mixing.build_fixed_sets(args.root, split, args.sr, n_clips=args.clips, seed=args.seed)
+        if args.wav and split == "test":
+            from bgmid.data.corpus import default_root
+
+            root = args.root or default_root()
+            for name in mixing.fixed_set_names(split):
+                mixing.export_wavs(root, name, args.sr[0], Path(root) / "listen", args.wav)
+    print(f"fixed sets written in {time.time() - t0:.0f} s")
+    return 0
+
+
+def _programme(args: argparse.Namespace) -> int:
+    from bgmid.data import programmes
+
+    wav, cues = programmes.generate_programme(
+        args.root, duration_s=args.duration, seed=args.seed, sample_rate=args.sr, split=args.split,
+        with_music=not args.no_music, out=args.out)
+    print(f"programme: {wav}\ncue sheet: {cues}")
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from bgmid.data.corpus import load_manifest
+
+    print(summary_text(load_manifest(args.root)))
+    return 0
+
+
+def summary_text(man: dict) -> str:
+    """Corpus figures: per source items/hours/band, per split items/hours."""
+    s = man["summary"]
+    lines = [f"corpus {man['root']}: {len(man['items'])} items, {len(man['duplicates'])} duplicates dropped"]
+    for key, v in sorted(s["sources"].items()):
+        lines.append(f"  {key:45s} {v['items']:6d} items {v['hours']:7.2f} h  band99.9% {v['band_hz']:6.0f} Hz")
+    for key, v in sorted(s["splits"].items()):
+        lines.append(f"  split {key:20s} {v['items']:6d} items {v['hours']:7.2f} h")
+    return "\n".join(lines)

@@ -1,0 +1,612 @@
+"""The paper's music-speech mixing dataset: on-the-fly training mixtures and fixed 12 s test/validation sets.
+
+SNR convention (paper and whole project): ``SNR = 10·log10(P_music / P_speech)`` in dB over the clip, where
+``P`` is the mean power of the component as it is in the mixture. -10 dB means the speech is 10 dB louder
+than the music.
+
+Speech is made like broadcast dialogue: spoken lines (one source per dialogue, so one language and one
+band) separated by natural pauses (mostly 0.15-1.2 s, sometimes 1.5-4 s), each line with its own small gain
+change, instead of wall-to-wall talking. Music comes from random crops of whole tracks.
+
+Everything is read from the corpus cache (memory-mapped int16 ``.npy``), so drawing a training example
+costs a few array slices and no decoding.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bgmid.data.corpus import audio_path, default_root, ensure_rate, items, load_manifest
+from bgmid.errors import BgmidError
+
+__all__ = [
+    "Corpus",
+    "make_dialogue",
+    "speech_gain_for_snr",
+    "snr_db",
+    "MixtureDataset",
+    "build_fixed_sets",
+    "load_fixed_set",
+    "fixed_set_names",
+    "source_band_hz",
+]
+
+#: A line of speech or a dialogue pause is "speech present" above this level (dBFS).
+_ACTIVE_DB = -55.0
+
+
+def snr_db(music: np.ndarray, speech: np.ndarray) -> float:
+    """``10·log10(P_music / P_speech)`` in dB (the paper's SNR), powers as mean squares over the clip."""
+    pm = float(np.mean(np.square(music, dtype=np.float64)))
+    ps = float(np.mean(np.square(speech, dtype=np.float64)))
+    return 10.0 * math.log10((pm + 1e-30) / (ps + 1e-30))
+
+
+def speech_gain_for_snr(music: np.ndarray, speech: np.ndarray, snr: float) -> float:
+    """Linear gain for ``speech`` that makes ``snr_db(music, gain*speech) == snr`` exactly."""
+    pm = float(np.mean(np.square(music, dtype=np.float64)))
+    ps = float(np.mean(np.square(speech, dtype=np.float64)))
+    if ps <= 0.0:
+        return 0.0
+    return math.sqrt(pm / (ps * 10.0 ** (snr / 10.0)))
+
+
+def _rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)) + 1e-30))
+
+
+class Corpus:
+    """Read access to the cache for one sample rate: items by kind/split, memory-mapped samples.
+
+    Memory maps are opened lazily and per process (so a DataLoader's forked workers each open their own).
+    """
+
+    def __init__(self, root: str | os.PathLike | None = None, sample_rate: int = 16000):
+        self.root = Path(root) if root else default_root()
+        self.sr = int(sample_rate)
+        self.manifest = load_manifest(self.root)
+        self._maps: dict[str, np.ndarray] = {}
+        self._pid = os.getpid()
+
+    def items(self, kind: str | None = None, split: str | None = None) -> list[dict]:
+        return items(self.manifest, kind, split)
+
+    def ensure(self, recs: Sequence[dict]) -> None:
+        """Create the cache at this sample rate if it is not a stored one (once, then memory-mapped)."""
+        ensure_rate(self.root, [r["id"] for r in recs], self.sr, log=print)
+
+    def samples(self, item_id: str) -> np.ndarray:
+        """int16 samples of ``item_id`` at this rate (memory-mapped; divide by 32768 for float)."""
+        if os.getpid() != self._pid:
+            self._maps, self._pid = {}, os.getpid()
+        m = self._maps.get(item_id)
+        if m is None:
+            p = audio_path(self.root, item_id, self.sr)
+            if not p.exists():
+                ensure_rate(self.root, [item_id], self.sr)
+            m = self._maps[item_id] = np.load(p, mmap_mode="r")
+        return m
+
+    def crop(self, item_id: str, start: int, n: int) -> np.ndarray:
+        """Float32 samples ``[start, start+n)`` of an item, zero-padded past its end."""
+        s = self.samples(item_id)
+        seg = np.asarray(s[max(0, start) : max(0, start + n)], dtype=np.float32) * (1.0 / 32768.0)
+        if seg.size < n:
+            seg = np.pad(seg, (0, n - seg.size))
+        return seg
+
+
+def source_band_hz(corpus: Corpus, recs: Sequence[dict], floor_db: float = -50.0, max_items: int = 40,
+                   seed: int = 0) -> float:
+    """Effective upper band edge (Hz) of a speech source, measured on its 22,050 Hz cache.
+
+    Why not the 99.9 %-energy frequency: speech puts little energy above 4 kHz even when it is wideband.
+    Here the edge is the highest frequency at which the average PSD of up to ``max_items`` lines is
+    within ``|floor_db|`` dB of its maximum: 16 kbps MP3 (FOTAQ) stops dead near 4 kHz, 16 kHz studio WAV
+    reaches 8 kHz, 44.1 kHz OGG reaches 11 kHz (the cache's Nyquist).
+    """
+    from scipy.signal import welch
+
+    from bgmid.data.corpus import load_item
+
+    rng = np.random.default_rng(seed)
+    pick = [recs[i] for i in rng.permutation(len(recs))[:max_items]]
+    psd = None
+    f = None
+    for r in pick:
+        x = np.asarray(load_item(corpus.root, r["id"], 22050), dtype=np.float32) / 32768.0
+        if x.size < 1024:
+            continue
+        f, p = welch(x, fs=22050, nperseg=1024)
+        psd = p if psd is None else psd + p
+    if psd is None or f is None:
+        return 0.0
+    db = 10 * np.log10(psd + 1e-30)
+    above = np.nonzero(db > db.max() + floor_db)[0]
+    return float(f[above[-1]]) if above.size else 0.0
+
+
+# --------------------------------------------------------------------------------------------------
+# dialogue
+
+
+@dataclass(frozen=True)
+class Line:
+    """One spoken line placed in a clip: item id, start (s, may be < 0 = cut at the clip start), gain (dB)."""
+
+    item_id: str
+    start_s: float
+    gain_db: float
+
+
+def _pause_s(rng: np.random.Generator) -> float:
+    """A natural pause between lines (s): mostly 0.15-1.2 s turn gaps, sometimes a 1.5-4 s silence."""
+    if rng.random() < 0.15:
+        return float(rng.uniform(1.5, 4.0))
+    return float(np.clip(rng.lognormal(mean=math.log(0.45), sigma=0.5), 0.15, 1.2))
+
+
+def plan_dialogue(rng: np.random.Generator, lines: Sequence[dict], clip_s: float,
+                  lead_in: bool = True) -> list[Line]:
+    """Lay out spoken lines (from ``lines``, manifest records of one source) over ``clip_s`` seconds.
+
+    With ``lead_in`` the clip starts at a random point of an ongoing dialogue (inside a line or a pause),
+    as a crop of a programme would. Returns the placed lines; rendering is separate so that the same plan
+    can be rendered at several sample rates.
+    """
+    out: list[Line] = []
+    t = 0.0
+    if lead_in:
+        first = lines[int(rng.integers(len(lines)))]
+        t = -float(rng.uniform(0.0, first["duration_s"] + _pause_s(rng)))
+        out.append(Line(first["id"], t, float(rng.uniform(-3, 3))))
+        t += first["duration_s"] + _pause_s(rng)
+    else:
+        t = float(rng.uniform(0.0, 0.5))
+    while t < clip_s:
+        r = lines[int(rng.integers(len(lines)))]
+        out.append(Line(r["id"], t, float(rng.uniform(-3, 3))))
+        t += r["duration_s"] + _pause_s(rng)
+    return out
+
+
+def render_dialogue(corpus: Corpus, plan: Sequence[Line], n: int) -> np.ndarray:
+    """Float32 speech of ``n`` samples at ``corpus.sr`` from a dialogue plan (lines added, not overlapped)."""
+    sr = corpus.sr
+    y = np.zeros(n, np.float32)
+    for ln in plan:
+        s = corpus.samples(ln.item_id)
+        a = int(round(ln.start_s * sr))
+        lo, hi = max(0, a), min(n, a + s.shape[0])
+        if hi <= lo:
+            continue
+        y[lo:hi] += np.asarray(s[lo - a : hi - a], dtype=np.float32) * (10 ** (ln.gain_db / 20) / 32768.0)
+    return y
+
+
+def make_dialogue(corpus: Corpus, rng: np.random.Generator, lines: Sequence[dict], n: int,
+                  min_active: float = 0.25, tries: int = 6) -> np.ndarray:
+    """``n`` samples of dialogue-like speech with at least ``min_active`` of 50 ms frames speaking
+    (retried ``tries`` times; a crop of pure pause would make the SNR undefined)."""
+    clip_s = n / corpus.sr
+    y = np.zeros(n, np.float32)
+    for _ in range(tries):
+        y = render_dialogue(corpus, plan_dialogue(rng, lines, clip_s), n)
+        if _active(y, corpus.sr) >= min_active:
+            return y
+    return y
+
+
+def _active(x: np.ndarray, sr: int) -> float:
+    """Fraction of 50 ms frames above -55 dBFS."""
+    h = max(1, int(0.05 * sr))
+    m = x.size // h
+    if m == 0:
+        return float(_rms(x) > 10 ** (_ACTIVE_DB / 20))
+    e = np.mean(np.square(x[: m * h].reshape(m, h), dtype=np.float64), axis=1)
+    return float(np.mean(e > 10 ** (_ACTIVE_DB / 10)))
+
+
+# --------------------------------------------------------------------------------------------------
+# training dataset
+
+
+def _speech_sources(recs: Sequence[dict]) -> dict[str, list[dict]]:
+    by: dict[str, list[dict]] = {}
+    for r in recs:
+        by.setdefault(r["package"], []).append(r)
+    return by
+
+
+class _TorchDataset:  # replaced by torch.utils.data.Dataset when torch is importable
+    pass
+
+
+try:  # torch is a dependency, but the fixed sets and programmes must not need it
+    from torch.utils.data import Dataset as _TorchDataset  # type: ignore[no-redef,assignment]
+except Exception:  # pragma: no cover
+    pass
+
+
+class MixtureDataset(_TorchDataset):
+    """Random music/speech mixtures drawn on the fly, every epoch different (paper: SNR U[-30, 0] dB).
+
+    ``__getitem__(i)`` returns ``(mix, music, speech)``, float32 torch tensors of shape ``(1, length)``
+    with ``mix == music + speech`` (up to float rounding) and ``snr_db(music, speech)`` equal to the drawn
+    SNR. Draws:
+
+    * SNR uniform in ``snr_db``; with probability ``p_high_snr`` uniform in [0, +20] dB instead, and with
+      ``p_music_only`` / ``p_speech_only`` one component is silent. Why: a separator trained on low SNRs
+      only never sees clean music and damages it, so its output identifies worse than the raw mix.
+    * Music: a track of the split, chosen with probability proportional to its duration (capped at 10 min
+      so long ambient pieces do not dominate), a random crop avoiding near-silent stretches.
+    * Speech: one source per example, chosen with probability proportional to
+      ``sqrt(hours) * (wideband_weight if its band >= wideband_hz)``, then dialogue-like lines with pauses.
+      Why: most available speech is 4 kHz-band; broadcast dialogue is wideband.
+    * Level: the mixture's RMS uniform in ``level_dbfs`` (gain augmentation), then scaled down if it
+      would clip.
+
+    ``seed=None``: fresh randomness per call (use in training). With a seed, item ``i`` is a fixed
+    function of ``(seed, epoch, i)``; call :meth:`set_epoch` to get new examples per epoch.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike | None = None,
+        split: str = "train",
+        sample_rate: int = 16000,
+        length: int = 16384,
+        snr_db: tuple[float, float] = (-30.0, 0.0),
+        p_music_only: float = 0.1,
+        p_speech_only: float = 0.05,
+        p_high_snr: float = 0.15,
+        seed: int | None = None,
+        epoch_size: int = 10000,
+        wideband_weight: float = 4.0,
+        wideband_hz: float = 5000.0,
+        level_dbfs: tuple[float, float] = (-32.0, -12.0),
+    ):
+        self.corpus = Corpus(root, sample_rate)
+        self.split = split
+        self.sr = int(sample_rate)
+        self.length = int(length)
+        self.snr_range = (float(snr_db[0]), float(snr_db[1]))
+        self.p_music_only, self.p_speech_only, self.p_high_snr = p_music_only, p_speech_only, p_high_snr
+        self.seed = seed
+        self.epoch = 0
+        self.epoch_size = int(epoch_size)
+        self.level_dbfs = level_dbfs
+        self.music = self.corpus.items("music", split)
+        speech = self.corpus.items("speech", split)
+        if not self.music or not speech:
+            raise BgmidError(
+                f"split '{split}' of {self.corpus.root} has {len(self.music)} music tracks and {len(speech)} "
+                "speech lines; both are needed. Run 'bgmid data fetch' (a bigger preset) first."
+            )
+        self.corpus.ensure(self.music + speech)
+        dur = np.array([min(r["duration_s"], 600.0) for r in self.music])
+        self.music_p = dur / dur.sum()
+        self.sources = _speech_sources(speech)
+        names = sorted(self.sources)
+        w = []
+        for name in names:
+            recs = self.sources[name]
+            band = float(np.median([r["bandwidth_hz"] for r in recs]))
+            hours = sum(r["duration_s"] for r in recs) / 3600
+            w.append(math.sqrt(hours) * (wideband_weight if band >= wideband_hz else 1.0))
+        self.source_names = names
+        self.source_p = np.asarray(w) / np.sum(w)
+
+    def __len__(self) -> int:
+        return self.epoch_size
+
+    def set_epoch(self, epoch: int) -> None:
+        """With a fixed seed, change the examples drawn (the DataLoader sampler's epoch)."""
+        self.epoch = int(epoch)
+
+    def _rng(self, index: int) -> np.random.Generator:
+        if self.seed is None:
+            return np.random.default_rng()
+        return np.random.default_rng([int(self.seed), self.epoch, int(index)])
+
+    def _music_crop(self, rng: np.random.Generator) -> np.ndarray:
+        n = self.length
+        x = np.zeros(n, np.float32)
+        for _ in range(8):
+            r = self.music[int(rng.choice(len(self.music), p=self.music_p))]
+            total = self.corpus.samples(r["id"]).shape[0]
+            start = int(rng.integers(0, max(1, total - n)))
+            x = self.corpus.crop(r["id"], start, n)
+            if _rms(x) > 10 ** (-45 / 20):
+                return x
+        return x
+
+    def draw(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, float]:
+        """One (music, speech, snr) draw as numpy float32 arrays, levels already applied.
+
+        ``snr`` is ``+inf`` for music-only and ``-inf`` for speech-only examples.
+        """
+        u = rng.random()
+        music_on = u >= self.p_speech_only
+        speech_on = u < self.p_speech_only or u >= self.p_speech_only + self.p_music_only
+        n = self.length
+        music = self._music_crop(rng) if music_on else np.zeros(n, np.float32)
+        if speech_on:
+            src = self.sources[self.source_names[int(rng.choice(len(self.source_names), p=self.source_p))]]
+            speech = make_dialogue(self.corpus, rng, src, n)
+        else:
+            speech = np.zeros(n, np.float32)
+        if music_on and speech_on:
+            snr = (float(rng.uniform(0.0, 20.0)) if rng.random() < self.p_high_snr
+                   else float(rng.uniform(*self.snr_range)))
+            speech = speech * np.float32(speech_gain_for_snr(music, speech, snr))
+        else:
+            snr = math.inf if music_on else -math.inf
+        mix = music + speech
+        r = _rms(mix)
+        if r > 1e-6:
+            g = 10 ** (float(rng.uniform(*self.level_dbfs)) / 20) / r
+            peak = float(np.max(np.abs(mix))) * g
+            if peak > 0.99:
+                g *= 0.99 / peak
+            music, speech = music * np.float32(g), speech * np.float32(g)
+        return music.astype(np.float32), speech.astype(np.float32), snr
+
+    def __getitem__(self, index: int):
+        import torch
+
+        music, speech, _ = self.draw(self._rng(index))
+        mix = music + speech
+        t = torch.from_numpy
+        return t(mix[None].copy()), t(music[None].copy()), t(speech[None].copy())
+
+
+# --------------------------------------------------------------------------------------------------
+# fixed sets
+
+
+def _lowpass(x: np.ndarray, sr: int, cutoff_hz: float) -> np.ndarray:
+    """Zero-phase 8th-order Butterworth low-pass (no delay, so music and its mixture stay aligned)."""
+    from scipy.signal import butter, sosfiltfilt
+
+    sos = butter(8, cutoff_hz, btype="low", fs=sr, output="sos")
+    return sosfiltfilt(sos, x).astype(np.float32)
+
+
+def _clip_slots(recs: Sequence[dict], clip_s: float, rng: np.random.Generator, n: int) -> list[tuple[dict, float]]:
+    """``n`` (track, offset s) pairs: non-overlapping clips from the middle 80 % of tracks, spread
+    round-robin over tracks (so each track contributes about equally), random offsets."""
+    per: list[list[tuple[dict, float]]] = []
+    for r in recs:
+        d = r["duration_s"]
+        lo, hi = 0.1 * d, 0.9 * d - clip_s
+        if hi < lo:
+            lo, hi = 0.0, d - clip_s
+        if hi < lo:
+            continue
+        k = int((hi - lo) // clip_s) + 1
+        jitter = rng.uniform(0, (hi - lo) - (k - 1) * clip_s) if k > 0 else 0.0
+        offs = [lo + jitter + i * clip_s for i in range(k)]
+        rng.shuffle(offs)
+        per.append([(r, float(o)) for o in offs])
+    order = rng.permutation(len(per))
+    out: list[tuple[dict, float]] = []
+    depth = 0
+    while len(out) < n and any(depth < len(p) for p in per):
+        for i in order:
+            if depth < len(per[i]) and len(out) < n:
+                out.append(per[i][depth])
+        depth += 1
+    return out
+
+
+def fixed_set_names(split: str = "test", snrs: Sequence[float] = (0, -10, -20)) -> list[str]:
+    """Names of the fixed sets of a split, e.g. ``test_0dB``, ``test_music``, ``test_ooi_-10dB``."""
+    return ([f"{split}_{s:g}dB" for s in snrs] + [f"{split}_music", f"{split}_speech", f"{split}_ooi"]
+            + [f"{split}_ooi_{s:g}dB" for s in snrs[:2]])
+
+
+CSV_FIELDS = (
+    "clip", "set", "music_track_id", "music_title", "music_package", "track_offset_s", "snr_db",
+    "music_gain", "speech_gain", "speech_source", "speech_lines", "speech_band_hz", "lowpass_hz",
+    "clip_s", "sample_rate",
+)
+
+
+def build_fixed_sets(
+    root: str | os.PathLike | None = None,
+    split: str = "test",
+    sample_rates: Sequence[int] = (16000, 22050),
+    n_clips: int = 200,
+    snrs: Sequence[float] = (0.0, -10.0, -20.0),
+    clip_s: float = 12.0,
+    seed: int = 0,
+    wideband_hz: float = 5000.0,
+    level_dbfs: float = -20.0,
+    log=print,
+) -> dict[str, int]:
+    """Write the fixed sets of ``split`` (``test`` or ``val``) under ``ROOT/fixed/<rate>/<split>/``.
+
+    The same clips serve every set: clip ``k`` is music track/offset ``k`` plus dialogue ``k``, mixed at
+    each SNR exactly. Arrays: ``music.npy``, ``speech.npy``, ``ooi.npy`` (float32, ``(n, clip_s*rate)``,
+    each clip at unit RMS... scaled by the gains in the set's CSV, see :func:`load_fixed_set`).
+
+    Bandwidth (DATA.md caveat): only speech sources whose measured band edge is >= ``wideband_hz`` are
+    used when there are any in the split; if a clip's speech band is below 90 % of the Nyquist frequency,
+    its music and speech are both low-passed to that band so that music above the dialogue's band
+    cannot be identified for free. Each CSV row records ``speech_band_hz`` and ``lowpass_hz`` (0: none).
+    Returns {set name: clips}.
+    """
+    root = Path(root) if root else default_root()
+    base = Corpus(root, 16000)
+    music = sorted(base.items("music", split), key=lambda r: r["id"])
+    ooi = sorted(base.items("music", "ooi"), key=lambda r: r["id"])
+    speech = base.items("speech", split)
+    if not music or not speech:
+        raise BgmidError(f"split '{split}' has {len(music)} music tracks and {len(speech)} speech lines; "
+                         "run 'bgmid data fetch' first (or a bigger preset).")
+    srcs = _speech_sources(speech)
+    bands = {name: source_band_hz(base, recs, seed=seed) for name, recs in srcs.items()}
+    wide = [n for n in sorted(srcs) if bands[n] >= wideband_hz]
+    use = wide or sorted(srcs)
+    log(f"{split}: speech sources and band edges: "
+        + ", ".join(f"{n} {bands[n]:.0f} Hz{'' if n in use else ' (not used)'}" for n in sorted(srcs)))
+    rng = np.random.default_rng([seed, 1 if split == "test" else 2])
+    slots = _clip_slots(music, clip_s, rng, n_clips)
+    oslots = _clip_slots(ooi, clip_s, rng, len(slots)) if ooi else []
+    plans = []
+    for k in range(len(slots)):
+        src = use[k % len(use)]
+        plans.append((src, plan_dialogue(rng, srcs[src], clip_s)))
+    counts: dict[str, int] = {}
+    for sr in sample_rates:
+        cor = Corpus(root, sr)
+        cor.ensure(music + ooi + speech)
+        n = int(round(clip_s * sr))
+        out = root / "fixed" / str(sr) / split
+        out.mkdir(parents=True, exist_ok=True)
+        M = np.zeros((len(slots), n), np.float32)
+        S = np.zeros((len(slots), n), np.float32)
+        O = np.zeros((len(oslots), n), np.float32)
+        meta = []
+        for k, ((tr, off), (src, plan)) in enumerate(zip(slots, plans, strict=True)):
+            m = cor.crop(tr["id"], int(round(off * sr)), n)
+            s = render_dialogue(cor, plan, n)
+            band = min(bands[src], sr / 2)
+            lp = band if band < 0.9 * sr / 2 else 0.0
+            if lp:
+                m, s = _lowpass(m, sr, lp), _lowpass(s, sr, lp)
+            M[k] = m / _rms(m)
+            S[k] = s / _rms(s)
+            meta.append(dict(tr=tr, off=off, src=src, plan=plan, band=band, lp=lp))
+        for k, (tr, off) in enumerate(oslots):
+            o = cor.crop(tr["id"], int(round(off * sr)), n)
+            lp = meta[k]["lp"] if k < len(meta) else 0.0
+            if lp:
+                o = _lowpass(o, sr, lp)
+            O[k] = o / _rms(o)
+        for name, arr in (("music", M), ("speech", S), ("ooi", O)):
+            tmp = out / f".{name}.npy.tmp"
+            with open(tmp, "wb") as f:
+                np.save(f, arr)
+            os.replace(tmp, out / f"{name}.npy")
+        target = 10 ** (level_dbfs / 20)
+
+        def gains(m: np.ndarray | None, s: np.ndarray | None, snr: float | None,
+                  target: float = target) -> tuple[float, float]:
+            # unit-RMS parts: speech gain for the SNR, then both scaled to the target level, no clipping
+            gs = 0.0 if s is None else (1.0 if snr is None else 10 ** (-snr / 20))
+            gm = 0.0 if m is None else 1.0
+            mix = (gm * m if m is not None else 0) + (gs * s if s is not None else 0)
+            g = target / _rms(mix)
+            peak = float(np.max(np.abs(mix))) * g
+            if peak > 0.99:
+                g *= 0.99 / peak
+            return gm * g, gs * g
+
+        def write(name: str, rows: list[dict], out: Path = out) -> None:
+            tmp = out / f".{name}.csv.tmp"
+            with open(tmp, "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+                w.writeheader()
+                w.writerows(rows)
+            os.replace(tmp, out / f"{name}.csv")
+            counts[name] = len(rows)
+
+        def row(name, k, tr, off, snr, gm, gs, mt, sr: int = sr) -> dict:
+            return {
+                "clip": k, "set": name, "music_track_id": tr["id"] if tr else "",
+                "music_title": tr["title"] if tr else "", "music_package": tr["package"] if tr else "",
+                "track_offset_s": round(off, 3) if tr else "", "snr_db": snr, "music_gain": f"{gm:.8g}",
+                "speech_gain": f"{gs:.8g}", "speech_source": mt["src"] if gs else "",
+                "speech_lines": " ".join(f"{ln.item_id}@{ln.start_s:.3f}" for ln in mt["plan"]) if gs else "",
+                "speech_band_hz": round(mt["band"]) if gs else "", "lowpass_hz": round(mt["lp"]),
+                "clip_s": clip_s, "sample_rate": sr,
+            }
+
+        for snr in snrs:
+            name = f"{split}_{snr:g}dB"
+            rows = []
+            for k, mt in enumerate(meta):
+                gm, gs = gains(M[k], S[k], snr)
+                rows.append(row(name, k, mt["tr"], mt["off"], snr, gm, gs, mt))
+            write(name, rows)
+        write(f"{split}_music", [row(f"{split}_music", k, mt["tr"], mt["off"], "inf", *gains(M[k], None, None), mt)
+                                 for k, mt in enumerate(meta)])
+        write(f"{split}_speech", [row(f"{split}_speech", k, None, 0.0, "-inf", *gains(None, S[k], None), mt)
+                                  for k, mt in enumerate(meta)])
+        write(f"{split}_ooi", [row(f"{split}_ooi", k, tr, off, "inf", *gains(O[k], None, None), meta[k])
+                               for k, (tr, off) in enumerate(oslots)])
+        for snr in snrs[:2]:
+            name = f"{split}_ooi_{snr:g}dB"
+            write(name, [row(name, k, tr, off, snr, *gains(O[k], S[k], snr), meta[k])
+                         for k, (tr, off) in enumerate(oslots)])
+        (out / "info.json").write_text(json.dumps({
+            "split": split, "sample_rate": sr, "clip_s": clip_s, "clips": len(meta), "ooi_clips": len(oslots),
+            "snrs": list(snrs), "speech_bands_hz": {s: bands[s] for s in use}, "seed": seed,
+            "level_dbfs": level_dbfs, "sets": fixed_set_names(split, snrs),
+        }, indent=1))
+        log(f"  {out}: {len(meta)} clips from {len({id(m['tr']) for m in meta})} tracks, "
+            f"{len(oslots)} out-of-index clips")
+    return counts
+
+
+@dataclass
+class FixedClip:
+    """One clip of a fixed set: float32 arrays at the set's rate and the ground truth."""
+
+    mix: np.ndarray
+    music: np.ndarray  #: the music as it is in the mixture (zeros for speech-only)
+    speech: np.ndarray  #: the speech as it is in the mixture (zeros for music-only)
+    meta: dict  #: the CSV row (music_track_id, track_offset_s, snr_db, speech_band_hz, lowpass_hz, ...)
+
+
+def load_fixed_set(root: str | os.PathLike | None, name: str, sample_rate: int = 16000,
+                   limit: int | None = None) -> list[FixedClip]:
+    """Load fixed set ``name`` (e.g. ``test_-10dB``, ``val_0dB``, ``test_music``, ``test_ooi``) at
+    ``sample_rate``: a list of :class:`FixedClip` with ``mix == music + speech``. ``limit`` takes the
+    first clips (a quick subset that keeps the balance over tracks, as clips are spread round-robin)."""
+    root = Path(root) if root else default_root()
+    split = name.split("_", 1)[0]
+    d = root / "fixed" / str(int(sample_rate)) / split
+    if not (d / f"{name}.csv").exists():
+        raise BgmidError(f"{d / (name + '.csv')}: no such fixed set. Run 'bgmid data mix --root {root} "
+                         f"--sr {sample_rate}'; sets: {', '.join(fixed_set_names(split))}.")
+    with open(d / f"{name}.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    if limit is not None:
+        rows = rows[:limit]
+    is_ooi = "_ooi" in name
+    M = np.load(d / ("ooi.npy" if is_ooi else "music.npy"), mmap_mode="r")
+    S = np.load(d / "speech.npy", mmap_mode="r")
+    out = []
+    for r in rows:
+        k = int(r["clip"])
+        gm, gs = float(r["music_gain"]), float(r["speech_gain"])
+        m = (np.asarray(M[k]) * np.float32(gm)).astype(np.float32)
+        s = (np.asarray(S[k]) * np.float32(gs)).astype(np.float32)
+        out.append(FixedClip(mix=m + s, music=m, speech=s, meta=r))
+    return out
+
+
+def export_wavs(root: str | os.PathLike | None, name: str, sample_rate: int, out_dir: str | os.PathLike,
+                limit: int = 10) -> list[Path]:
+    """Write the first ``limit`` clips of a fixed set as WAV (mix, music, speech) for listening."""
+    from bgmid.audio import write_wav
+
+    paths = []
+    for c in load_fixed_set(root, name, sample_rate, limit):
+        k = int(c.meta["clip"])
+        for part in ("mix", "music", "speech"):
+            p = Path(out_dir) / f"{name}_{k:04d}_{part}.wav"
+            write_wav(p, getattr(c, part), sample_rate)
+            paths.append(p)
+    return paths
