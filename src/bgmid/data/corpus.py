@@ -357,7 +357,7 @@ _FOTAQ_CODED = re.compile(r"^([0-9A-F]{2})([0-9A-F]{4})([A-Z])(\d)\.SB$")
 
 def _speaker_of(src: Source, rel: str) -> tuple[str, str]:
     """(speaker, split group) of a speech line, from its path. The group is what splits are drawn over."""
-    name = rel.rsplit("/", 1)[-1]
+    name = rel.rsplit("/", 1)[-1].rsplit(":", 1)[-1]
     if src.speaker_rule == "fotaq":
         m = _FOTAQ_CODED.match(name)
         if m:  # <dialogue file><line><speaker letter><n>: J = Joe (the hero, one actor throughout)
@@ -783,6 +783,11 @@ def build_manifest(root: str | os.PathLike, seed: int = 0) -> dict:
             dups.append({"id": r["id"], "package": r["package"], "orig_path": r["orig_path"]})
             continue
         r = dict(r)
+        src = SPEECH_SOURCES.get(r["package"]) if r["kind"] == "speech" else None
+        if src is not None:  # speaker rules are re-applied, so fixing a rule needs no re-decoding
+            spk, grp = _speaker_of(src, r["orig_path"])
+            r.update(speaker=spk, group=f"{src.package}:{grp}", source_split=src.split,
+                     train_speakers=list(src.train_speakers))
         r["split"] = assign_split(r, seed)
         seen[r["id"]] = r
     items_ = [{k: r.get(k, "") for k in MANIFEST_FIELDS} for r in seen.values()]

@@ -1,0 +1,204 @@
+"""Broadcast-like long-form test programmes with a ground-truth cue sheet (what ``bgmid monitor`` is scored on).
+
+A programme is a timeline of passages: dialogue (30-120 s of lines with natural pauses), short silences
+(2-6 s) and music-only passages (10-40 s). Music cues (5-90 s pieces from the middle of tracks of the
+chosen split, never training tracks) are laid over it at -25..+5 dB relative to the dialogue, with fades in
+and out; every music-only passage carries a cue. ``with_music=False`` gives the same kind of programme with
+no music at all, on which any reported cue is a false alarm.
+
+Level convention: a cue's ``level_db = 10·log10(P_music / P_dialogue)``, where ``P_music`` is the mean
+power of the cue piece at full level (fades excluded) and ``P_dialogue`` the mean power of the programme's
+dialogue passages (pauses included) — the same convention as the SNR of the fixed sets.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bgmid.data.corpus import default_root
+from bgmid.data.mixing import Corpus, _rms, _speech_sources, plan_dialogue, render_dialogue, source_band_hz
+from bgmid.errors import BgmidError
+
+__all__ = ["Cue", "generate_programme", "read_cue_sheet", "CUE_FIELDS"]
+
+CUE_FIELDS = (
+    "cue", "track_id", "title", "package", "orig_path", "programme_start_s", "programme_end_s",
+    "track_offset_s", "level_db", "fade_in_s", "fade_out_s", "music_only",
+)
+
+
+@dataclass
+class Cue:
+    """One music cue of a programme. Times in seconds; the music heard at programme time ``t`` (between
+    start and end) is the track at ``track_offset_s + (t - programme_start_s)``."""
+
+    cue: int
+    track_id: str
+    title: str
+    package: str
+    orig_path: str
+    programme_start_s: float
+    programme_end_s: float
+    track_offset_s: float
+    level_db: float
+    fade_in_s: float
+    fade_out_s: float
+    music_only: bool
+
+
+def _timeline(rng: np.random.Generator, duration_s: float, with_music: bool) -> list[tuple[str, float, float]]:
+    """Passages (kind, start s, end s) covering ``[0, duration_s)``; starts with dialogue."""
+    out: list[tuple[str, float, float]] = []
+    t = 0.0
+    while t < duration_s:
+        u = rng.random()
+        if not out or out[-1][0] != "dialogue" or u < 0.72:
+            kind, d = "dialogue", rng.uniform(30, 120)
+        elif u < 0.84 or not with_music:
+            kind, d = "silence", rng.uniform(2, 6)
+        else:
+            kind, d = "music", rng.uniform(10, 40)
+        end = min(duration_s, t + d)
+        out.append((kind, float(t), float(end)))
+        t = end
+    return out
+
+
+def _fade(n: int, fi: int, fo: int) -> np.ndarray:
+    """Gain envelope of ``n`` samples with raised-cosine fade-in/out of ``fi``/``fo`` samples."""
+    g = np.ones(n, np.float32)
+    if fi > 0:
+        g[:fi] = 0.5 - 0.5 * np.cos(np.pi * np.arange(fi) / fi)
+    if fo > 0:
+        g[n - fo :] *= 0.5 + 0.5 * np.cos(np.pi * np.arange(1, fo + 1) / fo)
+    return g
+
+
+def generate_programme(
+    root: str | os.PathLike | None = None,
+    duration_s: float = 600.0,
+    seed: int = 0,
+    sample_rate: int = 16000,
+    split: str = "test",
+    with_music: bool = True,
+    out: str | os.PathLike | None = None,
+    level_db: tuple[float, float] = (-25.0, 5.0),
+    cue_s: tuple[float, float] = (5.0, 90.0),
+    cues_per_10min: float = 6.0,
+    dialogue_dbfs: float = -23.0,
+    wideband_hz: float = 5000.0,
+) -> tuple[Path, Path]:
+    """Write a programme WAV and its cue-sheet CSV (plus ``.json`` with passages); return both paths.
+
+    Music comes from ``split``'s tracks (default ``test``: never seen in training; index them for the
+    monitoring benchmark), speech from ``split``'s wideband sources where there are any. Cues do not
+    overlap each other. Dialogue is scaled to ``dialogue_dbfs`` (RMS over dialogue passages); the whole
+    programme is scaled down if it would clip (levels relative to speech are unchanged).
+    """
+    root = Path(root) if root else default_root()
+    cor = Corpus(root, sample_rate)
+    sr = cor.sr
+    music = sorted(cor.items("music", split), key=lambda r: r["id"])
+    speech = cor.items("speech", split)
+    if not speech or (with_music and not music):
+        raise BgmidError(f"split '{split}' has {len(music)} music tracks and {len(speech)} speech lines; "
+                         "run 'bgmid data fetch' first.")
+    cor.ensure(music + speech)
+    rng = np.random.default_rng([seed, 7])
+    srcs = _speech_sources(speech)
+    wide = [n for n in sorted(srcs) if source_band_hz(cor, srcs[n], seed=seed) >= wideband_hz] or sorted(srcs)
+    n_total = int(round(duration_s * sr))
+    y_speech = np.zeros(n_total, np.float32)
+    passages = _timeline(rng, duration_s, with_music)
+    in_dialogue = np.zeros(n_total, bool)
+    for kind, a, b in passages:
+        if kind != "dialogue":
+            continue
+        ia, ib = int(round(a * sr)), int(round(b * sr))
+        # a scene: one or two sources' voices (one language/band), lines with pauses
+        lines = srcs[wide[int(rng.integers(len(wide)))]]
+        plan = plan_dialogue(rng, lines, b - a, lead_in=False)
+        y_speech[ia:ib] = render_dialogue(cor, plan, ib - ia)
+        in_dialogue[ia:ib] = True
+    p_dialogue = float(np.mean(np.square(y_speech[in_dialogue], dtype=np.float64))) if in_dialogue.any() else 0.0
+    if p_dialogue > 0:
+        y_speech *= np.float32(10 ** (dialogue_dbfs / 20) / math.sqrt(p_dialogue))
+        p_dialogue = 10 ** (dialogue_dbfs / 10)
+    y_music = np.zeros(n_total, np.float32)
+    cues: list[Cue] = []
+    if with_music:
+        spans: list[tuple[float, float, bool]] = [(a, b, True) for k, a, b in passages if k == "music"]
+        want = max(1, int(round(duration_s / 600.0 * cues_per_10min))) - len(spans)
+        for _ in range(200 * max(want, 1)):
+            if want <= 0:
+                break
+            d = float(rng.uniform(*cue_s))
+            a = float(rng.uniform(0, max(0.0, duration_s - d)))
+            b = min(duration_s, a + d)
+            if all(b + 2.0 <= s or a >= e + 2.0 for s, e, _ in spans):  # >= 2 s apart: cues stay distinct
+                spans.append((a, b, False))
+                want -= 1
+        spans.sort()
+        for k, (a, b, only) in enumerate(spans):
+            d = b - a
+            cands = [r for r in music if r["duration_s"] >= d + 1.0] or music
+            tr = cands[int(rng.integers(len(cands)))]
+            mid_lo, mid_hi = 0.2 * tr["duration_s"], 0.8 * tr["duration_s"] - d
+            if mid_hi < mid_lo:
+                mid_lo, mid_hi = 0.0, max(0.0, tr["duration_s"] - d)
+            off = float(rng.uniform(mid_lo, mid_hi))
+            ia, ib = int(round(a * sr)), int(round(b * sr))
+            piece = cor.crop(tr["id"], int(round(off * sr)), ib - ia)
+            lvl = float(rng.uniform(-3.0, 3.0)) if only else float(rng.uniform(*level_db))
+            ref = p_dialogue if p_dialogue > 0 else 10 ** (dialogue_dbfs / 10)
+            g = math.sqrt(ref * 10 ** (lvl / 10)) / max(_rms(piece), 1e-6)
+            fi = float(min(rng.uniform(0.3, 3.0), d / 4))
+            fo = float(min(rng.uniform(0.3, 3.0), d / 4))
+            env = _fade(ib - ia, int(fi * sr), int(fo * sr))
+            y_music[ia:ib] += piece * np.float32(g) * env
+            cues.append(Cue(k, tr["id"], tr["title"], tr["package"], tr["orig_path"], round(a, 3), round(b, 3),
+                            round(off, 3), round(lvl, 2), round(fi, 3), round(fo, 3), only))
+    y = y_music + y_speech
+    peak = float(np.max(np.abs(y))) if y.size else 0.0
+    scale = 0.99 / peak if peak > 0.99 else 1.0
+    y *= np.float32(scale)
+    from bgmid.audio import write_wav
+
+    out = Path(out) if out else root / "programmes" / f"prog_{seed}{'' if with_music else '_nomusic'}.wav"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_wav(out, y, sr)
+    cue_path = out.with_suffix(".cues.csv")
+    tmp = cue_path.with_name(cue_path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=CUE_FIELDS)
+        w.writeheader()
+        for c in cues:
+            w.writerow(asdict(c))
+    os.replace(tmp, cue_path)
+    out.with_suffix(".json").write_text(json.dumps({
+        "duration_s": duration_s, "sample_rate": sr, "seed": seed, "split": split, "with_music": with_music,
+        "dialogue_dbfs": dialogue_dbfs + 20 * math.log10(scale), "scale": scale, "speech_sources": wide,
+        "passages": [{"kind": k, "start_s": round(a, 3), "end_s": round(b, 3)} for k, a, b in passages],
+        "cues": [asdict(c) for c in cues],
+    }, indent=1))
+    return out, cue_path
+
+
+def read_cue_sheet(path: str | os.PathLike) -> list[Cue]:
+    """Read a ground-truth cue sheet written by :func:`generate_programme`."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    out = []
+    for r in rows:
+        out.append(Cue(int(r["cue"]), r["track_id"], r["title"], r["package"], r["orig_path"],
+                       float(r["programme_start_s"]), float(r["programme_end_s"]), float(r["track_offset_s"]),
+                       float(r["level_db"]), float(r["fade_in_s"]), float(r["fade_out_s"]),
+                       r["music_only"] == "True"))
+    return out
