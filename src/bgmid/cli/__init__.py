@@ -16,6 +16,7 @@ from bgmid import __version__
 #: Subcommand modules, in the order ``bgmid --help`` lists them.
 COMMANDS = (
     "bgmid.cli.library",  # index, identify, stats, remove
+    "bgmid.cli.separation",  # separate, train
     "bgmid.cli.data",  # data fetch, add, mix, programme, info
 )
 

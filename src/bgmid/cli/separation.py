@@ -1,0 +1,68 @@
+"""``bgmid separate`` and ``bgmid train``: argument handling only; the work is in bgmid.separation / bgmid.train."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from bgmid.separation.registry import DEFAULT_MODEL, MODELS
+
+    p = sub.add_parser("separate", help="split audio files into music and speech (writes NAME.music.wav, "
+                       "NAME.speech.wav)")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="audio/video files or folders")
+    p.add_argument("--model", default=DEFAULT_MODEL, choices=list(MODELS), help=f"default {DEFAULT_MODEL}")
+    p.add_argument("--weights", help="checkpoint file (default: the shipped models/<model>-lite.pt)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--chunk", type=int, help="chunk length in samples (default: the model's training segment)")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_separate)
+
+    t = sub.add_parser("train", help="train a separator on the corpus (checkpoints and resumes)")
+    t.add_argument("--model", required=True, choices=list(MODELS))
+    t.add_argument("--config", default="lite", choices=["lite", "paper"])
+    t.add_argument("--root", help="data root (default $BGMID_DATA or ~/.cache/bgmid)")
+    t.add_argument("--out", default="runs", help="runs folder; the run lives in OUT/<model> (default runs)")
+    t.add_argument("--resume", action="store_true", help="continue from OUT/<model>/last.pt")
+    t.add_argument("--minutes", type=float, help="wall-time budget of this invocation")
+    t.add_argument("--steps", type=int, help="stop at this step (also the LR schedule horizon)")
+    t.add_argument("--batch-size", type=int, default=16)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--threads", type=int, default=2)
+    t.add_argument("--ckpt-every", type=float, default=180.0, help="seconds between checkpoints")
+    t.add_argument("--val-every", type=float, default=360.0, help="seconds between validations")
+    t.add_argument("--val-clips", type=int, default=16)
+    t.add_argument("--no-progress", action="store_true")
+    t.set_defaults(func=cmd_train)
+
+
+def cmd_separate(args: argparse.Namespace) -> int:
+    from bgmid.audio import iter_audio_files
+    from bgmid.separation.apply import separate_file
+    from bgmid.separation.registry import load_separator
+
+    sep = load_separator(args.model, device=args.device, weights=args.weights)
+    total_s = total_wall = 0.0
+    for path in iter_audio_files(args.inputs):
+        r = separate_file(sep.model, path, args.out, chunk=args.chunk, device=args.device)
+        total_s += r.seconds
+        total_wall += r.wall_s
+        print(f"{path}: {r.seconds:.1f} s in {r.wall_s:.1f} s ({r.x_real_time:.1f}x real time) -> "
+              f"{r.music_path}, {r.speech_path}")
+    if total_wall > 0:
+        print(f"{sep.name}: {total_s:.1f} s of audio at {total_s / total_wall:.1f}x real time", file=sys.stderr)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from bgmid.train import TrainConfig, train
+
+    cfg = TrainConfig(
+        model=args.model, config=args.config, root=args.root, out=args.out, batch_size=args.batch_size,
+        lr=args.lr, steps=args.steps, minutes=args.minutes, seed=args.seed, threads=args.threads,
+        ckpt_every_s=args.ckpt_every, val_every_s=args.val_every, val_clips=args.val_clips,
+    )
+    train(cfg, resume=args.resume, progress=not args.no_progress)
+    return 0

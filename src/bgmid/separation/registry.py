@@ -1,0 +1,185 @@
+"""Separators by name, the ``Separator`` interface, and checkpoint files.
+
+A checkpoint is a plain dict ``{"class", "name", "kwargs", "state", "train", "data_manifest_hash",
+"metrics"}`` of tensors and builtins, so it rebuilds the network from the file alone and loads with
+``torch.load(weights_only=True)`` (no pickled code runs when a downloaded weights file is opened).
+Shipped weights live in ``models/<name>-lite.pt`` next to the source tree (found from this file, so an editable
+install and a fresh clone both work offline), or in ``$BGMID_MODELS``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from torch import nn
+
+from bgmid.errors import BgmidError
+
+#: registry name -> (module, class)
+MODELS: dict[str, tuple[str, str]] = {
+    "unet": ("bgmid.separation.models.unet", "UNet"),
+    "wave-unet": ("bgmid.separation.models.wave_unet", "WaveUNet"),
+    "mmdensenet": ("bgmid.separation.models.mmdensenet", "MMDenseNet"),
+    "wave-densenet": ("bgmid.separation.models.wave_densenet", "WaveDenseNet"),
+}
+#: the separator used when none is named: the paper's best for identification
+DEFAULT_MODEL = "wave-unet"
+
+
+@runtime_checkable
+class Separator(Protocol):
+    """Anything that splits a mono mixture at ``sample_rate`` into (music, speech), same length, float32."""
+
+    sample_rate: int
+
+    def separate(self, mono: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+def available_models() -> list[str]:
+    """Registry names (``unet``, ``wave-unet``, ``mmdensenet``, ``wave-densenet``)."""
+    return list(MODELS)
+
+
+def _module(name: str):
+    if name not in MODELS:
+        raise BgmidError(f"unknown separator '{name}'; choose one of: {', '.join(MODELS)}.")
+    return importlib.import_module(MODELS[name][0])
+
+
+def model_config(name: str, config: str = "lite") -> dict[str, Any]:
+    """Constructor arguments of ``config`` (``lite`` or ``paper``) of model ``name``."""
+    mod = _module(name)
+    if config not in mod.CONFIGS:
+        raise BgmidError(f"model '{name}' has no config '{config}'; choose one of: {', '.join(mod.CONFIGS)}.")
+    return dict(mod.CONFIGS[config])
+
+
+def build(name: str, config: str = "lite", **overrides: Any) -> nn.Module:
+    """A freshly initialised network of ``name`` in configuration ``config`` (constructor overrides allowed)."""
+    mod = _module(name)
+    kwargs = model_config(name, config)
+    kwargs.update(overrides)
+    model = getattr(mod, MODELS[name][1])(**kwargs)
+    model.registry_name = name  # type: ignore[assignment]
+    model.init_kwargs = kwargs  # type: ignore[assignment]
+    return model
+
+
+def models_dir() -> Path:
+    """Where shipped weights live: ``$BGMID_MODELS`` or the ``models/`` folder at the repository root."""
+    env = os.environ.get("BGMID_MODELS")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[3] / "models"
+
+
+def _plain(x: Any) -> Any:
+    """Tuples -> lists, recursively, so kwargs are builtins that ``weights_only`` loading accepts."""
+    if isinstance(x, dict):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    return x
+
+
+def make_checkpoint(model: nn.Module, state: dict[str, torch.Tensor] | None = None, train: dict | None = None,
+                    data_manifest_hash: str | None = None, metrics: dict | None = None) -> dict[str, Any]:
+    """The release dict for ``model`` (``state`` overrides its weights, e.g. with the EMA weights)."""
+    name = getattr(model, "registry_name", None)
+    if name is None:
+        raise ValueError("model was not built through bgmid.separation.registry.build()")
+    st = state if state is not None else model.state_dict()
+    return {
+        "class": type(model).__name__,
+        "name": name,
+        "kwargs": _plain(model.init_kwargs),
+        "state": {k: v.detach().cpu().clone() for k, v in st.items()},
+        "train": _plain(train or {}),
+        "data_manifest_hash": data_manifest_hash or "",
+        "metrics": _plain(metrics or {}),
+    }
+
+
+def save_checkpoint(path: str | os.PathLike, ckpt: dict[str, Any]) -> Path:
+    """Write atomically (temp file + rename): a crash mid-write never leaves a truncated checkpoint."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + ".part")
+    torch.save(ckpt, tmp)
+    os.replace(tmp, p)
+    return p
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True``."""
+    p = Path(path)
+    if not p.exists():
+        raise BgmidError(f"{p}: no such weights file.")
+    try:
+        return torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt or foreign file
+        raise BgmidError(f"{p}: not a bgmid separator checkpoint ({exc}).") from exc
+
+
+def model_from_checkpoint(ckpt: dict[str, Any], device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild the network a checkpoint describes and load its weights (eval mode)."""
+    name = ckpt.get("name") or next((n for n, (_, c) in MODELS.items() if c == ckpt.get("class")), None)
+    if name is None:
+        raise BgmidError(f"checkpoint holds an unknown model class '{ckpt.get('class')}'.")
+    mod = _module(name)
+    model = getattr(mod, MODELS[name][1])(**ckpt["kwargs"])
+    model.registry_name = name  # type: ignore[assignment]
+    model.init_kwargs = dict(ckpt["kwargs"])  # type: ignore[assignment]
+    model.load_state_dict(ckpt["state"])
+    return model.to(device).eval()
+
+
+class TorchSeparator:
+    """A network plus chunked overlap-add inference behind the :class:`Separator` interface."""
+
+    def __init__(self, model: nn.Module, device: str | torch.device = "cpu", chunk: int | None = None,
+                 batch: int = 4, info: dict | None = None) -> None:
+        self.model = model.to(device).eval()
+        self.device = device
+        self.chunk = chunk
+        self.batch = batch
+        self.sample_rate = int(model.sample_rate)
+        self.name = getattr(model, "registry_name", type(model).__name__)
+        self.info = info or {}
+
+    def separate(self, mono: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        from bgmid.separation.apply import separate_array
+
+        return separate_array(self.model, mono, self.chunk, self.batch, self.device)
+
+
+def shipped_weights(name: str) -> Path:
+    return models_dir() / f"{name}-lite.pt"
+
+
+def load_separator(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str | torch.device = "cpu",
+                   weights: str | os.PathLike | None = None) -> TorchSeparator:
+    """A ready separator: a registry name (shipped ``models/<name>-lite.pt``, or ``weights``) or a ``.pt`` path."""
+    s = str(name_or_path)
+    if weights is None:
+        if s in MODELS:
+            weights = shipped_weights(s)
+            if not Path(weights).exists():
+                raise BgmidError(
+                    f"no shipped weights for '{s}' at {weights}; train them with 'bgmid train --model {s}' "
+                    "or pass --weights FILE."
+                )
+        else:
+            weights = s
+    ckpt = load_checkpoint(weights)
+    if s in MODELS and ckpt.get("name", s) != s:
+        raise BgmidError(f"{weights} holds a '{ckpt.get('name')}' model, not '{s}'.")
+    model = model_from_checkpoint(ckpt, device)
+    info = {k: ckpt.get(k) for k in ("train", "metrics", "data_manifest_hash")}
+    info["path"] = str(weights)
+    return TorchSeparator(model, device, info=info)
