@@ -1,0 +1,667 @@
+"""Broadcast monitoring: a programme of any length in, the music cues it contains out.
+
+Pipeline (one pass, bounded memory):
+
+1. **Blocks.** The programme is decoded and streamed in blocks of ``block_s`` seconds plus ``context_s`` on each
+   side (:func:`bgmid.audio.stream_samples`). Each block is optionally separated (music estimate and speech
+   estimate, :class:`~bgmid.separation.Separator` interface), and the raw mix and the separated music are
+   fingerprinted; their landmarks are pooled on one time line (true votes add up, chance votes do not) and only
+   the landmarks anchored in the block's own core are kept, so no landmark is counted twice and none is cut by a
+   block edge. Every landmark is looked up in the index once, when its block is processed.
+2. **Windows.** Sliding windows (``window_s`` long every ``hop_s``) vote on (track, offset) with the postings
+   whose query time falls inside them, exactly as :func:`bgmid.match.vote` does for one query. A window keeps
+   its ``top`` tracks that clear ``weak_score`` aligned landmarks (several per window: cross-fades) as
+   :class:`WindowHit` records, each with the ids and times of its aligned landmarks.
+3. **Segments.** :func:`merge_segments` links window hits of the same track whose offsets
+   (track time - programme time) agree within ``offset_tol_frames`` and whose aligned landmarks are no more than
+   ``max_gap_s`` apart: a constant offset means the track kept running, so a few seconds masked by loud speech
+   do not split a cue. A segment becomes a cue only with real evidence (at least one window at the calibrated
+   match threshold, ``min_windows`` windows, ``min_cue_score`` distinct aligned landmarks, ``min_cue_s``
+   seconds): isolated weak hits, which chance produces in speech, are dropped. Boundaries are the first aligned
+   landmark's anchor and the last aligned landmark's target peak, not window edges.
+4. **Loops.** Segments of the same track with different offsets that touch (within ``loop_gap_s``) or overlap
+   are one continuous use of the track whose playback jumped: looped game/library music, an edit that repeats
+   a section, or a track whose own sections repeat (then the same audio matches two offsets at once). They are
+   merged into one cue whose ``parts`` keep each offset run, because a cue sheet reports one use with its total
+   duration. The same track played again after something else (a gap longer than ``loop_gap_s``) is a new cue.
+5. **Usage.** Each cue is labelled ``featured`` (music dominant: BV/VV/VI-style) or ``background`` (BI: under
+   speech) from an estimate of its music-to-speech ratio (``msr_db``), see :func:`estimate_msr_db`.
+
+The functions that turn hits into cues are pure (lists in, lists out) so they are tested on constructed
+vote sequences; :class:`Monitor` does the streaming around them.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from bgmid.audio import resample
+from bgmid.fingerprint.landmarks import Landmarks, fingerprint, hash_bits
+from bgmid.fingerprint.presets import Preset, QueryOptions
+from bgmid.index.base import Store
+from bgmid.match import CALIBRATION, _pool, confidence
+
+__all__ = [
+    "Cue",
+    "CuePart",
+    "Monitor",
+    "MonitorConfig",
+    "MonitorResult",
+    "Segment",
+    "WindowHit",
+    "estimate_msr_db",
+    "merge_loops",
+    "merge_segments",
+    "segments_to_cues",
+    "window_votes",
+]
+
+#: Usage threshold: a cue whose music-to-speech ratio is at least this (dB) is ``featured``, else
+#: ``background``. 0 dB: the music is at least as loud as the dialogue over the cue (or there is none).
+FEATURED_MSR_DB = 0.0
+
+#: Fraction of a clean music excerpt's query landmarks (default :class:`QueryOptions`) that align with its
+#: reference. Without a separator the share of aligned landmarks over this value estimates the music's share
+#: of the spectral peaks, hence the music-to-speech ratio. Measured on real corpus tracks (p1 and p2 give
+#: similar values); see ``benchmarks/monitor.py``.
+CLEAN_ALIGNED_FRACTION = 0.30
+
+
+class Separator(Protocol):
+    """What the monitor needs from a separator (see ``bgmid.separation``)."""
+
+    sample_rate: int
+
+    def separate(self, mono: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    """Windowing, evidence and merging parameters; the defaults are tuned on the generated programmes."""
+
+    window_s: float = 10.0  #: sliding window length; the paper's 12 s queries identify far better than 3-6 s
+    hop_s: float = 2.0  #: window hop; sets how finely a cue's evidence is sampled in time
+    block_s: float = 60.0  #: audio decoded, separated and fingerprinted at once (memory ~ block)
+    context_s: float = 3.0  #: extra audio each side of a block (separator and peak/pair context)
+    top: int = 5  #: tracks kept per window (>= 2 so both tracks of a cross-fade survive)
+    weak_score: int = 5  #: aligned landmarks for a window hit to be kept as evidence for a segment
+    strong_score: int = 0  #: a cue needs one window at least this strong (0: the calibrated match threshold)
+    min_cue_score: int = 12  #: distinct aligned landmarks over a whole cue
+    min_windows: int = 2  #: window hits over a whole cue (overlapping windows: any real >= 5 s cue has >= 3)
+    offset_tol_frames: int = 2  #: offsets this close (STFT frames) are the same playback
+    max_gap_s: float = 10.0  #: bridge gaps up to this long between hits of the same track and offset
+    loop_gap_s: float = 4.0  #: same track, different offset, this close: one cue (loop / repeat)
+    min_cue_s: float = 3.0  #: shorter detections are dropped (a 5 s cue with fades is heard for ~4 s)
+    max_postings: int | None = 20000  #: skip hashes with more postings than this (stop words)
+
+    @property
+    def strong(self) -> int:
+        return self.strong_score or int(CALIBRATION["min_aligned"])
+
+
+@dataclass
+class WindowHit:
+    """One track's best offset in one window (a vote result with its aligned landmarks)."""
+
+    start_s: float  #: window start in the programme
+    end_s: float  #: window end
+    track_id: int
+    offset: int  #: frames: track frame - programme frame
+    score: int  #: distinct query landmarks aligned on ``offset`` (+-1 frame)
+    first_s: float  #: programme time of the first aligned landmark's anchor
+    last_s: float  #: programme time where the last aligned landmark ends (its target peak's frame end)
+    aligned: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  #: aligned landmark ids
+
+
+@dataclass
+class Segment:
+    """Window hits of one track at one offset, linked through time."""
+
+    track_id: int
+    offset: int  #: frames (of the strongest hit)
+    start_s: float
+    end_s: float
+    hits: list[WindowHit]
+    aligned: np.ndarray  #: distinct aligned landmark ids
+
+    @property
+    def score(self) -> int:
+        return int(self.aligned.size)
+
+    @property
+    def max_score(self) -> int:
+        return max(h.score for h in self.hits)
+
+
+@dataclass
+class CuePart:
+    """One offset run inside a cue (a cue has several when the music loops or jumps)."""
+
+    programme_start_s: float
+    programme_end_s: float
+    track_start_s: float
+    track_end_s: float
+
+
+@dataclass
+class Cue:
+    """One use of one track in a programme: the unit of a cue sheet."""
+
+    track_id: int
+    programme_start_s: float
+    programme_end_s: float
+    track_start_s: float  #: track time at ``programme_start_s``
+    track_end_s: float  #: track time at ``programme_end_s`` (of the last part when the music looped)
+    score: int  #: distinct aligned landmarks over the cue
+    confidence: float  #: calibrated probability (strongest window) that the track is right
+    parts: list[CuePart] = field(default_factory=list)
+    n_windows: int = 0
+    msr_db: float | None = None  #: estimated music-to-speech ratio over the cue (dB)
+    usage: str = "background"  #: "background" (BI-style) or "featured" (music dominant)
+    seq: int = 0  #: 1-based position in the programme's cue sheet
+    title: str = ""
+    path: str = ""
+    extra: dict = field(default_factory=dict)  #: index metadata (album, composer, ...)
+
+    @property
+    def duration_s(self) -> float:
+        return self.programme_end_s - self.programme_start_s
+
+    @property
+    def loops(self) -> int:
+        """Offset jumps inside the cue (0: played straight through)."""
+        return max(0, len(self.parts) - 1)
+
+
+@dataclass
+class MonitorResult:
+    """Everything one programme gave: cues plus the per-second level curves the plot and usage need."""
+
+    programme: str
+    duration_s: float
+    cues: list[Cue]
+    level_db: np.ndarray  #: mix level per second (dBFS)
+    music_db: np.ndarray | None = None  #: separated music level per second (dBFS), with a separator
+    speech_db: np.ndarray | None = None  #: separated speech level per second (dBFS), with a separator
+    n_landmarks: np.ndarray | None = None  #: query landmarks anchored in each second (raw mix analysis)
+    n_windows: int = 0
+    elapsed_s: float = 0.0
+    separator: str = "none"
+    hits: list[WindowHit] = field(default_factory=list)  #: every window hit (aligned ids dropped), for inspection
+
+    @property
+    def speed(self) -> float:
+        """Times real time (programme seconds per wall-clock second)."""
+        return self.duration_s / self.elapsed_s if self.elapsed_s > 0 else float("inf")
+
+
+# -- pure functions: votes -> hits -> segments -> cues -------------------------------------------------
+
+
+def window_votes(
+    qt: np.ndarray,
+    tids: np.ndarray,
+    offs: np.ndarray,
+    lids: np.ndarray,
+    ends: np.ndarray,
+    top: int,
+    min_score: int,
+    tolerance: int = 1,
+) -> list[tuple[int, int, int, int, int, np.ndarray]]:
+    """Per-track best offset from one window's postings, like :func:`bgmid.match.vote`.
+
+    Inputs are parallel arrays over postings: query frame, track id, offset (frames), query landmark id and the
+    frame where the landmark ends. Returns up to ``top`` tuples ``(track, offset, score, first_frame,
+    last_end_frame, aligned_ids)`` with ``score >= min_score``, best first. The score counts distinct query
+    landmarks within +-``tolerance`` frames of the best offset.
+    """
+    if qt.size == 0:
+        return []
+    key = (tids << 32) + (offs + (1 << 31))
+    uk, counts = np.unique(key, return_counts=True)
+    smooth = counts.copy()
+    for d in range(1, tolerance + 1):
+        for sgn in (-d, d):
+            i = np.searchsorted(uk, uk + sgn)
+            ic = np.minimum(i, uk.size - 1)
+            smooth += np.where(uk[ic] == uk + sgn, counts[ic], 0)
+    cand = smooth >= min_score  # a track whose best offset is below min_score cannot qualify
+    if not cand.any():
+        return []
+    uk, smooth = uk[cand], smooth[cand]
+    ktrack = uk >> 32
+    order = np.lexsort((-smooth, ktrack))
+    first = np.ones(order.size, bool)
+    first[1:] = ktrack[order][1:] != ktrack[order][:-1]
+    best = order[first]
+    best = best[np.argsort(-smooth[best], kind="stable")][: max(top, 1) * 2]
+    out = []
+    for b in best:
+        tr = int(ktrack[b])
+        o = int((uk[b] & ((1 << 32) - 1)) - (1 << 31))
+        sel = (tids == tr) & (np.abs(offs - o) <= tolerance)
+        ids = np.unique(lids[sel])
+        if ids.size >= min_score:
+            out.append((tr, o, int(ids.size), int(qt[sel].min()), int(ends[sel].max()), ids))
+    out.sort(key=lambda r: -r[2])
+    return out[:top]
+
+
+def merge_segments(hits: Iterable[WindowHit], config: MonitorConfig = MonitorConfig()) -> list[Segment]:
+    """Link window hits into segments of one track at one (constant) offset.
+
+    A hit joins the open segment of its track whose offset is within ``offset_tol_frames`` and whose aligned
+    evidence ends no more than ``max_gap_s`` before the hit's first aligned landmark (windows overlap, so most
+    hits overlap their segment); otherwise it opens a new segment. The same track at two offsets (played twice,
+    or looping) therefore gives two segments. Segments are not yet filtered: see :func:`accept_segment`.
+    """
+    hits = sorted(hits, key=lambda h: (h.start_s, -h.score))
+    open_: list[Segment] = []
+    done: list[Segment] = []
+    for h in hits:
+        # close segments that can no longer be extended (keeps the scan short on long programmes)
+        still = []
+        for s in open_:
+            (still if h.start_s - s.end_s <= config.max_gap_s + config.window_s else done).append(s)
+        open_ = still
+        best = None
+        for s in open_:
+            if s.track_id != h.track_id or abs(h.offset - s.offset) > config.offset_tol_frames:
+                continue
+            if h.first_s - s.end_s > config.max_gap_s:
+                continue
+            if best is None or abs(h.offset - s.offset) < abs(h.offset - best.offset):
+                best = s
+        if best is None:
+            open_.append(Segment(h.track_id, h.offset, h.first_s, h.last_s, [h], np.unique(h.aligned)))
+        else:
+            if h.score > best.max_score:
+                best.offset = h.offset
+            best.hits.append(h)
+            best.start_s = min(best.start_s, h.first_s)
+            best.end_s = max(best.end_s, h.last_s)
+            best.aligned = np.union1d(best.aligned, h.aligned)
+    done.extend(open_)
+    done.sort(key=lambda s: (s.start_s, s.track_id))
+    return done
+
+
+def accept_segment(seg: Segment, config: MonitorConfig = MonitorConfig(), n_windows_total: int | None = None) -> bool:
+    """Whether a segment is real music rather than chance: enough windows, landmarks, strength and length.
+
+    Chance alignments in speech or unindexed music give isolated hits a little above ``weak_score`` in one or
+    two overlapping windows; a real cue gives a run of windows, one of them at the calibrated threshold.
+    """
+    min_windows = config.min_windows if n_windows_total is None else min(config.min_windows, n_windows_total)
+    return (
+        len(seg.hits) >= min_windows
+        and seg.max_score >= config.strong
+        and seg.score >= config.min_cue_score
+        and seg.end_s - seg.start_s >= config.min_cue_s
+    )
+
+
+def merge_loops(segments: Sequence[Segment], config: MonitorConfig = MonitorConfig()) -> list[list[Segment]]:
+    """Group accepted segments of the same track that overlap or touch (within ``loop_gap_s``) into one cue.
+
+    Returns groups (each one cue), in programme order. See the module docstring for why loops are one cue.
+    """
+    by_track: dict[int, list[Segment]] = {}
+    for s in sorted(segments, key=lambda s: s.start_s):
+        by_track.setdefault(s.track_id, []).append(s)
+    groups: list[list[Segment]] = []
+    for segs in by_track.values():
+        cur = [segs[0]]
+        end = segs[0].end_s
+        for s in segs[1:]:
+            if s.start_s <= end + config.loop_gap_s:
+                cur.append(s)
+                end = max(end, s.end_s)
+            else:
+                groups.append(cur)
+                cur, end = [s], s.end_s
+        groups.append(cur)
+    groups.sort(key=lambda g: (min(s.start_s for s in g), g[0].track_id))
+    return groups
+
+
+def _parts(group: Sequence[Segment], frame_s: float) -> list[CuePart]:
+    """Offset runs of a cue in programme order; overlapping runs (repeated sections) are cut where the next
+    begins, so the parts tile the cue without double-counting programme time."""
+    segs = sorted(group, key=lambda s: (s.start_s, -s.score))
+    parts: list[CuePart] = []
+    for s in segs:
+        start = s.start_s if not parts else max(s.start_s, parts[-1].programme_end_s)
+        if s.end_s <= start:
+            continue  # entirely inside the previous run: the same audio matched a repeated section
+        off = s.offset * frame_s
+        parts.append(CuePart(start, s.end_s, start + off, s.end_s + off))
+    return parts
+
+
+def segments_to_cues(
+    segments: Sequence[Segment],
+    frame_s: float,
+    config: MonitorConfig = MonitorConfig(),
+    n_windows_total: int | None = None,
+) -> list[Cue]:
+    """Filter segments (:func:`accept_segment`), merge loops (:func:`merge_loops`) and build numbered cues."""
+    good = [s for s in segments if accept_segment(s, config, n_windows_total)]
+    cues = []
+    for g in merge_loops(good, config):
+        parts = _parts(g, frame_s)
+        aligned = np.unique(np.concatenate([s.aligned for s in g]))
+        max_score = max(s.max_score for s in g)
+        cues.append(
+            Cue(
+                track_id=g[0].track_id,
+                programme_start_s=parts[0].programme_start_s,
+                programme_end_s=max(p.programme_end_s for p in parts),
+                track_start_s=parts[0].track_start_s,
+                track_end_s=parts[-1].track_end_s,
+                score=int(aligned.size),
+                confidence=float(confidence(max_score)),
+                parts=parts,
+                n_windows=sum(len(s.hits) for s in g),
+            )
+        )
+    cues.sort(key=lambda c: (c.programme_start_s, c.track_id))
+    for i, c in enumerate(cues, 1):
+        c.seq = i
+    return cues
+
+
+def estimate_msr_db(
+    cue: Cue,
+    music_db: np.ndarray | None = None,
+    speech_db: np.ndarray | None = None,
+    n_landmarks: np.ndarray | None = None,
+    clean_fraction: float = CLEAN_ALIGNED_FRACTION,
+) -> float | None:
+    """Music-to-speech ratio (dB) over a cue, for the usage label.
+
+    * With a separator: the separated music's power over the separated speech's power during the cue's seconds
+      (the separator's two outputs are exactly the two estimates needed).
+    * Without one (VAD-free): the share of the programme's query landmarks in the cue that align with the track.
+      Spectral peaks go to whichever source is locally louder, so that share over the share a clean excerpt
+      reaches (``clean_fraction``) estimates the music's share ``r`` of the peaks, and ``10·log10(r / (1 - r))``
+      is read as the ratio. It is coarse (+-5 dB), but monotone in the true ratio and needs no model.
+    """
+    a, b = int(math.floor(cue.programme_start_s)), int(math.ceil(cue.programme_end_s))
+    if music_db is not None and speech_db is not None and b > a:
+        pm = np.sum(10 ** (music_db[a:b] / 10))
+        ps = np.sum(10 ** (speech_db[a:b] / 10))
+        if pm + ps > 0:
+            return float(10 * np.log10((pm + 1e-12) / (ps + 1e-12)))
+    if n_landmarks is not None and b > a:
+        n = float(np.sum(n_landmarks[a:b]))
+        if n > 0:
+            r = min(0.999, max(0.001, cue.score / n / clean_fraction))
+            return float(10 * np.log10(r / (1 - r)))
+    return None
+
+
+# -- streaming ------------------------------------------------------------------------------------------
+
+
+def _frame_step(preset: Preset, sr: int) -> int:
+    """Smallest number of preset frames that is a whole number of samples at ``sr`` (exact block starts)."""
+    num = preset.hop * sr
+    return preset.sample_rate // math.gcd(num, preset.sample_rate)
+
+
+def _array_blocks(x: np.ndarray, block: int, hop: int) -> Iterator[tuple[int, np.ndarray]]:
+    """Blocks of an in-memory signal laid out like :func:`bgmid.audio.stream_samples`."""
+    pos = 0
+    while True:
+        yield pos, x[pos : pos + block]
+        if pos + block >= x.size:
+            return
+        pos += hop
+
+
+def _db(p: np.ndarray) -> np.ndarray:
+    return (10 * np.log10(np.maximum(p, 1e-12))).astype(np.float32)
+
+
+class Monitor:
+    """Stream programmes through separation, fingerprinting and window matching; produce cues.
+
+    ``separator`` is any object with ``sample_rate`` and ``separate(mono) -> (music, speech)``; ``None`` matches
+    the raw mix only (much faster, weaker under loud speech).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        separator: Separator | None = None,
+        config: MonitorConfig | None = None,
+        options: QueryOptions | None = None,
+        separator_name: str | None = None,
+    ):
+        self.store = store
+        self.preset = store.preset
+        self.separator = separator
+        self.separator_name = separator_name or ("none" if separator is None else type(separator).__name__)
+        self.config = config or MonitorConfig()
+        self.options = options or QueryOptions()
+        self.sr = int(separator.sample_rate) if separator is not None else self.preset.sample_rate
+        p, c = self.preset, self.config
+        step = _frame_step(p, self.sr)
+        self.core_frames = max(step, int(round(c.block_s / p.frame_s / step)) * step)
+        self.ctx_frames = max(step, int(math.ceil(c.context_s / p.frame_s / step)) * step)
+        self.samples_per_frame = p.hop * self.sr / p.sample_rate  # exact at multiples of ``step``
+        self._dt_mask = (1 << hash_bits(p)[2]) - 1
+
+    # public entry points
+    def run(self, path: str | os.PathLike, on_progress: Callable[[float], None] | None = None) -> MonitorResult:
+        """Monitor one file (any format PyAV decodes), streamed with bounded memory."""
+        from bgmid.audio import stream_samples
+
+        block, hop = self._block_samples()
+        return self._run(str(path), stream_samples(path, self.sr, block, hop), on_progress)
+
+    def run_array(self, x: np.ndarray, sr: int, name: str = "<array>") -> MonitorResult:
+        """Monitor an in-memory mono signal (tests, notebooks)."""
+        y = resample(np.asarray(x, np.float32), sr, self.sr)
+        block, hop = self._block_samples()
+        return self._run(name, _array_blocks(y, block, hop), None)
+
+    # internals
+    def _block_samples(self) -> tuple[int, int]:
+        f = self.samples_per_frame
+        return int(round((self.core_frames + 2 * self.ctx_frames) * f)), int(round(self.core_frames * f))
+
+    def _analyse(self, x: np.ndarray) -> tuple[Landmarks, Landmarks, dict[str, np.ndarray]]:
+        """Landmarks of a block (raw, pooled raw+separated) and its signals for level curves."""
+        p, o = self.preset, self.options
+        sig = {"mix": x}
+        analyses = [x]
+        if self.separator is not None:
+            music, speech = self.separator.separate(x)
+            sig["music"], sig["speech"] = np.asarray(music, np.float32), np.asarray(speech, np.float32)
+            analyses.append(sig["music"])
+        lms = []
+        for a in analyses:
+            y = resample(a, self.sr, p.sample_rate)
+            parts = []
+            for k in range(max(1, o.shifts)):
+                shift = int(round(k * p.hop / max(1, o.shifts)))
+                parts.append(fingerprint(y[shift:], p, o.density_factor, o.fanout_factor))
+            lms.append(_pool(parts))
+        return lms[0], (_pool(lms) if len(lms) > 1 else lms[0]), sig
+
+    def _run(
+        self,
+        name: str,
+        blocks: Iterable[tuple[int, np.ndarray]],
+        on_progress: Callable[[float], None] | None,
+    ) -> MonitorResult:
+        t_start = time.perf_counter()
+        p, c = self.preset, self.config
+        fs = p.frame_s
+        win_f = int(round(c.window_s / fs))
+        hop_f = max(1, int(round(c.hop_s / fs)))
+        # rolling postings buffer (sorted by query frame)
+        buf = {k: np.zeros(0, np.int64) for k in ("qt", "tid", "off", "lid", "end")}
+        next_win = 0  # start frame of the next window to vote
+        n_lid = 0
+        hits: list[WindowHit] = []
+        n_windows = 0
+        power = {k: _PerSecond() for k in ("mix", "music", "speech")}
+        n_lm_sec = _PerSecond()
+        total_samples = 0
+        end_frame = 0  # programme length in frames, known once the last block is in
+
+        def emit_windows(upto: int | None) -> None:
+            """Vote every window that ends by frame ``upto`` (None: every window left, to the end)."""
+            nonlocal next_win, n_windows, buf
+            qt = buf["qt"]
+            while True:
+                w0, w1 = next_win, next_win + win_f
+                if upto is not None and w1 > upto:
+                    break
+                # at the end: stop once the previous window already reached the last frame
+                if upto is None and (w0 >= end_frame or (w0 > 0 and w1 - hop_f >= end_frame)):
+                    break
+                i0, i1 = np.searchsorted(qt, w0), np.searchsorted(qt, w1)
+                n_windows += 1
+                for tr, o, s, f0, f1, ids in window_votes(
+                    qt[i0:i1], buf["tid"][i0:i1], buf["off"][i0:i1], buf["lid"][i0:i1], buf["end"][i0:i1],
+                    top=c.top, min_score=c.weak_score,
+                ):
+                    w_end = min(w1, end_frame) if upto is None else w1
+                    hits.append(WindowHit(w0 * fs, w_end * fs, tr, o, s, f0 * fs, f1 * fs + p.n_fft / p.sample_rate,
+                                          ids))
+                next_win += hop_f
+            keep = np.searchsorted(qt, next_win)
+            buf = {k: v[keep:] for k, v in buf.items()}
+
+        with_last = _with_last(blocks)
+        for (start, x), last in with_last:
+            k0 = int(round(start / self.samples_per_frame))  # global frame of the block's first sample
+            lm_raw, lm, sig = self._analyse(x)
+            n_frames_block = int(x.size / self.samples_per_frame)
+            own_lo = 0 if k0 == 0 else k0 + self.ctx_frames
+            own_hi = k0 + n_frames_block + 1 if last else k0 + self.ctx_frames + self.core_frames
+            t = lm.times.astype(np.int64) + k0
+            keep = (t >= own_lo) & (t < own_hi)
+            hashes, t = lm.hashes[keep], t[keep]
+            traw = lm_raw.times.astype(np.int64) + k0
+            traw = traw[(traw >= own_lo) & (traw < own_hi)]
+            # level curves (mean power per second) and raw landmark counts per second, of the block's own audio
+            a = int(round(own_lo * self.samples_per_frame)) - start
+            b = x.size if last else min(x.size, int(round(own_hi * self.samples_per_frame)) - start)
+            total_samples = start + b
+            sec = (np.arange(start + a, start + b) // self.sr).astype(np.int64)
+            for key, y in sig.items():
+                power[key].add(sec, np.square(y[a:b], dtype=np.float64))
+            n_lm_sec.add(np.floor(traw * fs).astype(np.int64), None)
+            # one index lookup per landmark
+            rows, tids, ttimes = self.store.lookup(hashes, max_postings=c.max_postings)
+            qt = t[rows]
+            order = np.argsort(qt, kind="stable")
+            rows, tids, ttimes, qt = rows[order], tids[order], ttimes[order], qt[order]
+            dts = (hashes[rows].astype(np.int64) & self._dt_mask)
+            new = {"qt": qt, "tid": tids.astype(np.int64), "off": ttimes - qt, "lid": rows + n_lid, "end": qt + dts}
+            n_lid += hashes.size
+            buf = {k: np.concatenate([buf[k], new[k]]) for k in buf}
+            end_frame = int(total_samples / self.samples_per_frame) if last else 0
+            emit_windows(None if last else own_hi)
+            if on_progress is not None:
+                on_progress(total_samples / self.sr)
+        duration_s = total_samples / self.sr
+        segments = merge_segments(hits, c)
+        cues = segments_to_cues(segments, fs, c, n_windows_total=n_windows)
+        for h in hits:
+            h.aligned = h.aligned[:0]
+        for cue in cues:
+            cue.programme_end_s = min(cue.programme_end_s, duration_s)
+            if cue.parts:
+                cue.parts[-1].programme_end_s = min(cue.parts[-1].programme_end_s, duration_s)
+        n_sec = int(math.ceil(duration_s))
+        samples_per_sec = np.full(n_sec, float(self.sr))
+        if n_sec:
+            samples_per_sec[-1] = total_samples - (n_sec - 1) * self.sr
+        curves = {
+            k: (_db(power[k].values(n_sec) / np.maximum(samples_per_sec, 1)) if power[k].used else None)
+            for k in power
+        }
+        n_lm = n_lm_sec.values(n_sec).astype(np.int64)
+        for cue in cues:
+            meta = self.store.track(cue.track_id)
+            cue.title, cue.path, cue.extra = meta.title, meta.path, dict(meta.extra)
+            cue.msr_db = estimate_msr_db(cue, curves["music"], curves["speech"], n_lm if curves["music"] is None
+                                         else None)
+            cue.usage = "featured" if cue.msr_db is not None and cue.msr_db >= FEATURED_MSR_DB else "background"
+        return MonitorResult(
+            programme=name,
+            duration_s=duration_s,
+            cues=cues,
+            level_db=curves["mix"] if curves["mix"] is not None else np.zeros(0, np.float32),
+            music_db=curves["music"],
+            speech_db=curves["speech"],
+            n_landmarks=n_lm,
+            n_windows=n_windows,
+            elapsed_s=time.perf_counter() - t_start,
+            separator=self.separator_name,
+            hits=hits,
+        )
+
+
+class _PerSecond:
+    """A per-second accumulator that grows with the programme (a float per second: hours cost kilobytes)."""
+
+    def __init__(self) -> None:
+        self.sums = np.zeros(0, np.float64)
+        self.used = False
+
+    def add(self, sec: np.ndarray, weights: np.ndarray | None) -> None:
+        if sec.size == 0:
+            return
+        self.used = True
+        lo = int(sec.min())
+        part = np.bincount(sec - lo, weights=weights)
+        need = lo + part.size
+        if need > self.sums.size:
+            self.sums = np.concatenate([self.sums, np.zeros(need - self.sums.size)])
+        self.sums[lo:need] += part
+
+    def values(self, n: int) -> np.ndarray:
+        out = np.zeros(n, np.float64)
+        m = min(n, self.sums.size)
+        out[:m] = self.sums[:m]
+        return out
+
+
+def _with_last(it: Iterable) -> Iterator[tuple[object, bool]]:
+    """Yield ``(item, is_last)``: the last block owns everything to the end of the programme."""
+    held = None
+    have = False
+    for item in it:
+        if have:
+            yield held, False
+        held, have = item, True
+    if have:
+        yield held, True
+
+
+def monitor_file(
+    db: str | os.PathLike,
+    path: str | os.PathLike,
+    separator: Separator | None = None,
+    config: MonitorConfig | None = None,
+) -> MonitorResult:
+    """Convenience: open the index at ``db`` and monitor one file."""
+    from bgmid.index import open_index
+
+    with open_index(Path(db)) as store:
+        return Monitor(store, separator, config).run(path)
