@@ -143,18 +143,18 @@ def model_fn(model: torch.nn.Module, device: str | torch.device = "cpu") -> Chun
     return fn
 
 
-def default_plan(model: torch.nn.Module, chunk: int | None = None) -> ChunkPlan:
+def default_plan(model: torch.nn.Module, chunk: int | None = None, overlap: float = 0.25) -> ChunkPlan:
     """The model's training segment as chunk (what it was trained on), hop a multiple of its quantum."""
-    return plan_chunks(int(chunk or model.segment), int(getattr(model, "quantum", 1)))
+    return plan_chunks(int(chunk or model.segment), int(getattr(model, "quantum", 1)), overlap)
 
 
 def separate_array(model: torch.nn.Module, mono: np.ndarray, chunk: int | None = None, batch: int = 4,
-                   device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray]:
+                   device: str | torch.device = "cpu", overlap: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
     """Separate a mono float32 array at the model's rate into (music, speech), each as long as the input."""
     mono = np.asarray(mono, np.float32).reshape(-1)
     if mono.size == 0:
         return np.zeros(0, np.float32), np.zeros(0, np.float32)
-    pieces = list(separate_stream([mono], model_fn(model, device), default_plan(model, chunk), batch))
+    pieces = list(separate_stream([mono], model_fn(model, device), default_plan(model, chunk, overlap), batch))
     y = np.concatenate(pieces, axis=1)
     return np.ascontiguousarray(y[0]), np.ascontiguousarray(y[1])
 
