@@ -294,12 +294,20 @@ def train(cfg: TrainConfig, data: BatchSource | None = None, resume: bool = Fals
         log(f"no checkpoint at {last_path}; starting fresh")
     if data is None:
         data = MixtureBatches(cfg, model.sample_rate, model.segment)
-    if val_sets is None:
+    retry_val = val_sets is None  # the fixed sets may be built while we train: look again at each validation
+
+    def try_load_val() -> ValSet:
+        nonlocal retry_val
         try:
-            val_sets = load_val_sets(cfg.root, model.sample_rate, cfg.val_clips, cfg.val_seconds)
-        except (BgmidError, ImportError) as exc:
-            log(f"no validation sets ({exc}); training without validation")
-            val_sets = {}
+            sets = load_val_sets(cfg.root, model.sample_rate, cfg.val_clips, cfg.val_seconds)
+            retry_val = False
+            return sets
+        except (BgmidError, ImportError, OSError) as exc:
+            log(f"no validation sets yet ({exc}); will look again at the next validation")
+            return {}
+
+    if val_sets is None:
+        val_sets = try_load_val()
     mhash = manifest_hash(cfg.root)
     n_params = sum(p.numel() for p in model.parameters())
     log(f"{cfg.model} ({cfg.config}): {n_params:,} parameters, {model.sample_rate} Hz, segment {model.segment}, "
@@ -314,7 +322,9 @@ def train(cfg: TrainConfig, data: BatchSource | None = None, resume: bool = Fals
         })
 
     def run_validation() -> None:
-        nonlocal best, metrics
+        nonlocal best, metrics, val_sets
+        if not val_sets and retry_val:
+            val_sets = try_load_val()
         if not val_sets:
             return
         tv = time.time()
