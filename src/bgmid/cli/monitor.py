@@ -1,0 +1,153 @@
+"""``bgmid monitor``: programmes in, a background-music cue sheet out (CSV / JSON / table), optionally scored."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from bgmid.cli.common import add_db_argument, progress
+from bgmid.monitor import MonitorConfig
+
+_D = MonitorConfig()
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "monitor",
+        help="cue sheet of the indexed music in broadcast programmes",
+        description=(
+            "Find every use of indexed music in programmes of any length and format (WAV, MP3, AAC, MP4, "
+            "MPEG-TS, ...): which track, programme in/out, track in/out, duration, background or featured. "
+            "Audio is streamed in blocks (memory does not grow with length), optionally separated into music "
+            "and speech, fingerprinted, matched in sliding windows, and the window matches are merged into cues."
+        ),
+        epilog=(
+            "Output: a table on the terminal; --out FILE.csv or FILE.json writes the cue sheet (JSON: one object "
+            "per programme, a list for several). --truth scores the cue sheet (BAF seconds-level P/R/F1, cue "
+            "recall, boundary error). Example: bgmid monitor --db lib/ show.mp4 --out show.csv --plot show.png"
+        ),
+    )
+    add_db_argument(p)
+    p.add_argument(
+        "--separator", default="auto", metavar="NAME|PATH|none",
+        help="music-speech separator run before fingerprinting: a model name (unet, wave-unet, mmdensenet, "
+        "wave-densenet), a checkpoint .pt, or 'none' (raw mix only: much faster, weaker under loud speech). "
+        "Default 'auto': the shipped default model when its weights are installed, else none",
+    )
+    p.add_argument("--device", default="cpu", help="torch device for the separator (default cpu)")
+    p.add_argument("--preset", default=None, help="fingerprint preset the index must have (default: the index's)")
+    p.add_argument("--out", metavar="FILE", help="write the cue sheet to FILE.csv or FILE.json")
+    p.add_argument("--json", action="store_true", help="print each programme's cue sheet as one JSON line")
+    p.add_argument("--truth", metavar="CUES.csv", help="ground-truth cue CSV: print precision/recall/F1 against it")
+    p.add_argument(
+        "--min-level-db", type=float, default=None,
+        help="with --truth: score only truth cues at least this loud relative to speech (e.g. -10)",
+    )
+    p.add_argument("--plot", metavar="FILE.png", help="draw the programme timeline (levels, cues, truth)")
+    p.add_argument("--window", type=float, default=_D.window_s, help="match window, s (default %(default)s)")
+    p.add_argument("--hop", type=float, default=_D.hop_s, help="window hop, s (default %(default)s)")
+    p.add_argument(
+        "--max-gap", type=float, default=_D.max_gap_s,
+        help="bridge gaps up to this long inside a cue (same track, same position), s (default %(default)s)",
+    )
+    p.add_argument("--min-cue", type=float, default=_D.min_cue_s, help="drop shorter cues, s (default %(default)s)")
+    p.add_argument("--shifts", type=int, default=1, help="STFT analysis phases (more: slower, more robust)")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="programme files (audio or video)")
+    p.set_defaults(func=cmd_monitor)
+
+
+def resolve_separator(name: str, device: str = "cpu"):
+    """A separator from a CLI name; ``None`` for 'none' (and for 'auto' when no weights are installed)."""
+    from bgmid.errors import BgmidError
+
+    if name.lower() == "none":
+        return None
+    try:
+        from bgmid.separation import DEFAULT_MODEL, load_separator
+    except ImportError as exc:  # torch missing or separation not installed
+        if name == "auto":
+            return None
+        raise BgmidError(f"separator '{name}' needs bgmid.separation (torch): {exc}. Use --separator none.") from exc
+    if name == "auto":
+        from bgmid.separation.registry import shipped_weights
+
+        if not shipped_weights(DEFAULT_MODEL).exists():
+            print(
+                f"bgmid monitor: no weights for the default separator '{DEFAULT_MODEL}' are installed; "
+                "matching the raw mix only (--separator none).", file=sys.stderr,
+            )
+            return None
+        name = DEFAULT_MODEL
+    return load_separator(name, device=device)
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    from bgmid.audio import info
+    from bgmid.cuesheet import evaluate, format_metrics, format_table, read_truth, result_to_dict, write_csv, write_json
+    from bgmid.errors import BgmidError
+    from bgmid.fingerprint.presets import QueryOptions
+    from bgmid.index import open_index
+    from bgmid.monitor import Monitor
+
+    if args.out and Path(args.out).suffix.lower() not in (".csv", ".json"):
+        raise BgmidError(f"--out {args.out}: name a .csv or .json file (the extension picks the format).")
+    if args.plot and Path(args.plot).suffix.lower() not in (".png", ".pdf", ".svg"):
+        raise BgmidError(f"--plot {args.plot}: name a .png, .pdf or .svg file.")
+    if args.window <= 0 or not 0 < args.hop <= args.window:
+        raise BgmidError("--window must be > 0 and --hop in (0, window].")
+    config = MonitorConfig(window_s=args.window, hop_s=args.hop, max_gap_s=args.max_gap, min_cue_s=args.min_cue)
+    sep = resolve_separator(args.separator, args.device)
+    sep_name = "none" if sep is None else getattr(sep, "name", args.separator)
+    truth_all = read_truth(args.truth) if args.truth else None
+    durations = [info(path).duration_s for path in args.inputs]  # fails early, naming an unreadable file
+    results = []
+    total = None
+    with open_index(args.db, preset=args.preset) as store:
+        mon = Monitor(store, sep, config, QueryOptions(shifts=args.shifts), separator_name=sep_name)
+        bar = progress(total=round(sum(durations), 1) or None, desc="monitor", unit="s")
+        done = 0.0
+        with bar:
+            for path in args.inputs:
+                bar.set_postfix_str(Path(path).name[-30:])
+
+                def tick(sec: float, base: float = done) -> None:
+                    bar.n = round(base + sec, 1)
+                    bar.refresh()
+
+                res = mon.run(path, on_progress=tick)
+                done += res.duration_s
+                results.append(res)
+        for res in results:
+            if args.json:
+                print(json.dumps(result_to_dict(res)))
+            else:
+                print(format_table(res))
+            if truth_all is not None:
+                truth = read_truth(args.truth, programme=res.programme)
+                m = evaluate(res.cues, truth, res.duration_s, min_level_db=args.min_level_db)
+                if total is None:
+                    total = m
+                else:
+                    total = total + m
+                text = format_metrics(m, label="truth" if len(results) == 1 else Path(res.programme).name)
+                print(text, file=sys.stderr if args.json else sys.stdout)
+                if args.min_level_db is None:
+                    m10 = evaluate(res.cues, truth, res.duration_s, min_level_db=-10.0)
+                    print(format_metrics(m10, label="cues >= -10 dB"), file=sys.stderr if args.json else sys.stdout)
+            if args.plot:
+                from bgmid.plot import plot_timeline
+
+                out = Path(args.plot)
+                if len(results) > 1:
+                    out = out.with_name(f"{out.stem}-{Path(res.programme).stem}{out.suffix}")
+                truth = read_truth(args.truth, programme=res.programme) if args.truth else None
+                plot_timeline(res, out, truth=truth)
+                print(f"plot: {out}", file=sys.stderr)
+    if total is not None and len(results) > 1:
+        print(format_metrics(total, label="all programmes"), file=sys.stderr if args.json else sys.stdout)
+    if args.out:
+        (write_json if Path(args.out).suffix.lower() == ".json" else write_csv)(results, args.out)
+        print(f"cue sheet: {args.out} ({sum(len(r.cues) for r in results)} cues)", file=sys.stderr)
+    return 0
