@@ -396,7 +396,7 @@ def _clip_slots(recs: Sequence[dict], clip_s: float, rng: np.random.Generator, n
         jitter = rng.uniform(0, (hi - lo) - (k - 1) * clip_s) if k > 0 else 0.0
         offs = [lo + jitter + i * clip_s for i in range(k)]
         rng.shuffle(offs)
-        per.append([(r, float(o)) for o in offs])
+        per.append([(r, round(float(o), 3)) for o in offs])  # the CSV states the offset in ms
     order = rng.permutation(len(per))
     out: list[tuple[dict, float]] = []
     depth = 0

@@ -153,8 +153,9 @@ def generate_programme(
             mid_lo, mid_hi = 0.2 * tr["duration_s"], 0.8 * tr["duration_s"] - d
             if mid_hi < mid_lo:
                 mid_lo, mid_hi = 0.0, max(0.0, tr["duration_s"] - d)
-            off = float(rng.uniform(mid_lo, mid_hi))
+            off = round(float(rng.uniform(mid_lo, mid_hi)) * sr) / sr  # on the sample grid: exact truth
             ia, ib = int(round(a * sr)), int(round(b * sr))
+            a, b = ia / sr, ib / sr
             piece = cor.crop(tr["id"], int(round(off * sr)), ib - ia)
             lvl = float(rng.uniform(-3.0, 3.0)) if only else float(rng.uniform(*level_db))
             ref = p_dialogue if p_dialogue > 0 else 10 ** (dialogue_dbfs / 10)
@@ -163,8 +164,8 @@ def generate_programme(
             fo = float(min(rng.uniform(0.3, 3.0), d / 4))
             env = _fade(ib - ia, int(fi * sr), int(fo * sr))
             y_music[ia:ib] += piece * np.float32(g) * env
-            cues.append(Cue(k, tr["id"], tr["title"], tr["package"], tr["orig_path"], round(a, 3), round(b, 3),
-                            round(off, 3), round(lvl, 2), round(fi, 3), round(fo, 3), only))
+            cues.append(Cue(k, tr["id"], tr["title"], tr["package"], tr["orig_path"], round(a, 6), round(b, 6),
+                            round(off, 6), round(lvl, 3), round(fi, 3), round(fo, 3), only))
     y = y_music + y_speech
     peak = float(np.max(np.abs(y))) if y.size else 0.0
     scale = 0.99 / peak if peak > 0.99 else 1.0
