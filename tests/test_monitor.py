@@ -1,0 +1,266 @@
+"""Segment merging on constructed vote sequences, window voting on constructed postings, cue-sheet I/O and scores.
+
+The window hits here are what the monitor's windows would produce for a described programme: windows of 10 s
+every 2 s; a track sounding over [a, b) at a constant offset gives every window that overlaps it a hit whose
+aligned landmarks are the track's landmarks inside the window (10 per second, ids shared between overlapping
+windows, as real landmark ids are).
+"""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from bgmid.cuesheet import (
+    CSV_FIELDS,
+    TruthCue,
+    cue_to_dict,
+    evaluate,
+    merge_truth,
+    parse_timecode,
+    read_truth,
+    result_to_dict,
+    timecode,
+    write_csv,
+    write_json,
+)
+from bgmid.monitor import (
+    Cue,
+    MonitorConfig,
+    MonitorResult,
+    WindowHit,
+    merge_segments,
+    segments_to_cues,
+    window_votes,
+)
+
+FS = 256 / 11025  # p1 frame
+CFG = MonitorConfig()
+WIN, HOP = CFG.window_s, CFG.hop_s
+
+
+def play(track: int, a: float, b: float, track_at_a: float, density: float = 10.0, duration: float = 300.0,
+         id_base: int = 0, holes: tuple[tuple[float, float], ...] = ()) -> list[WindowHit]:
+    """Window hits for ``track`` sounding over programme [a, b) with track time ``track_at_a`` at ``a``."""
+    offset = int(round((track_at_a - a) / FS))
+    times = np.arange(a, b, 1.0 / density)
+    for h0, h1 in holes:  # stretches where speech masks the music completely
+        times = times[(times < h0) | (times >= h1)]
+    ids = id_base + np.round(times * 1000).astype(np.int64)
+    hits = []
+    w = 0.0
+    while w < duration:
+        sel = (times >= w) & (times < w + WIN)
+        if sel.sum() >= CFG.weak_score:
+            hits.append(WindowHit(w, w + WIN, track, offset, int(sel.sum()), float(times[sel].min()),
+                                  float(times[sel].max()) + 0.05, ids[sel]))
+        w += HOP
+    return hits
+
+
+def cues_of(hits, config=CFG):
+    return segments_to_cues(merge_segments(hits, config), FS, config, n_windows_total=150)
+
+
+def test_single_cue_boundaries_and_track_position():
+    cues = cues_of(play(3, 20.0, 50.0, track_at_a=12.0))
+    assert len(cues) == 1
+    c = cues[0]
+    assert c.track_id == 3 and c.seq == 1 and c.loops == 0
+    assert abs(c.programme_start_s - 20.0) < 0.1 and abs(c.programme_end_s - 50.0) < 0.2
+    assert abs(c.track_start_s - 12.0) < 0.05 and abs(c.track_end_s - 42.0) < 0.2
+    assert c.score == 300  # distinct landmarks, not the sum over overlapping windows
+    assert c.confidence > 0.99
+
+
+def test_same_track_twice_gives_two_cues():
+    hits = play(1, 10.0, 40.0, 0.0) + play(2, 45.0, 70.0, 5.0, id_base=10**7) + play(1, 90.0, 120.0, 0.0)
+    cues = cues_of(hits)
+    assert [c.track_id for c in cues] == [1, 2, 1]
+    assert [c.seq for c in cues] == [1, 2, 3]
+    assert abs(cues[2].programme_start_s - 90.0) < 0.1 and abs(cues[2].track_start_s) < 0.05
+
+
+def test_back_to_back_tracks_split_at_the_switch():
+    hits = play(4, 0.0, 30.0, 60.0) + play(5, 30.0, 55.0, 0.0, id_base=10**7)
+    cues = cues_of(hits)
+    assert [c.track_id for c in cues] == [4, 5]
+    assert abs(cues[0].programme_end_s - 30.0) < 0.2 and abs(cues[1].programme_start_s - 30.0) < 0.1
+
+
+def test_cross_fade_keeps_both_tracks():
+    hits = play(1, 0.0, 40.0, 0.0) + play(2, 35.0, 70.0, 0.0, id_base=10**7)
+    cues = cues_of(hits)
+    assert [c.track_id for c in cues] == [1, 2]
+    assert cues[0].programme_end_s > cues[1].programme_start_s  # they overlap, as the cross-fade did
+
+
+def test_gap_inside_a_cue_is_bridged_but_a_long_one_splits():
+    one = cues_of(play(7, 10.0, 60.0, 0.0, holes=((30.0, 36.0),)))
+    assert len(one) == 1 and abs(one[0].duration_s - 50.0) < 0.3
+    two = cues_of(play(7, 10.0, 90.0, 0.0, holes=((30.0, 60.0),)))
+    assert len(two) == 2
+    assert abs(two[0].programme_end_s - 30.0) < 0.2 and abs(two[1].programme_start_s - 60.0) < 0.1
+
+
+def test_music_looping_within_a_track_is_one_cue_with_parts():
+    # track 0-20 s plays at programme 10-30, then jumps back and plays 0-20 s again at 30-50
+    hits = play(6, 10.0, 30.0, 0.0) + play(6, 30.0, 50.0, 0.0, id_base=10**7)
+    cues = cues_of(hits)
+    assert len(cues) == 1
+    c = cues[0]
+    assert c.loops == 1 and len(c.parts) == 2
+    assert abs(c.programme_start_s - 10.0) < 0.1 and abs(c.programme_end_s - 50.0) < 0.2
+    assert abs(c.track_start_s - 0.0) < 0.05 and abs(c.track_end_s - 20.0) < 0.2
+    assert abs(c.parts[1].programme_start_s - 30.0) < 0.2
+
+
+def test_repeated_section_matching_two_offsets_does_not_double_count():
+    # the same programme audio matches the track at two positions (a chorus that occurs twice)
+    hits = play(2, 20.0, 60.0, 30.0) + play(2, 35.0, 50.0, 95.0, density=4, id_base=10**7)
+    cues = cues_of(hits)
+    assert len(cues) == 1
+    c = cues[0]
+    assert abs(c.programme_start_s - 20.0) < 0.1 and abs(c.programme_end_s - 60.0) < 0.2
+    assert sum(p.programme_end_s - p.programme_start_s for p in c.parts) <= c.duration_s + 1e-6
+
+
+def test_short_cue_of_five_seconds_is_kept():
+    cues = cues_of(play(1, 40.0, 45.0, 3.0))
+    assert len(cues) == 1 and abs(cues[0].duration_s - 5.0) < 0.2
+
+
+def test_isolated_weak_hits_are_rejected():
+    rng = np.random.default_rng(0)
+    hits = []
+    for k in range(60):  # chance alignments: weak scores scattered over tracks and offsets
+        tr = int(rng.integers(1, 50))
+        off = int(rng.integers(-5000, 5000))
+        t = k * 2.0
+        hits.append(WindowHit(t, t + WIN, tr, off, int(rng.integers(5, 8)), t + 3, t + 4,
+                              np.arange(6, dtype=np.int64) + 100 * k))
+    # and one strong but single-window hit
+    hits.append(WindowHit(50.0, 60.0, 9, 1234, 14, 52.0, 58.0, np.arange(14, dtype=np.int64) + 10**6))
+    assert cues_of(hits) == []
+
+
+def test_two_weak_windows_agreeing_by_chance_are_rejected():
+    ids = np.arange(6, dtype=np.int64)
+    hits = [WindowHit(10.0, 20.0, 3, 500, 6, 14.0, 15.0, ids), WindowHit(12.0, 22.0, 3, 500, 6, 14.0, 15.0, ids)]
+    assert cues_of(hits) == []
+
+
+def test_offset_jitter_of_one_frame_stays_one_segment():
+    hits = play(1, 0.0, 40.0, 10.0)
+    for k, h in enumerate(hits):
+        h.offset += (k % 3) - 1
+    assert len(cues_of(hits)) == 1
+
+
+def test_window_votes_finds_aligned_track_among_chance_postings():
+    rng = np.random.default_rng(1)
+    n_noise = 3000
+    qt = rng.integers(0, 430, n_noise)
+    tid = rng.integers(1, 20, n_noise)
+    off = rng.integers(-4000, 4000, n_noise)
+    lid = np.arange(n_noise)
+    # track 7 at offset 900 (+-1 frame jitter) for 40 landmarks, track 8 at offset -50 for 12 (a cross-fade)
+    t7 = np.sort(rng.integers(0, 430, 40))
+    t8 = np.sort(rng.integers(300, 430, 12))
+    qt = np.concatenate([qt, t7, t8])
+    tid = np.concatenate([tid, np.full(40, 7), np.full(12, 8)])
+    off = np.concatenate([off, 900 + rng.integers(-1, 2, 40), np.full(12, -50)])
+    lid = np.concatenate([lid, n_noise + np.arange(52)])
+    order = np.argsort(qt, kind="stable")
+    qt, tid, off, lid = qt[order], tid[order], off[order], lid[order]
+    out = window_votes(qt, tid.astype(np.int64), off.astype(np.int64), lid, qt + 5, top=3, min_score=5)
+    assert [r[0] for r in out[:2]] == [7, 8]
+    tr, o, score, f0, f1, ids = out[0]
+    assert abs(o - 900) <= 1 and score >= 38 and f0 == t7.min() and ids.size == score
+    assert window_votes(qt[:0], tid[:0], off[:0], lid[:0], qt[:0], top=3, min_score=5) == []
+
+
+# -- cue sheet ------------------------------------------------------------------------------------------
+
+
+def _cue(track_id, a, b, usage="background", title=None, path="", extra=None, seq=1) -> Cue:
+    return Cue(track_id, a, b, 10.0, 10.0 + b - a, 100, 0.99, usage=usage, seq=seq,
+               title=title or f"t{track_id}", path=path, extra=extra or {}, msr_db=-8.0)
+
+
+def test_timecodes():
+    assert timecode(0) == "00:00:00.000"
+    assert timecode(3725.5) == "01:02:05.500"
+    assert timecode(59.9996) == "00:01:00.000"
+    assert timecode(100 * 3600) == "100:00:00.000"
+    assert parse_timecode("01:02:05.500") == pytest.approx(3725.5)
+    assert parse_timecode("02:05.5") == pytest.approx(125.5)
+    assert parse_timecode("12.25") == pytest.approx(12.25)
+
+
+def test_json_contract_and_csv(tmp_path):
+    res = MonitorResult("/x/show.mp4", 120.0, [_cue(3, 10.0, 40.0, path="/lib/a.flac", extra={"composer": "Z"})],
+                        np.zeros(120, np.float32))
+    d = result_to_dict(res)
+    assert d["programme"] == "/x/show.mp4" and d["programme_title"] == "show"
+    keys = ["seq", "track_id", "path", "title", "programme_start_s", "programme_end_s", "track_start_s",
+            "track_end_s", "duration_s", "usage", "score", "confidence"]
+    assert list(d["cues"][0])[: len(keys)] == keys
+    c = d["cues"][0]
+    assert c["duration_s"] == 30.0 and c["tc_in"] == "00:00:10.000" and c["metadata"] == {"composer": "Z"}
+    json.dumps(d)  # serialisable
+    write_json([res], tmp_path / "one.json")
+    assert json.loads((tmp_path / "one.json").read_text())["cues"][0]["track_id"] == 3
+    write_json([res, res], tmp_path / "two.json")
+    assert len(json.loads((tmp_path / "two.json").read_text())) == 2
+    write_csv([res], tmp_path / "s.csv")
+    rows = list(csv.DictReader(open(tmp_path / "s.csv")))
+    assert list(rows[0])[: len(CSV_FIELDS)] == list(CSV_FIELDS) and rows[0]["meta_composer"] == "Z"
+    assert rows[0]["tc_out"] == "00:00:40.000" and rows[0]["programme_title"] == "show"
+    # bgmid's own CSV reads back as truth
+    truth = read_truth(tmp_path / "s.csv")
+    assert truth[0].track == "3" and truth[0].start_s == 10.0 and truth[0].end_s == 40.0
+    assert cue_to_dict(res.cues[0])["usage"] == "background"
+
+
+def test_read_generator_truth(tmp_path):
+    p = tmp_path / "prog.cues.csv"
+    p.write_text(
+        "cue,track_id,title,package,orig_path,programme_start_s,programme_end_s,track_offset_s,level_db,"
+        "fade_in_s,fade_out_s,music_only\n"
+        "0,mabc,Theme,pkg,x.ogg,5.0,35.5,12.0,-10.5,1.0,1.0,False\n"
+        "1,mdef,Song,pkg,y.ogg,50.0,70.0,0.0,1.0,1.0,1.0,True\n"
+    )
+    t = read_truth(p)
+    assert [x.track for x in t] == ["mabc", "mdef"]
+    assert t[0].level_db == -10.5 and not t[0].featured and t[1].music_only and t[1].featured
+
+
+def test_scores_perfect_shifted_and_phantom():
+    truth = [TruthCue("a", 10.0, 40.0, level_db=-5.0), TruthCue("b", 60.0, 80.0, level_db=2.0)]
+    perfect = [_cue(1, 10.0, 40.0, title="a"), _cue(2, 60.0, 80.0, title="b", usage="featured")]
+    m = evaluate(perfect, truth, 100.0)
+    assert m.f1 == 1.0 and m.cue_recall == 1.0 and m.boundary_median_s == 0.0 and m.phantom_cues == 0
+    assert m.usage_accuracy == 1.0
+    late = [_cue(1, 12.0, 40.0, title="a")]  # 2 s late, second cue missed, plus a phantom
+    m = evaluate(late + [_cue(9, 85.0, 95.0, title="zzz")], truth, 100.0)
+    assert m.tp_s == 28 and m.fn_s == 2 + 20 and m.fp_s == 10
+    assert m.n_found_cues == 1 and m.n_truth_cues == 2 and m.phantom_cues == 1
+    assert m.boundary_errors == [2.0, 0.0]
+    # the quiet cue ignored below -10 dB: neither hits nor misses there
+    quiet = [TruthCue("a", 10.0, 40.0, level_db=-20.0)]
+    assert evaluate([], quiet, 100.0, min_level_db=-10.0).fn_s == 0
+    assert evaluate([], quiet, 100.0).fn_s == 30
+
+
+def test_truth_matched_by_file_stem_or_metadata():
+    truth = [TruthCue("m0123", 0.0, 20.0)]
+    assert evaluate([_cue(1, 0.0, 20.0, path="/lib/m0123.wav")], truth, 30.0).f1 == 1.0
+    assert evaluate([_cue(1, 0.0, 20.0, extra={"item_id": "m0123"})], truth, 30.0).f1 == 1.0
+    assert evaluate([_cue(1, 0.0, 20.0)], truth, 30.0).f1 == 0.0
+
+
+def test_merge_truth_joins_a_looped_track():
+    t = merge_truth([TruthCue("a", 0.0, 20.0), TruthCue("a", 21.0, 40.0), TruthCue("a", 80.0, 90.0)], gap_s=4.0)
+    assert [(x.start_s, x.end_s) for x in t] == [(0.0, 40.0), (80.0, 90.0)]
