@@ -483,11 +483,17 @@ def publish(name: str, run_dir: str | os.PathLike, root: str | None = None, mode
     return dest
 
 
-if __name__ == "__main__":  # python -m bgmid.train publish NAME RUN_DIR [COMMAND]
-    import sys
+if __name__ == "__main__":  # python -m bgmid.train publish NAME RUN_DIR [--clips N] [--command CMD]
+    import argparse
 
-    if len(sys.argv) >= 4 and sys.argv[1] == "publish":
-        print(publish(sys.argv[2], sys.argv[3], command=" ".join(sys.argv[4:])))
-    else:
-        print("usage: python -m bgmid.train publish NAME RUN_DIR [REPRODUCE COMMAND...]", file=sys.stderr)
-        sys.exit(2)
+    ap = argparse.ArgumentParser(prog="python -m bgmid.train")
+    sp = ap.add_subparsers(dest="cmd", required=True)
+    pp = sp.add_parser("publish", help="copy a run's best weights to models/ and write the model card")
+    pp.add_argument("name")
+    pp.add_argument("run_dir")
+    pp.add_argument("--root")
+    pp.add_argument("--models", default="models")
+    pp.add_argument("--clips", type=int, default=40)
+    pp.add_argument("--command", default="", help="the exact command that trained it (for the card)")
+    a = ap.parse_args()
+    print(publish(a.name, a.run_dir, a.root, a.models, a.clips, a.command))

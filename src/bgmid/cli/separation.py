@@ -29,6 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--steps", type=int, help="stop at this step (also the LR schedule horizon)")
     t.add_argument("--batch-size", type=int, default=16)
     t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--warmup", type=int, default=100, help="linear LR warm-up steps")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=2)
     t.add_argument("--ckpt-every", type=float, default=180.0, help="seconds between checkpoints")
@@ -61,7 +62,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = TrainConfig(
         model=args.model, config=args.config, root=args.root, out=args.out, batch_size=args.batch_size,
-        lr=args.lr, steps=args.steps, minutes=args.minutes, seed=args.seed, threads=args.threads,
+        lr=args.lr, warmup=args.warmup, steps=args.steps, minutes=args.minutes, seed=args.seed, threads=args.threads,
         ckpt_every_s=args.ckpt_every, val_every_s=args.val_every, val_clips=args.val_clips,
     )
     train(cfg, resume=args.resume, progress=not args.no_progress)
