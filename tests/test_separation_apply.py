@@ -69,3 +69,17 @@ def test_separate_file_writes_both(tmp_path) -> None:
     assert r.music_path.name == "clip.music.wav" and r.speech_path.name == "clip.speech.wav"
     mu, rate = load(r.music_path)
     assert rate == sr and mu.size == x.size and r.x_real_time > 0
+
+
+def test_cli_separate(tmp_path, capsys) -> None:
+    from bgmid.audio import write_wav
+    from bgmid.cli import main
+    from bgmid.separation.registry import make_checkpoint, save_checkpoint
+
+    m = build("wave-unet", "lite", levels=3, base_channels=4)
+    ck = save_checkpoint(tmp_path / "w.pt", make_checkpoint(m))
+    src = write_wav(tmp_path / "in.wav", np.zeros(5000, np.float32), 22050)  # resampled to the model rate
+    assert main(["separate", "--model", "wave-unet", "--weights", str(ck), str(src), "--out",
+                 str(tmp_path / "o")]) == 0
+    assert (tmp_path / "o" / "in.music.wav").exists() and (tmp_path / "o" / "in.speech.wav").exists()
+    assert "real time" in capsys.readouterr().out
