@@ -462,9 +462,10 @@ def build_fixed_sets(
     rng = np.random.default_rng([seed, 1 if split == "test" else 2])
     slots = _clip_slots(music, clip_s, rng, n_clips)
     oslots = _clip_slots(ooi, clip_s, rng, len(slots)) if ooi else []
-    plans = []
-    for k in range(len(slots)):
-        src = use[k % len(use)]
+    hours = np.array([sum(r["duration_s"] for r in srcs[u]) for u in use])
+    plans = []  # each clip's dialogue from one source, drawn in proportion to the source's hours
+    for _ in range(len(slots)):
+        src = use[int(rng.choice(len(use), p=hours / hours.sum()))]
         plans.append((src, plan_dialogue(rng, srcs[src], clip_s)))
     counts: dict[str, int] = {}
     for sr in sample_rates:
