@@ -252,3 +252,14 @@ def test_missing_corpus_is_a_clear_error(tmp_path, capsys):
 
     assert main(["evaluate", "--quick", "--root", str(tmp_path / "none"), "--out", str(tmp_path / "r")]) == 2
     assert "bgmid data fetch" in capsys.readouterr().err
+
+
+def test_preset_variants_parse():
+    from bgmid.errors import BgmidError
+    from bgmid.evaluate.library import resolve_preset
+
+    p = resolve_preset("p2:density=30,fanout=8")
+    assert (p.name, p.sample_rate, p.density, p.fanout) == ("p2:density=30,fanout=8", 16000, 30.0, 8)
+    assert resolve_preset("p1").name == "p1"
+    with pytest.raises(BgmidError):
+        resolve_preset("p2:nosuch=1")

@@ -27,7 +27,32 @@ from bgmid.errors import BgmidError
 from bgmid.fingerprint import Preset, fingerprint, get_preset
 from bgmid.index import LocalStore, TrackMeta, open_index
 
-__all__ = ["build_corpus_index", "indexed_items", "manifest_sha256", "open_corpus_index"]
+__all__ = ["build_corpus_index", "indexed_items", "manifest_sha256", "open_corpus_index", "resolve_preset"]
+
+
+def resolve_preset(spec: str | Preset) -> Preset:
+    """A preset from a name (``p2``) or a variant spec ``BASE:field=value,...`` (``p2:density=30,fanout=8``).
+
+    Why variants: presets tuned for separated audio (denser peaks, more pairs) can be measured before anyone
+    adds them to :data:`bgmid.fingerprint.PRESETS`; the variant's name is the spec, so its index is its own.
+    """
+    if isinstance(spec, Preset):
+        return spec
+    base, _, rest = spec.partition(":")
+    p = get_preset(base)
+    if not rest:
+        return p
+    kinds = {k: type(v) for k, v in p.to_dict().items()}
+    changes: dict = {"name": spec}
+    for part in rest.split(","):
+        key, _, val = part.partition("=")
+        key = key.strip()
+        if key not in kinds or key == "name" or not val:
+            raise BgmidError(f"preset spec {spec!r}: {part!r} is not FIELD=VALUE with a field of {base} "
+                             f"({', '.join(k for k in kinds if k != 'name')})")
+        t = kinds[key]
+        changes[key] = None if val == "none" else (float(val) if t in (float, type(None)) else t(val))
+    return p.with_(**changes)
 
 
 def manifest_sha256(root: str | os.PathLike | None = None) -> str:
@@ -85,12 +110,13 @@ def build_corpus_index(
     it; an unfinished one is completed on the next call.
     """
     root = Path(root) if root else default_root()
-    p = get_preset(preset)
+    p = resolve_preset(preset)
     recs = indexed_items(load_manifest(root))
     if not recs:
         raise BgmidError(f"{root}: the corpus has no indexable music (all music is 'ooi' or none was fetched).")
     ids = [r["id"] for r in recs]
-    db = Path(db_dir) if db_dir else root / "index" / f"{p.name}-{_index_key(p, ids)}"
+    safe = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in p.name)
+    db = Path(db_dir) if db_dir else root / "index" / f"{safe}-{_index_key(p, ids)}"
     done = db / "built.json"
     if done.exists():
         return db
@@ -139,4 +165,4 @@ def open_corpus_index(
     """Build (if needed) and open the corpus index for ``preset``; returns the store and its ``built.json``."""
     db = build_corpus_index(root, preset, jobs=jobs, log=log)
     info = json.loads((db / "built.json").read_text())
-    return open_index(db, preset=get_preset(preset)), info
+    return open_index(db, preset=resolve_preset(preset)), info
