@@ -30,6 +30,7 @@ from bgmid.monitor import (
     MonitorConfig,
     MonitorResult,
     WindowHit,
+    landmark_id,
     merge_segments,
     segments_to_cues,
     window_votes,
@@ -47,7 +48,7 @@ def play(track: int, a: float, b: float, track_at_a: float, density: float = 10.
     times = np.arange(a, b, 1.0 / density)
     for h0, h1 in holes:  # stretches where speech masks the music completely
         times = times[(times < h0) | (times >= h1)]
-    ids = id_base + np.round(times * 1000).astype(np.int64)
+    ids = landmark_id(np.round(times / FS).astype(np.int64), id_base + np.arange(times.size))
     hits = []
     w = 0.0
     while w < duration:
@@ -129,6 +130,19 @@ def test_repeated_section_matching_two_offsets_does_not_double_count():
 def test_short_cue_of_five_seconds_is_kept():
     cues = cues_of(play(1, 40.0, 45.0, 3.0))
     assert len(cues) == 1 and abs(cues[0].duration_s - 5.0) < 0.2
+
+
+def test_weak_shadow_of_a_stronger_track_is_dropped():
+    # track 8 shares a drum loop with track 1: a few of track 1's landmarks align with it too
+    strong = play(1, 10.0, 60.0, 0.0, density=20)
+    shadow = play(8, 25.0, 35.0, 100.0, density=2.5, id_base=10**6)
+    cues = cues_of(strong + shadow)
+    assert [c.track_id for c in cues] == [1]
+    # alone (no stronger track at that time) the same evidence is a cue
+    assert [c.track_id for c in cues_of(shadow)] == [8]
+    # a medley containing track 1's audio matches about as strongly and is kept
+    medley = play(9, 20.0, 50.0, 300.0, density=15, id_base=10**6)
+    assert sorted(c.track_id for c in cues_of(strong + medley)) == [1, 9]
 
 
 def test_isolated_weak_hits_are_rejected():

@@ -61,6 +61,7 @@ __all__ = [
     "merge_loops",
     "merge_segments",
     "segments_to_cues",
+    "suppress_shadows",
     "window_votes",
 ]
 
@@ -100,6 +101,8 @@ class MonitorConfig:
     max_gap_s: float = 10.0  #: bridge gaps up to this long between hits of the same track and offset
     loop_gap_s: float = 4.0  #: same track, different offset, this close: one cue (loop / repeat)
     min_cue_s: float = 3.0  #: shorter detections are dropped (a 5 s cue with fades is heard for ~4 s)
+    shadow_ratio: float = 2.0  #: drop a cue inside another track's cue that has this many times its evidence there
+    shadow_overlap: float = 0.5  #: ... when at least this fraction of the weaker cue lies inside the stronger
     max_postings: int | None = 20000  #: skip hashes with more postings than this (stop words)
 
     @property
@@ -130,7 +133,7 @@ class Segment:
     start_s: float
     end_s: float
     hits: list[WindowHit]
-    aligned: np.ndarray  #: distinct aligned landmark ids
+    aligned: np.ndarray  #: distinct aligned landmark ids (:func:`landmark_id`)
 
     @property
     def score(self) -> int:
@@ -170,6 +173,7 @@ class Cue:
     title: str = ""
     path: str = ""
     extra: dict = field(default_factory=dict)  #: index metadata (album, composer, ...)
+    aligned: np.ndarray | None = field(default=None, repr=False)  #: aligned landmark ids (dropped after merging)
 
     @property
     def duration_s(self) -> float:
@@ -204,6 +208,22 @@ class MonitorResult:
 
 
 # -- pure functions: votes -> hits -> segments -> cues -------------------------------------------------
+
+#: Landmark ids carry their programme frame in the high bits (``frame << ID_FRAME_SHIFT | serial``) so the time
+#: of any aligned landmark can be recovered from a cue's id set (used by :func:`suppress_shadows`).
+ID_FRAME_SHIFT = 24
+
+
+def landmark_id(frame: np.ndarray, serial: np.ndarray) -> np.ndarray:
+    """Unique landmark ids: the anchor frame and a serial unique within the frame's block."""
+    serial = np.asarray(serial, np.int64) & ((1 << ID_FRAME_SHIFT) - 1)
+    return (np.asarray(frame, np.int64) << ID_FRAME_SHIFT) | serial
+
+
+def landmark_frames(ids: np.ndarray) -> np.ndarray:
+    """Anchor frames of landmark ids made by :func:`landmark_id`."""
+    return np.asarray(ids, np.int64) >> ID_FRAME_SHIFT
+
 
 
 def window_votes(
@@ -347,13 +367,43 @@ def _parts(group: Sequence[Segment], frame_s: float) -> list[CuePart]:
     return parts
 
 
+def suppress_shadows(cues: Sequence[Cue], frame_s: float, config: MonitorConfig = MonitorConfig()) -> list[Cue]:
+    """Drop weak cues that are shadows of a stronger cue of another track at the same time.
+
+    Tracks of one soundtrack share samples, drum loops and instruments, so a cue of track A also aligns a few
+    landmarks with track B at some offset: B then appears as a short, weak cue inside A's. A cue is dropped when
+    at least ``shadow_overlap`` of it lies inside a cue of another track that has ``shadow_ratio`` times its
+    aligned landmarks within the same span. Two tracks that really sound together keep both cues: a cross-fade
+    overlaps only at the edges, and a medley that contains another track's audio matches it about as strongly.
+    """
+    frames = [np.sort(landmark_frames(c.aligned)) if c.aligned is not None else None for c in cues]
+    keep = []
+    for i, b in enumerate(cues):
+        shadow = False
+        for j, a in enumerate(cues):
+            if i == j or a.track_id == b.track_id or frames[j] is None or b.aligned is None:
+                continue
+            ov = min(a.programme_end_s, b.programme_end_s) - max(a.programme_start_s, b.programme_start_s)
+            if ov < config.shadow_overlap * b.duration_s:
+                continue
+            f0, f1 = b.programme_start_s / frame_s, b.programme_end_s / frame_s
+            n_a = int(np.searchsorted(frames[j], f1, "right") - np.searchsorted(frames[j], f0, "left"))
+            if n_a >= config.shadow_ratio * b.score:
+                shadow = True
+                break
+        if not shadow:
+            keep.append(b)
+    return keep
+
+
 def segments_to_cues(
     segments: Sequence[Segment],
     frame_s: float,
     config: MonitorConfig = MonitorConfig(),
     n_windows_total: int | None = None,
 ) -> list[Cue]:
-    """Filter segments (:func:`accept_segment`), merge loops (:func:`merge_loops`) and build numbered cues."""
+    """Filter segments (:func:`accept_segment`), merge loops (:func:`merge_loops`), drop shadows
+    (:func:`suppress_shadows`) and build numbered cues."""
     good = [s for s in segments if accept_segment(s, config, n_windows_total)]
     cues = []
     for g in merge_loops(good, config):
@@ -371,8 +421,10 @@ def segments_to_cues(
                 confidence=float(confidence(max_score)),
                 parts=parts,
                 n_windows=sum(len(s.hits) for s in g),
+                aligned=aligned,
             )
         )
+    cues = suppress_shadows(cues, frame_s, config)
     cues.sort(key=lambda c: (c.programme_start_s, c.track_id))
     for i, c in enumerate(cues, 1):
         c.seq = i
@@ -513,7 +565,6 @@ class Monitor:
         # rolling postings buffer (sorted by query frame)
         buf = {k: np.zeros(0, np.int64) for k in ("qt", "tid", "off", "lid", "end")}
         next_win = 0  # start frame of the next window to vote
-        n_lid = 0
         hits: list[WindowHit] = []
         n_windows = 0
         power = {k: _PerSecond() for k in ("mix", "music", "speech")}
@@ -571,8 +622,8 @@ class Monitor:
             order = np.argsort(qt, kind="stable")
             rows, tids, ttimes, qt = rows[order], tids[order], ttimes[order], qt[order]
             dts = (hashes[rows].astype(np.int64) & self._dt_mask)
-            new = {"qt": qt, "tid": tids.astype(np.int64), "off": ttimes - qt, "lid": rows + n_lid, "end": qt + dts}
-            n_lid += hashes.size
+            new = {"qt": qt, "tid": tids.astype(np.int64), "off": ttimes - qt, "lid": landmark_id(qt, rows),
+                   "end": qt + dts}
             buf = {k: np.concatenate([buf[k], new[k]]) for k in buf}
             end_frame = int(total_samples / self.samples_per_frame) if last else 0
             emit_windows(None if last else own_hi)
