@@ -511,6 +511,9 @@ def _jobs_for(src: Source, tree: Path, root: Path) -> list[_Job]:
             spk, grp = _speaker_of(src, rel)
             extra = {"language": src.language, "speaker": spk, "group": f"{src.package}:{grp}"}
         jobs.append(_Job(src.package, src.kind, rel, str(p), -1, 0, src.min_duration_s, str(root), extra))
+    if not jobs and src.kind == "music" and src.include:
+        # the package moved its music folder: take every audio file (the 60 s minimum drops the effects)
+        return _jobs_for(Source(src.package, src.kind, min_duration_s=src.min_duration_s), tree, root)
     return jobs
 
 
