@@ -30,6 +30,7 @@ from bgmid.monitor import (
     MonitorConfig,
     MonitorResult,
     WindowHit,
+    estimate_usage,
     landmark_id,
     merge_segments,
     segments_to_cues,
@@ -193,6 +194,25 @@ def test_window_votes_finds_aligned_track_among_chance_postings():
     tr, o, score, f0, f1, ids = out[0]
     assert abs(o - 900) <= 1 and score >= 38 and f0 == t7.min() and ids.size == score
     assert window_votes(qt[:0], tid[:0], off[:0], lid[:0], qt[:0], top=3, min_score=5) == []
+
+
+def test_usage_from_level_rise_and_fingerprint_survival():
+    level = np.full(300, -25.0, np.float32)
+    level[::7] = -70.0  # dialogue pauses are ignored by the reference
+    level[20:50] = -25.0 + 10 * np.log10(1 + 10 ** (3 / 10))  # music at +3 dB over dialogue
+    level[100:140] = -25.0 + 10 * np.log10(1 + 10 ** (-12 / 10))  # music at -12 dB under dialogue
+    level[200:230] = -26.0  # music alone, a little quieter than the dialogue
+    cues = [Cue(1, 20.0, 50.0, 0.0, 30.0, 300, 1.0), Cue(2, 100.0, 140.0, 0.0, 40.0, 80, 1.0),
+            Cue(3, 200.0, 230.0, 0.0, 30.0, 1500, 1.0)]
+    estimate_usage(cues, level, track_density={1: 100.0, 2: 100.0, 3: 100.0})
+    assert [c.usage for c in cues] == ["featured", "background", "featured"]
+    assert abs(cues[0].msr_db - 3.0) < 0.5 and abs(cues[1].msr_db + 12.0) < 1.0
+    # with a separator the two estimates give the ratio directly
+    music, speech = np.full(300, -30.0), np.full(300, -20.0)
+    music[20:50] = -15.0
+    estimate_usage(cues, level, music, speech)
+    assert [c.usage for c in cues] == ["featured", "background", "background"]
+    assert abs(cues[0].msr_db - 5.0) < 1e-6 and abs(cues[1].msr_db + 10.0) < 1e-6
 
 
 # -- cue sheet ------------------------------------------------------------------------------------------
