@@ -462,8 +462,8 @@ def build_fixed_sets(
     rng = np.random.default_rng([seed, 1 if split == "test" else 2])
     slots = _clip_slots(music, clip_s, rng, n_clips)
     oslots = _clip_slots(ooi, clip_s, rng, len(slots)) if ooi else []
-    hours = np.array([sum(r["duration_s"] for r in srcs[u]) for u in use])
-    plans = []  # each clip's dialogue from one source, drawn in proportion to the source's hours
+    hours = np.sqrt([sum(r["duration_s"] for r in srcs[u]) for u in use])  # sqrt: more voices
+    plans = []  # each clip's dialogue from one source, drawn by sqrt(hours): big sources do not crowd out
     for _ in range(len(slots)):
         src = use[int(rng.choice(len(use), p=hours / hours.sum()))]
         plans.append((src, plan_dialogue(rng, srcs[src], clip_s)))

@@ -114,7 +114,7 @@ def generate_programme(
     rng = np.random.default_rng([seed, 7])
     srcs = _speech_sources(speech)
     wide = [n for n in sorted(srcs) if source_band_hz(cor, srcs[n], seed=seed) >= wideband_hz] or sorted(srcs)
-    hours = np.array([sum(r["duration_s"] for r in srcs[w]) for w in wide])
+    hours = np.sqrt([sum(r["duration_s"] for r in srcs[w]) for w in wide])
     n_total = int(round(duration_s * sr))
     y_speech = np.zeros(n_total, np.float32)
     passages = _timeline(rng, duration_s, with_music)
@@ -123,7 +123,7 @@ def generate_programme(
         if kind != "dialogue":
             continue
         ia, ib = int(round(a * sr)), int(round(b * sr))
-        # a scene: one source's voices (one language and band), drawn by hours; lines with pauses
+        # a scene: one source's voices (one language and band), drawn by sqrt(hours); lines with pauses
         lines = srcs[wide[int(rng.choice(len(wide), p=hours / hours.sum()))]]
         plan = plan_dialogue(rng, lines, b - a, lead_in=False)
         y_speech[ia:ib] = render_dialogue(cor, plan, ib - ia)
