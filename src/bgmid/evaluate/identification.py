@@ -403,6 +403,7 @@ def evaluate(
     """
     import torch
 
+    from bgmid.audio import resample
     from bgmid.data.corpus import default_root
     from bgmid.data.mixing import load_fixed_set
     from bgmid.evaluate.library import manifest_sha256, open_corpus_index
@@ -470,10 +471,11 @@ def evaluate(
         repeat = _RepeatCheck(root, clips[0].mix.size)
         mix_lm: dict[tuple[int, str, str], Landmarks] = {}
 
-        def landmarks_of(x: np.ndarray, p: str, q: QuerySpec) -> tuple[Landmarks, float]:
-            t0 = time.perf_counter()
-            lm = matchers[(p, q.label)].landmarks(x, EVAL_SR)
-            return lm, time.perf_counter() - t0
+        mix_at: dict[tuple[int, int], np.ndarray] = {}
+
+        def at_rate(x: np.ndarray, sr: int) -> np.ndarray:
+            """``x`` (at EVAL_SR) resampled to ``sr`` (once per signal and rate, not once per query option)."""
+            return resample(x, EVAL_SR, sr)
 
         for e in separators:
             cache = _SepCache(cache_base, e.key, set_name)
@@ -530,15 +532,19 @@ def evaluate(
 
             inputs = ["sep"] + (["fusion"] if settings.fusion and e.separator is not None else [])
             for p in settings.presets:
+                psr = stores[p].preset.sample_rate
+                ests_p = [None] * len(ests) if e.separator is None else [at_rate(x, psr) for x in ests]
                 for q in queries:
                     matcher = matchers[(p, q.label)]
                     res: dict[str, list[_ClipResult]] = {i: [] for i in inputs}
-                    for k, (c, est) in enumerate(zip(clips, ests)):
+                    for k, (c, est) in enumerate(zip(clips, ests_p)):
                         mkey = (k, p, q.label)
                         if mkey not in mix_lm:
-                            mix_lm[mkey], _ = landmarks_of(c.mix, p, q)
+                            if (k, psr) not in mix_at:
+                                mix_at[(k, psr)] = at_rate(c.mix, psr)
+                            mix_lm[mkey] = matcher.landmarks(mix_at[(k, psr)], psr)
                         t_est = time.perf_counter()
-                        est_lm = mix_lm[mkey] if e.separator is None else matcher.landmarks(est, EVAL_SR)
+                        est_lm = mix_lm[mkey] if est is None else matcher.landmarks(est, psr)
                         t_est = time.perf_counter() - t_est
                         for inp in inputs:
                             t0 = time.perf_counter()
