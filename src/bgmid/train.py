@@ -423,7 +423,7 @@ def release(run_dir: str | os.PathLike, dest: str | os.PathLike) -> Path:
     return registry.save_checkpoint(dest, ck)
 
 
-def speed_x_real_time(model: nn.Module, seconds: float = 60.0, threads: int = 2) -> float:
+def speed_x_real_time(model: nn.Module, seconds: float = 30.0, threads: int = 2) -> float:
     """Separation speed of ``model`` on ``seconds`` of noise through the chunked path (x real time)."""
     from bgmid.separation.apply import separate_array
 
