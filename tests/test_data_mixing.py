@@ -110,6 +110,19 @@ def test_training_mixtures_exact_snr_shapes_determinism(cache):
     assert np.mean(snrs < -15) > 0.3
 
 
+def test_dataloader_batches_and_pickles_small(cache):
+    import pickle
+
+    import torch
+
+    ds = mixing.MixtureDataset(cache, "train", 16000, 4096, seed=1)
+    for i in range(3):
+        ds[i]  # opens memory maps
+    assert len(pickle.dumps(ds)) < 200_000  # no sample arrays travel to spawned workers
+    mix, music, speech = next(iter(torch.utils.data.DataLoader(ds, batch_size=4)))
+    assert mix.shape == (4, 1, 4096) and torch.allclose(mix, music + speech, atol=1e-6)
+
+
 def test_dataset_other_rates_and_dialogue_pauses(cache):
     ds = mixing.MixtureDataset(cache, "train", 8000, 8000 * 4, seed=0, p_music_only=0, p_speech_only=1.0)
     assert corpus.audio_path(cache, ds.music[0]["id"], 8000).exists()  # derived once, then memory-mapped

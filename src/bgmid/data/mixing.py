@@ -76,6 +76,11 @@ class Corpus:
         self._maps: dict[str, np.ndarray] = {}
         self._pid = os.getpid()
 
+    def __getstate__(self) -> dict:
+        # DataLoader workers started with 'spawn' get a pickled copy: send no memory maps (they would be
+        # copied as full arrays), each worker reopens its own
+        return {**self.__dict__, "_maps": {}}
+
     def items(self, kind: str | None = None, split: str | None = None) -> list[dict]:
         return items(self.manifest, kind, split)
 
