@@ -73,7 +73,7 @@ def test_single_cue_boundaries_and_track_position():
     assert abs(c.programme_start_s - 20.0) < 0.1 and abs(c.programme_end_s - 50.0) < 0.2
     assert abs(c.track_start_s - 12.0) < 0.05 and abs(c.track_end_s - 42.0) < 0.2
     assert c.score == 300  # distinct landmarks, not the sum over overlapping windows
-    assert c.confidence > 0.99
+    assert c.confidence > 0.9
 
 
 def test_same_track_twice_gives_two_cues():
