@@ -23,12 +23,15 @@ from bgmid.fingerprint.landmarks import Landmarks, fingerprint
 from bgmid.fingerprint.presets import QueryOptions
 from bgmid.index.base import Store
 
-__all__ = ["CALIBRATION", "Match", "Matcher", "vote"]
+__all__ = ["CALIBRATION", "Match", "Matcher", "accept", "confidence", "vote"]
 
-#: Confidence model: P(correct | aligned-hash count s) = 1 / (1 + exp(-(s - mid) / scale)), and no match is
-#: reported below ``min_aligned``. Fitted on the benchmark in ``benchmarks/identification.py`` (real music
-#: excerpts, speech-only and out-of-index negatives); re-run it to re-fit for another library or preset.
-CALIBRATION = {"min_aligned": 8, "mid": 6.0, "scale": 1.2}
+#: Decision and confidence model, fitted by ``benchmarks/query_tuning.py`` on the real corpus (12 s clips;
+#: positives clean / white noise at 0 dB / speech at -10 dB; negatives speech-only and never-indexed music).
+#: Chance agreement between *different* music (same tempo, key and instruments, as in one game's soundtrack)
+#: reaches ~25 aligned hashes, speech alone < 10; so a match needs either ``strong`` aligned hashes, or at
+#: least ``min_aligned`` and ``min_ratio`` times the best other track's count (a real match stands out from
+#: every other track; look-alike music does not). Confidence = sigmoid(w0 + w1 ln(score) + w2 ln(ratio)).
+CALIBRATION = {"strong": 25, "min_aligned": 12, "min_ratio": 3.0, "w": (-12.69, 2.88, 5.12)}
 
 
 @dataclass
@@ -52,10 +55,21 @@ class Match:
         return d
 
 
-def confidence(score: np.ndarray | float) -> np.ndarray | float:
-    """Calibrated probability that a match with this aligned-hash count is correct."""
+def confidence(score: np.ndarray | float, ratio: np.ndarray | float | None = None) -> np.ndarray | float:
+    """Calibrated probability that a match is correct, from its aligned-hash ``score`` and its ``ratio`` to
+    the best other track's score (default: the decision rule's ``min_ratio``)."""
+    ratio = CALIBRATION["min_ratio"] if ratio is None else ratio
+    w0, w1, w2 = CALIBRATION["w"]
+    z = w0 + w1 * np.log(np.maximum(score, 1.0)) + w2 * np.log(np.maximum(ratio, 1.0))
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def accept(score: np.ndarray | int, ratio: np.ndarray | float, min_aligned: int | None = None) -> np.ndarray | bool:
+    """The match decision (see :data:`CALIBRATION`); ``min_aligned`` overrides the moderate-evidence floor."""
     c = CALIBRATION
-    return 1.0 / (1.0 + np.exp(-(np.asarray(score, dtype=np.float64) - c["mid"]) / c["scale"]))
+    floor = c["min_aligned"] if not min_aligned else min_aligned
+    strong = max(c["strong"], floor)
+    return (np.asarray(score) >= strong) | ((np.asarray(score) >= floor) & (np.asarray(ratio) >= c["min_ratio"]))
 
 
 @dataclass
@@ -142,13 +156,20 @@ class Matcher:
         return _pool(parts)
 
     def match_landmarks(self, lm: Landmarks, top: int = 1, min_aligned: int | None = None) -> list[Match]:
-        """Matches for pooled landmarks, best first; empty when nothing clears the threshold."""
-        threshold = min_aligned or self.options.min_aligned or CALIBRATION["min_aligned"]
-        v = vote(self.store, lm, top=max(top, 1))
+        """Matches for pooled landmarks, best first; empty when nothing passes :func:`accept`.
+
+        Each candidate's ``ratio`` is its score over the best score of the tracks ranked below it, so the
+        decision for the top track compares it with its strongest competitor.
+        """
+        v = vote(self.store, lm, top=max(top, 1) + 1)
         fs = self.preset.frame_s
         out = []
-        for tr, o, s, q0, q1 in zip(v.track_ids, v.offsets, v.scores, v.q_first, v.q_last, strict=True):
-            if s < threshold or len(out) >= top:
+        for n, (tr, o, s, q0, q1) in enumerate(zip(v.track_ids, v.offsets, v.scores, v.q_first, v.q_last)):
+            if len(out) >= top:
+                break
+            rest = v.scores[n + 1:]
+            ratio = float(s) / max(1.0, float(rest.max()) if rest.size else 1.0)
+            if not accept(int(s), ratio, min_aligned or self.options.min_aligned):
                 continue
             meta = self.store.track(int(tr))
             out.append(
@@ -160,7 +181,7 @@ class Matcher:
                     query_start_s=float(q0) * fs,
                     query_end_s=float(q1) * fs + self.preset.n_fft / self.preset.sample_rate,
                     score=int(s),
-                    confidence=float(confidence(s)),
+                    confidence=float(confidence(float(s), ratio)),
                 )
             )
         return out

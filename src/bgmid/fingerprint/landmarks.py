@@ -87,11 +87,13 @@ def peak_context(preset: Preset) -> int:
 
 
 def peak_candidates(logspec: np.ndarray, preset: Preset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """All local spectral maxima that stand out from their surroundings: (frames, bins, prominence).
+    """All local spectral maxima that stand out from their surroundings: (frames, bins, log magnitude).
 
     A candidate is the maximum of its (2*peak_time_radius+1) x (2*peak_freq_radius+1) neighbourhood and
-    exceeds the mean of a four times wider area (an adaptive threshold that follows the local level, so quiet
-    music under loud speech still yields peaks where it dominates its own neighbourhood).
+    exceeds the mean of a four times wider area (an adaptive threshold that follows the local level). The
+    candidates are ranked by their magnitude, not by how far they stand out: measured on the real corpus
+    (benchmarks/query_tuning.py), ranking by prominence let broadband noise peaks crowd out the music's
+    partials (73 % found with white noise at 0 dB SNR), ranking by magnitude keeps them (100 %).
     """
     n_frames, n_bins = logspec.shape
     if n_frames == 0:
@@ -106,13 +108,13 @@ def peak_candidates(logspec: np.ndarray, preset: Preset) -> tuple[np.ndarray, np
     prominence = s - background
     is_peak = (s == local_max) & (prominence > 0.0) & (s > np.log(MAG_FLOOR) + 2.0)
     t, f = np.nonzero(is_peak)
-    return t.astype(np.int32), (f + lo).astype(np.int32), prominence[t, f]
+    return t.astype(np.int32), (f + lo).astype(np.int32), s[t, f]
 
 
 def thin_peaks(
     t: np.ndarray, f: np.ndarray, score: np.ndarray, preset: Preset, density: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Keep the ``density`` most prominent candidates per one-second block; sort by (frame, bin).
+    """Keep the ``density`` highest-scoring candidates per one-second block; sort by (frame, bin).
 
     Blocks are counted from frame 0 of the signal, so callers that work on pieces of a stream must pass
     global frame numbers.
