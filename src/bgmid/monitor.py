@@ -108,6 +108,7 @@ class MonitorConfig:
     min_cue_s: float = 3.0  #: shorter detections are dropped (a 5 s cue with fades is heard for ~4 s)
     shadow_ratio: float = 2.0  #: drop a cue inside another track's cue that has this many times its evidence there
     shadow_overlap: float = 0.5  #: ... when at least this fraction of the weaker cue lies inside the stronger
+    shared_fraction: float = 0.15  #: ... or when this share of its aligned landmarks also align with the stronger
     max_postings: int | None = 20000  #: skip hashes with more postings than this (stop words)
 
 
@@ -368,18 +369,24 @@ def _parts(group: Sequence[Segment], frame_s: float) -> list[CuePart]:
 
 
 def suppress_shadows(cues: Sequence[Cue], frame_s: float, config: MonitorConfig = MonitorConfig()) -> list[Cue]:
-    """Drop weak cues that are shadows of a stronger cue of another track at the same time.
+    """Drop weaker cues that are echoes of a stronger cue of another track at the same time.
 
-    Tracks of one soundtrack share samples, drum loops and instruments, so a cue of track A also aligns a few
-    landmarks with track B at some offset: B then appears as a short, weak cue inside A's. A cue is dropped when
-    at least ``shadow_overlap`` of it lies inside a cue of another track that has ``shadow_ratio`` times its
-    aligned landmarks within the same span. Two tracks that really sound together keep both cues: a cross-fade
-    overlaps only at the edges, and a medley that contains another track's audio matches it about as strongly.
+    Two cases, both a cue B lying mostly (``shadow_overlap``) inside a cue A of another track:
+
+    * *shadow*: tracks of one soundtrack share samples, drum loops and instruments, so a cue of A also aligns a
+      few landmarks with B at some offset. B is dropped when A has ``shadow_ratio`` times B's aligned landmarks
+      within B's span;
+    * *shared audio*: B contains A's audio (a medley, a remix, the same cue in two library tracks), so the
+      same programme landmarks align with both. B is dropped when at least ``shared_fraction`` of its aligned
+      landmarks are also A's and A has more landmarks there: the audio is reported once, as the better match.
+
+    Two tracks that really sound together keep both cues: their landmarks are different ones (under 3% shared
+    measured), and a cross-fade overlaps only at the edges.
     """
     frames = [np.sort(landmark_frames(c.aligned)) if c.aligned is not None else None for c in cues]
     keep = []
     for i, b in enumerate(cues):
-        shadow = False
+        echo = False
         for j, a in enumerate(cues):
             if i == j or a.track_id == b.track_id or frames[j] is None or b.aligned is None:
                 continue
@@ -389,9 +396,13 @@ def suppress_shadows(cues: Sequence[Cue], frame_s: float, config: MonitorConfig 
             f0, f1 = b.programme_start_s / frame_s, b.programme_end_s / frame_s
             n_a = int(np.searchsorted(frames[j], f1, "right") - np.searchsorted(frames[j], f0, "left"))
             if n_a >= config.shadow_ratio * b.score:
-                shadow = True
+                echo = True
+            elif n_a > b.score and a.aligned is not None:
+                shared = np.intersect1d(a.aligned, b.aligned, assume_unique=True).size
+                echo = shared >= config.shared_fraction * b.score
+            if echo:
                 break
-        if not shadow:
+        if not echo:
             keep.append(b)
     return keep
 
