@@ -38,6 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--queries", nargs="+", metavar="SPEC", help="query options as d<density>-f<fanout>-s<shifts>")
     p.add_argument("--thresholds", nargs="+", type=int, metavar="N",
                    help="match thresholds (aligned hashes) to score; the calibrated default is always added")
+    p.add_argument("--ratios", nargs="+", type=float, metavar="R",
+                   help="runner-up ratios to score with every threshold (default 1 1.5 2; 1 = plain threshold)")
     p.add_argument("--quick", action="store_true",
                    help="a few dozen clips, one preset (p2), no -20 dB / out-of-index mixtures: a smoke test")
     p.add_argument("--ablations", nargs="+", choices=["frames", "hop"],
@@ -85,6 +87,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     )
     if args.thresholds:
         settings.thresholds = sorted(set(args.thresholds))
+    if args.ratios:
+        settings.ratios = sorted(set(args.ratios))
     if args.ablations:
         settings.models += train_ablations(args.ablations, args.root, args.ablation_out, args.ablation_config,
                                            args.ablation_minutes, threads=args.threads,

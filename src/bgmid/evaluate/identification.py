@@ -63,6 +63,8 @@ __all__ = [
 OFFSET_TOLERANCE_S = 0.5
 #: Thresholds (aligned hashes) at which every configuration is scored; the matcher's calibrated default is added.
 DEFAULT_THRESHOLDS = (5, 6, 7, 8, 9, 10, 12, 14, 16, 20, 25, 30, 40, 50)
+#: Runner-up ratios scored with every threshold (see :func:`rule_key`).
+DEFAULT_RATIOS = (1.0, 1.5, 2.0)
 #: Sample rate at which sets are loaded and separation quality is measured (the paper's 16 kHz).
 EVAL_SR = 16000
 
@@ -287,6 +289,9 @@ class EvalSettings:
     fusion: bool = True  #: also score fusion of separated + unprocessed votes
     queries: list[str] = field(default_factory=lambda: [QuerySpec().label])
     thresholds: list[int] = field(default_factory=lambda: list(DEFAULT_THRESHOLDS))
+    #: also score "top-1 score >= ratio x runner-up score" on top of each threshold (1 = off). Why: chance
+    #: votes for unindexed music spread evenly over many tracks, a real match towers over the runner-up.
+    ratios: list[float] = field(default_factory=lambda: list(DEFAULT_RATIOS))
     bss_clips: int = 50  #: BSS Eval on the first N clips of each mixture set (about 1 s per clip per core)
     threads: int = 2  #: torch threads for separation
     jobs: int = 1  #: processes for building indexes
@@ -304,6 +309,7 @@ class _ClipResult:
     strict: bool  #: right track and offset within 0.5 s
     track: bool  #: right track (the paper's criterion)
     time_s: float
+    second: int = 0  #: aligned hashes of the runner-up track (chance level for this query)
 
 
 #: Two places of a track hold the same music when at least this fraction of one's landmarks recur at the same
@@ -424,6 +430,8 @@ def evaluate(
 
     default_t = int(CALIBRATION["min_aligned"])
     thresholds = sorted(set(int(t) for t in settings.thresholds) | {default_t})
+    ratios = sorted(set(float(r) for r in settings.ratios) | {1.0})
+    rules = [(t, r, rule_key(t, r)) for r in ratios for t in thresholds]
     torch.set_num_threads(max(1, int(settings.threads)))
     cache_base = root / "eval_cache" if settings.cache else None
 
@@ -432,6 +440,7 @@ def evaluate(
         "manifest_sha256": manifest_sha256(root),
         "default_threshold": default_t,
         "thresholds": thresholds,
+        "rules": [k for _, _, k in rules],
         "separators": {},
         "skipped_separators": skipped,
         "index": {},
@@ -549,18 +558,20 @@ def evaluate(
                         for inp in inputs:
                             t0 = time.perf_counter()
                             lm = _pool([est_lm, mix_lm[mkey]]) if inp == "fusion" else est_lm
-                            ms = matcher.match_landmarks(lm, top=1, min_aligned=1)
+                            ms = matcher.match_landmarks(lm, top=2, min_aligned=1)
                             dt = time.perf_counter() - t0 + t_est
                             tid, off = truths[k]
                             track_ok = bool(ms) and not is_negative(role) and track_of[p].get(ms[0].track_id) == tid
                             strict = track_ok and abs(ms[0].track_offset_s - off) <= OFFSET_TOLERANCE_S
                             ok = strict or (track_ok and repeat(tid, off, ms[0].track_offset_s))
-                            res[inp].append(_ClipResult(ms[0].score if ms else 0, ok, strict, track_ok, dt))
+                            res[inp].append(_ClipResult(ms[0].score if ms else 0, ok, strict, track_ok, dt,
+                                                        ms[1].score if len(ms) > 1 else 0))
                             if q == queries[0]:
                                 clip_rows.append({
                                     "set": set_name, "clip": c.meta.get("clip", k), "separator": e.name,
                                     "input": inp, "preset": p, "query": q.label,
-                                    "score": ms[0].score if ms else 0, "correct": int(ok), "strict": int(strict),
+                                    "score": ms[0].score if ms else 0, "runner_up": ms[1].score if len(ms) > 1 else 0,
+                                    "correct": int(ok), "strict": int(strict),
                                     "track": int(track_ok),
                                     "match_span_s": round(ms[0].query_end_s - ms[0].query_start_s, 2) if ms else "",
                                     "match_track": track_of[p].get(ms[0].track_id, "") if ms else "",
@@ -572,10 +583,12 @@ def evaluate(
                         correct = np.array([r.correct for r in rs])
                         strict_ = np.array([r.strict for r in rs])
                         track_ = np.array([r.track for r in rs])
-                        by_t = {str(t): {"correct": int(np.sum(correct & (scores >= t))),
-                                         "strict": int(np.sum(strict_ & (scores >= t))),
-                                         "track": int(np.sum(track_ & (scores >= t))),
-                                         "matched": int(np.sum(scores >= t))} for t in thresholds}
+                        second = np.array([r.second for r in rs])
+                        by_t = {}
+                        for t, ratio, key in rules:
+                            ok_t = (scores >= t) & (scores >= ratio * second)
+                            by_t[key] = {"correct": int(np.sum(correct & ok_t)), "strict": int(np.sum(strict_ & ok_t)),
+                                         "track": int(np.sum(track_ & ok_t)), "matched": int(np.sum(ok_t))}
                         d = by_t[str(default_t)]
                         report["identification"].append({
                             "separator": e.name, "input": inp, "preset": p, "query": q.label, "set": set_name,
@@ -621,6 +634,18 @@ def evaluate(
     for s in stores.values():
         s.close()
     return report
+
+
+def rule_key(threshold: int, ratio: float = 1.0) -> str:
+    """Key of a decision rule in ``by_threshold``: ``"25"`` (score >= 25) or ``"25r1.5"`` (and >= 1.5 x the
+    runner-up track's score)."""
+    return str(int(threshold)) if ratio == 1.0 else f"{int(threshold)}r{ratio:g}"
+
+
+def parse_rule(key: str | int) -> tuple[int, float]:
+    """Inverse of :func:`rule_key`."""
+    t, _, r = str(key).partition("r")
+    return int(t), float(r) if r else 1.0
 
 
 def query_fields() -> list[str]:

@@ -142,8 +142,11 @@ def _configs(report: dict) -> dict[tuple[str, str, str, str], list[dict]]:
 
 
 def score_configuration(rows: Sequence[dict], t: int | str) -> dict:
-    """Figures of one configuration at threshold ``t``: rate per mixture SNR, clean rate, pooled false rate."""
-    out: dict[str, Any] = {"threshold": int(t)}
+    """Figures of one configuration at decision rule ``t`` (a threshold, or ``"<threshold>r<ratio>"``): rate per
+    mixture SNR, clean rate, pooled false rate."""
+    from bgmid.evaluate.identification import parse_rule
+
+    out: dict[str, Any] = {"threshold": parse_rule(t)[0], "min_ratio": parse_rule(t)[1]}
     neg_m = neg_n = 0
     worst = 0.0
     for r in rows:
@@ -162,7 +165,11 @@ def score_configuration(rows: Sequence[dict], t: int | str) -> dict:
     return out
 
 
-def best_configuration(report: dict, max_false: float = GOALS["false_match"]) -> dict:
+def _rules(report: dict) -> list[str]:
+    return [str(k) for k in report.get("rules", report["thresholds"])]
+
+
+def best_configuration(report: dict, max_false: float = GOALS["false_match"], ratio_rule: bool = False) -> dict:
     """The configuration ``identify``/``monitor`` should default to, chosen from the report.
 
     Rule (simple on purpose, so users can check it): among configurations x thresholds whose false-match rate
@@ -173,12 +180,17 @@ def best_configuration(report: dict, max_false: float = GOALS["false_match"]) ->
     configuration meets ``max_false``, the one with the fewest false matches is taken and ``meets`` says so.
     Caveat: the threshold is picked on the same negatives it is judged on; with a few hundred negatives a
     false-match rate of 0 means "below about 1 %", not zero.
+
+    ``ratio_rule=False`` considers plain thresholds only (what ``QueryOptions.min_aligned`` can do today);
+    ``True`` also the runner-up ratio rules (``min_ratio`` in the result: a proposal for the matcher).
     """
-    from bgmid.evaluate.identification import QuerySpec
+    from bgmid.evaluate.identification import QuerySpec, parse_rule
 
     cands = []
     for (sep, inp, preset, query), rows in _configs(report).items():
-        for t in report["thresholds"]:
+        for t in _rules(report):
+            if not ratio_rule and parse_rule(t)[1] != 1.0:
+                continue
             s = score_configuration(rows, t)
             target = [v for k, v in s.items() if k in ("0dB", "-10dB")]
             if not target:
@@ -215,7 +227,8 @@ def best_configuration(report: dict, max_false: float = GOALS["false_match"]) ->
         "weights_sha256": sep_info.get("sha256", ""),
         "preset": preset,
         "query_options": {"density_factor": q.density_factor, "fanout_factor": q.fanout_factor,
-                          "shifts": q.shifts, "min_aligned": int(t)},
+                          "shifts": q.shifts, "min_aligned": parse_rule(t)[0]},
+        "min_ratio": parse_rule(t)[1],
         "scores": {k: (round(v, 4) if isinstance(v, float) and not math.isnan(v) else v) for k, v in s.items()},
         "objective": round(objective, 4),
         "goals": GOALS,
@@ -334,13 +347,14 @@ def identification_rows(report: dict) -> list[dict]:
     rate = matched / clips)."""
     out = []
     for r in _ident(report):
-        for t in report["thresholds"]:
+        for t in _rules(report):
             c, m = _rate_at(r, t)
             neg = r["role"] in ("speech", "ooi", "ooi_mixture")
             out.append({"separator": r["separator"], "input": r["input"], "preset": r["preset"], "query": r["query"],
-                        "threshold": int(t), "set": r["set"], "role": r["role"], "snr": r["snr"],
+                        "threshold": t, "set": r["set"], "role": r["role"], "snr": r["snr"],
                         "clips": r["clips"], "identified": math.nan if neg else c,
-                        "false_match": m if neg else m - c, "default_threshold": int(t) == report["default_threshold"],
+                        "false_match": m if neg else m - c,
+                        "default_threshold": str(t) == str(report["default_threshold"]),
                         "query_ms_mean": 1000 * r["query_s_mean"]})
     return out
 
@@ -661,6 +675,10 @@ def _markdown(report: dict, best: dict, log: dict, plots: list[str], title: str)
             [[best["separator"] or "none", best["fusion"], best["preset"], f"`{_query_label(best)}`",
               best["query_options"]["min_aligned"], _pct(sc.get("0dB")), _pct(sc.get("-10dB")), _pct(sc.get("clean")),
               _pct(sc.get("false_match")), _pct(sc.get("false_match_worst_set"))]]))
+        other = {k: v for k, v in sc.items() if k.endswith("dB") and k not in ("0dB", "-10dB")}
+        if other:
+            md.append("")
+            md.append("Other SNRs with this configuration: " + ", ".join(f"{k}: {_pct(v)} %" for k, v in other.items()))
         md.append("")
         goal_rows = []
         for k, g in GOALS.items():
@@ -668,6 +686,18 @@ def _markdown(report: dict, best: dict, log: dict, plots: list[str], title: str)
             goal_rows.append([k, ("<= " if k == "false_match" else ">= ") + _pct(g), _pct(v),
                               "yes" if best["meets"][k] else "**no**"])
         md.append(_md_table(["goal", "target (%)", "reached (%)", "met"], goal_rows))
+        prop = best.get("proposal_with_runner_up_ratio")
+        if prop:
+            ps = prop["scores"]
+            md += ["", "With a runner-up rule in the matcher (report a match only when its aligned hashes are at least "
+                   f"{prop['min_ratio']:g}x the next track's; not in `bgmid.match` yet), the best configuration "
+                   "would be:", ""]
+            md.append(_md_table(
+                ["separator", "fusion", "preset", "query", "threshold", "ratio", "0 dB", "-10 dB", "clean",
+                 "false (pooled)"],
+                [[prop["separator"] or "none", prop["fusion"], prop["preset"], f"`{_query_label(prop)}`",
+                  prop["query_options"]["min_aligned"], f"{prop['min_ratio']:g}", _pct(ps.get("0dB")),
+                  _pct(ps.get("-10dB")), _pct(ps.get("clean")), _pct(ps.get("false_match"))]]))
 
     if plots:
         md += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
@@ -723,6 +753,9 @@ def write_report(report: dict, out_dir: str | os.PathLike, argv: Sequence[str] |
     clip_rows = report.pop("clip_rows", [])
     log = run_log(report, argv, started)
     best = best_configuration(report)
+    proposal = best_configuration(report, ratio_rule=True)
+    if proposal and proposal.get("min_ratio", 1.0) != 1.0:
+        best["proposal_with_runner_up_ratio"] = proposal  # needs a matcher change; see the report
     report["best"] = best
     files = ["report.json", "run.json", "best.json", "separation.csv", "identification.csv", "cost.json"]
     _dump(out / "report.json", report)
