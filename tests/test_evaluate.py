@@ -246,6 +246,12 @@ def test_cli_quick_runs_and_reuses_the_cached_index(data_root, tmp_path):
     assert main(["evaluate", "--quick", "--models", "none", "--root", str(data_root), "--out", str(out),
                  "--clips", "2"]) == 0
     assert (idx[0] / "built.json").stat().st_mtime == stamp  # not rebuilt
+    cached = list((data_root / "eval_cache" / "ident").rglob("*.json"))
+    assert cached  # per-clip identification results are reused by the next run
+    rep2 = json.loads((out / "report.json").read_text())
+    a = next(r for r in rep["identification"] if r["set"] == "test_-10dB")
+    b = next(r for r in rep2["identification"] if r["set"] == "test_-10dB")
+    assert b["clips"] == 2 and b["by_threshold"]["8"]["matched"] <= a["by_threshold"]["8"]["matched"]
 
 
 def test_missing_corpus_is_a_clear_error(tmp_path, capsys):

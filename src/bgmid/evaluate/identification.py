@@ -384,6 +384,47 @@ class _SepCache:
         os.replace(tmp, self.dir / f"{k:05d}.json")
 
 
+#: Bump when what an identification cache entry means changes (criteria, matcher semantics).
+ID_CACHE_VERSION = 1
+
+
+class _IdCache:
+    """Per-clip identification results of one separator (``none`` or by weights hash) x set x index x query, so a
+    re-run that adds a separator or a preset only computes what is new. Stored as JSON lists of clip rows."""
+
+    def __init__(self, base: Path | None, sep_key: str, set_name: str, index_name: str, query: str):
+        self.dir = (base / "ident" / f"v{ID_CACHE_VERSION}" / sep_key / set_name / index_name
+                    if base is not None and sep_key else None)
+        self.query = query
+
+    def _path(self, inp: str) -> Path:
+        assert self.dir is not None
+        return self.dir / f"{self.query}-{inp}.json"
+
+    def get(self, inputs: Sequence[str], n: int) -> dict[str, list[dict]] | None:
+        if self.dir is None:
+            return None
+        out = {}
+        for i in inputs:
+            try:
+                rows = json.loads(self._path(i).read_text())
+            except (OSError, ValueError):
+                return None
+            if len(rows) < n:
+                return None
+            out[i] = rows[:n]
+        return out
+
+    def put(self, rows_by: dict[str, list[dict]]) -> None:
+        if self.dir is None:
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        for i, rows in rows_by.items():
+            tmp = self.dir / f".{self.query}-{i}.{os.getpid()}.tmp"
+            tmp.write_text(json.dumps(rows))
+            os.replace(tmp, self._path(i))
+
+
 def _nanstats(vals: Sequence[float]) -> tuple[float, float, int]:
     a = np.asarray([v for v in vals if v is not None and not math.isnan(v)], dtype=np.float64)
     if a.size == 0:
@@ -540,44 +581,55 @@ def evaluate(
                 report["bss"].append(row)
 
             inputs = ["sep"] + (["fusion"] if settings.fusion and e.separator is not None else [])
+            id_key = "none" if e.separator is None else e.key
             for p in settings.presets:
                 psr = stores[p].preset.sample_rate
-                ests_p = [None] * len(ests) if e.separator is None else [at_rate(x, psr) for x in ests]
+                ests_p: list[np.ndarray | None] | None = None
                 for q in queries:
                     matcher = matchers[(p, q.label)]
-                    res: dict[str, list[_ClipResult]] = {i: [] for i in inputs}
-                    for k, (c, est) in enumerate(zip(clips, ests_p)):
-                        mkey = (k, p, q.label)
-                        if mkey not in mix_lm:
-                            if (k, psr) not in mix_at:
-                                mix_at[(k, psr)] = at_rate(c.mix, psr)
-                            mix_lm[mkey] = matcher.landmarks(mix_at[(k, psr)], psr)
-                        t_est = time.perf_counter()
-                        est_lm = mix_lm[mkey] if est is None else matcher.landmarks(est, psr)
-                        t_est = time.perf_counter() - t_est
-                        for inp in inputs:
-                            t0 = time.perf_counter()
-                            lm = _pool([est_lm, mix_lm[mkey]]) if inp == "fusion" else est_lm
-                            ms = matcher.match_landmarks(lm, top=2, min_aligned=1)
-                            dt = time.perf_counter() - t0 + t_est
-                            tid, off = truths[k]
-                            track_ok = bool(ms) and not is_negative(role) and track_of[p].get(ms[0].track_id) == tid
-                            strict = track_ok and abs(ms[0].track_offset_s - off) <= OFFSET_TOLERANCE_S
-                            ok = strict or (track_ok and repeat(tid, off, ms[0].track_offset_s))
-                            res[inp].append(_ClipResult(ms[0].score if ms else 0, ok, strict, track_ok, dt,
-                                                        ms[1].score if len(ms) > 1 else 0))
-                            if q == queries[0]:
-                                clip_rows.append({
+                    icache = _IdCache(cache_base, id_key, set_name, stores[p].path.name, q.label)
+                    rows_by = icache.get(inputs, len(clips))
+                    if rows_by is None:
+                        if ests_p is None:
+                            ests_p = [None] * len(ests) if e.separator is None else [at_rate(x, psr) for x in ests]
+                        rows_by = {i: [] for i in inputs}
+                        for k, (c, est) in enumerate(zip(clips, ests_p)):
+                            mkey = (k, p, q.label)
+                            if mkey not in mix_lm:
+                                if (k, psr) not in mix_at:
+                                    mix_at[(k, psr)] = at_rate(c.mix, psr)
+                                mix_lm[mkey] = matcher.landmarks(mix_at[(k, psr)], psr)
+                            t_est = time.perf_counter()
+                            est_lm = mix_lm[mkey] if est is None else matcher.landmarks(est, psr)
+                            t_est = time.perf_counter() - t_est
+                            for inp in inputs:
+                                t0 = time.perf_counter()
+                                lm = _pool([est_lm, mix_lm[mkey]]) if inp == "fusion" else est_lm
+                                ms = matcher.match_landmarks(lm, top=2, min_aligned=1)
+                                dt = time.perf_counter() - t0 + t_est
+                                tid, off = truths[k]
+                                track_ok = bool(ms) and not is_negative(role) and \
+                                    track_of[p].get(ms[0].track_id) == tid
+                                strict = track_ok and abs(ms[0].track_offset_s - off) <= OFFSET_TOLERANCE_S
+                                ok = strict or (track_ok and repeat(tid, off, ms[0].track_offset_s))
+                                rows_by[inp].append({
                                     "set": set_name, "clip": c.meta.get("clip", k), "separator": e.name,
                                     "input": inp, "preset": p, "query": q.label,
                                     "score": ms[0].score if ms else 0, "runner_up": ms[1].score if len(ms) > 1 else 0,
-                                    "correct": int(ok), "strict": int(strict),
-                                    "track": int(track_ok),
+                                    "correct": int(ok), "strict": int(strict), "track": int(track_ok),
                                     "match_span_s": round(ms[0].query_end_s - ms[0].query_start_s, 2) if ms else "",
                                     "match_track": track_of[p].get(ms[0].track_id, "") if ms else "",
                                     "match_offset_s": round(ms[0].track_offset_s, 3) if ms else "",
-                                    "truth_track": tid, "truth_offset_s": off,
+                                    "truth_track": tid, "truth_offset_s": off, "time_s": round(dt, 5),
                                 })
+                        icache.put(rows_by)
+                    res: dict[str, list[_ClipResult]] = {
+                        i: [_ClipResult(int(r["score"]), bool(r["correct"]), bool(r["strict"]), bool(r["track"]),
+                                        float(r["time_s"]), int(r["runner_up"])) for r in rows_by[i]]
+                        for i in inputs}
+                    if q == queries[0]:
+                        for i in inputs:
+                            clip_rows += [{**r, "separator": e.name} for r in rows_by[i]]
                     for inp, rs in res.items():
                         scores = np.array([r.score for r in rs])
                         correct = np.array([r.correct for r in rs])
