@@ -42,9 +42,12 @@ def test_shipped_weights_improve_music(name: str) -> None:
     if not CLIPS.exists():
         pytest.skip(f"{CLIPS} missing")
     sep = load_separator(name)
+    gains: dict[float, list[float]] = {0.0: [], -10.0: []}
     for snr, mu, sp in _mixtures(sep.sample_rate):
         mix = mu + sp
         est_mu, est_sp = sep.separate(mix)
-        assert est_mu.shape == mix.shape and est_mu.dtype == np.float32
-        gain = si_sdr(est_mu, mu) - si_sdr(mix, mu)
-        assert gain > 0, f"{name} at {snr} dB: music SI-SDR gain {gain:.2f} dB"
+        assert est_mu.shape == est_sp.shape == mix.shape and est_mu.dtype == np.float32
+        gains[snr].append(si_sdr(est_mu, mu) - si_sdr(mix, mu))
+    # the criterion, on a small scale: on average over the clips, music gets better at each SNR
+    for snr, g in gains.items():
+        assert np.mean(g) > 0, f"{name} at {snr:g} dB: music SI-SDR gains {np.round(g, 2).tolist()} dB"

@@ -475,7 +475,7 @@ def publish(name: str, run_dir: str | os.PathLike, root: str | None = None, mode
         "```",
         command or f"bgmid train --model {name} --config lite --minutes {tr.get('minutes')} "
         f"--batch-size {tr.get('batch_size')} --lr {tr.get('lr')}",
-        f"python -m bgmid.train publish {name} runs/{name}",
+        f"python -m bgmid.train publish {name} runs/{name} --clips {clips}",
         "```",
         "",
     ]
