@@ -2,7 +2,8 @@
 
 Choices (faster-converging than the 2017-18 papers, as the issue invites): AdamW, linear warm-up then cosine
 decay to 5 % over a step horizon (the horizon is ``--steps``, or, with only ``--minutes``, estimated from the
-measured speed after the warm-up and then fixed and saved so a resumed run follows the same schedule); L1 loss
+measured speed after the warm-up and re-estimated at each checkpoint, since a shared CPU's speed drifts; it is
+saved with the checkpoint so a resumed run follows the same schedule); L1 loss
 on the waveform for the waveform models and masked-magnitude L1 for the spectrogram models (both sources);
 an exponential moving average (EMA) of the weights, which is what is validated and shipped; gradient-norm
 clipping at 5.
@@ -361,6 +362,8 @@ def train(cfg: TrainConfig, data: BatchSource | None = None, resume: bool = Fals
 
         bar = tqdm(total=cfg.steps or horizon, initial=step, unit="step", dynamic_ncols=True, mininterval=5)
     deadline = t0 + cfg.minutes * 60 if cfg.minutes else math.inf
+    auto_horizon = bool(cfg.minutes) and cfg.horizon is None and cfg.steps is None
+    step0 = step
     window: list[float] = []
     t_window = time.time()
     try:
@@ -381,11 +384,14 @@ def train(cfg: TrainConfig, data: BatchSource | None = None, resume: bool = Fals
             lv = float(loss.detach())
             losses.append(lv)
             window.append(lv)
-            if horizon is None and cfg.minutes and step == max(20, cfg.warmup):
-                rate = step / (time.time() - t0)
-                horizon = step + int(rate * max(0.0, deadline - time.time()))
-                log(f"schedule horizon fixed at {horizon} steps ({rate:.2f} steps/s)")
             now = time.time()
+            at_ckpt = bool(horizon) and now - last_ckpt >= cfg.ckpt_every_s
+            if auto_horizon and (step - step0 == max(20, cfg.warmup) or at_ckpt):
+                # time budget only: re-estimate the horizon from this invocation's speed (the shared CPU's
+                # speed drifts); it is saved with each checkpoint, so a resumed run continues the same schedule
+                rate = (step - step0) / max(1e-9, now - t0)
+                horizon = step + int(rate * max(0.0, deadline - now))
+                log(f"schedule horizon set to {horizon} steps ({rate:.2f} steps/s)")
             if len(window) >= 10 or (cfg.steps is not None and step >= cfg.steps):
                 sps = len(window) / max(1e-9, now - t_window)
                 xrt = sps * cfg.batch_size * model.segment / model.sample_rate
