@@ -163,6 +163,14 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def fixed_set_key(root: Path, set_name: str, sample_rate: int = EVAL_SR) -> str:
+    """``<set>-<sha256 of its CSV>``: the CSV fixes every clip (track, offset, gains, speech lines), so caches keyed
+    by it are never reused after ``bgmid data mix`` rebuilds the sets from a changed corpus."""
+    split = set_name.split("_", 1)[0]
+    p = root / "fixed" / str(int(sample_rate)) / split / f"{set_name}.csv"
+    return f"{set_name}-{sha256_file(p)[:12]}"
+
+
 # --------------------------------------------------------------------------------------------------
 # separators
 
@@ -509,6 +517,7 @@ def evaluate(
         role, snr = set_role(set_name)
         try:
             clips = load_fixed_set(root, set_name, EVAL_SR, limit=settings.clips)
+            set_key = fixed_set_key(root, set_name)
         except BgmidError as exc:
             say(f"skipping set {set_name}: {exc}")
             report.setdefault("skipped_sets", {})[set_name] = str(exc)
@@ -528,7 +537,7 @@ def evaluate(
             return resample(x, EVAL_SR, sr)
 
         for e in separators:
-            cache = _SepCache(cache_base, e.key, set_name)
+            cache = _SepCache(cache_base, e.key, set_key)
             per_clip: list[dict] = []
             ests: list[np.ndarray] = []
             bar = progress(total=len(clips), desc=f"{set_name} {e.name}") if progress else None
@@ -587,7 +596,7 @@ def evaluate(
                 ests_p: list[np.ndarray | None] | None = None
                 for q in queries:
                     matcher = matchers[(p, q.label)]
-                    icache = _IdCache(cache_base, id_key, set_name, stores[p].path.name, q.label)
+                    icache = _IdCache(cache_base, id_key, set_key, stores[p].path.name, q.label)
                     rows_by = icache.get(inputs, len(clips))
                     if rows_by is None:
                         if ests_p is None:
