@@ -270,3 +270,30 @@ def test_preset_variants_parse():
     assert resolve_preset("p1").name == "p1"
     with pytest.raises(BgmidError):
         resolve_preset("p2:nosuch=1")
+
+
+def test_ablation_runs_are_planned_and_resumable(tmp_path, monkeypatch):
+    """--ablations trains one U-Net per paper Table 3/4 row (training itself is stubbed here) and hands their
+    best.pt to the evaluation; a finished run is not trained again."""
+    import bgmid.train
+    from bgmid.evaluate.identification import ABLATIONS, display_name, train_ablations
+
+    calls = []
+
+    class Res:
+        step, seconds, best = 10, 1.0, 0.5
+
+    def fake_train(cfg, resume=False, progress=True, log=print):
+        calls.append((cfg.run_name, cfg.model, dict(cfg.model_overrides)))
+        cfg.run_dir.mkdir(parents=True, exist_ok=True)
+        (cfg.run_dir / "best.pt").write_bytes(b"x")
+        return Res()
+
+    monkeypatch.setattr(bgmid.train, "train", fake_train)
+    paths = train_ablations(["frames", "hop"], None, tmp_path, minutes=0.1, log=lambda _m: None)
+    assert [c[0] for c in calls] == [n for w in ("frames", "hop") for n, _ in ABLATIONS[w]]
+    assert calls[0][1] == "unet" and calls[0][2] == {"sample_rate": 16000, "n_fft": 1024, "hop": 373, "frames": 128}
+    assert calls[-1][2]["hop"] == 512 and calls[-1][2]["sample_rate"] == 22050
+    assert [display_name(p) for p in paths] == [c[0] for c in calls]
+    calls.clear()
+    assert train_ablations(["hop"], None, tmp_path, log=lambda _m: None) == paths[3:] and not calls
