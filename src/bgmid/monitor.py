@@ -96,11 +96,11 @@ class MonitorConfig:
     context_s: float = 3.0  #: extra audio each side of a block (separator and peak/pair context)
     top: int = 5  #: tracks kept per window (>= 2 so both tracks of a cross-fade survive)
     weak_score: int = 5  #: aligned landmarks for a window hit to be kept as evidence for a segment
-    #: a cue needs one window this strong, and this many distinct aligned landmarks in all: chance alignments in
-    #: an hour of dialogue against the 103-track benchmark index reach 11 in a window and in a segment, the
-    #: quietest real cues found (-18 to -24 dB under dialogue) have 15 and more (benchmarks/monitor.py)
-    strong_score: int = 12
-    min_cue_score: int = 15
+    #: a cue needs one window this strong, and this many distinct aligned landmarks in all. Measured on the
+    #: benchmark (179-track index, p1): chance alignments reach 13 in 20 min of dialogue and 16 during other,
+    #: unindexed-offset music; the quietest real cues found (-18 to -24 dB under dialogue) have 33 and more.
+    strong_score: int = 15
+    min_cue_score: int = 20
     min_windows: int = 2  #: window hits over a whole cue (overlapping windows: any real >= 5 s cue has >= 3)
     offset_tol_frames: int = 2  #: offsets this close (STFT frames) are the same playback
     max_gap_s: float = 10.0  #: bridge gaps up to this long between hits of the same track and offset
