@@ -38,7 +38,7 @@ from bgmid.monitor import (
 )
 
 FS = 256 / 11025  # p1 frame
-CFG = MonitorConfig()
+CFG = MonitorConfig(edge_pad_s=0.0)  # boundaries exactly at the evidence (the padding has its own test)
 WIN, HOP = CFG.window_s, CFG.hop_s
 
 
@@ -74,6 +74,15 @@ def test_single_cue_boundaries_and_track_position():
     assert abs(c.track_start_s - 12.0) < 0.05 and abs(c.track_end_s - 42.0) < 0.2
     assert c.score == 300  # distinct landmarks, not the sum over overlapping windows
     assert c.confidence > 0.9
+
+
+def test_cues_are_widened_by_the_edge_pad():
+    cfg = MonitorConfig(edge_pad_s=0.5)
+    c = cues_of(play(3, 20.0, 50.0, track_at_a=12.0), cfg)[0]
+    assert abs(c.programme_start_s - 19.5) < 0.1 and abs(c.track_start_s - 11.5) < 0.05
+    assert abs(c.programme_end_s - 50.5) < 0.2 and abs(c.track_end_s - 42.5) < 0.2
+    c = cues_of(play(3, 0.2, 30.0, track_at_a=12.0), cfg)[0]
+    assert c.programme_start_s == 0.0 and abs(c.track_start_s - 11.8) < 0.05  # not before the programme
 
 
 def test_same_track_twice_gives_two_cues():
@@ -212,7 +221,7 @@ def test_usage_from_level_rise_and_fingerprint_survival():
             Cue(3, 200.0, 230.0, 0.0, 30.0, 1500, 1.0)]
     estimate_usage(cues, level, track_density={1: 100.0, 2: 100.0, 3: 100.0})
     assert [c.usage for c in cues] == ["featured", "background", "featured"]
-    assert abs(cues[0].msr_db - 3.0) < 0.5 and abs(cues[1].msr_db + 12.0) < 1.0
+    assert abs(cues[0].msr_db - 3.0) < 0.5 and abs(cues[1].msr_db + 12.0) < 1.0 and cues[2].msr_db is None
     # with a separator the two estimates give the ratio directly
     music, speech = np.full(300, -30.0), np.full(300, -20.0)
     music[20:50] = -15.0
