@@ -115,16 +115,27 @@ def main() -> None:
             return np.asarray(x[start:start + clip_n], np.float32) / 32768.0, start / CACHE_SR
 
         queries = [(r, *excerpt(r)) for r in rng.choice(np.array(music, dtype=object), args.clips)]
+
+        def same_audio(r: dict, a_s: float, b_s: float) -> bool:
+            """Whether the track holds the same audio at both offsets (game music loops: a repeat found at
+            another offset is a right answer). Normalised correlation of the two 12 s stretches > 0.9."""
+            x = load_item(root, r["id"], CACHE_SR)
+            a, b = int(round(a_s * CACHE_SR)), int(round(b_s * CACHE_SR))
+            if min(a, b) < 0 or max(a, b) + clip_n > x.shape[0]:
+                return False
+            u = np.asarray(x[a:a + clip_n], np.float64)
+            v = np.asarray(x[b:b + clip_n], np.float64)
+            return float(u @ v / (np.linalg.norm(u) * np.linalg.norm(v) + 1e-9)) > 0.9
         pos_scores: list[tuple[int, bool]] = []
         for cond in ("clean", "noise_0dB"):
-            ok = ok_off = 0
+            ok = ok_off = ok_loop = 0
             times = []
             for r, x, start in queries:
                 if cond == "noise_0dB":
                     x = x + rng.standard_normal(x.size).astype(np.float32) * np.sqrt(np.mean(x**2))
                 t0 = time.perf_counter()
                 lm = matcher.landmarks(x, CACHE_SR)
-                v = vote(store, lm, top=2)
+                v = vote(store, lm, top=2, max_postings=matcher.max_postings)
                 times.append(time.perf_counter() - t0)
                 if v.scores.size:
                     meta = store.track(int(v.track_ids[0]))
@@ -134,8 +145,11 @@ def main() -> None:
                 m = matcher.match_landmarks(lm)
                 if m and store.track(m[0].track_id).content_hash == r["id"]:
                     ok += 1
-                    ok_off += abs(m[0].track_offset_s - start) <= 0.1
+                    exact = abs(m[0].track_offset_s - start) <= 0.1
+                    ok_off += exact
+                    ok_loop += exact or same_audio(r, start, m[0].track_offset_s)
             report[cond] = {"top1": round(ok / len(queries), 4), "top1_offset_0.1s": round(ok_off / len(queries), 4),
+                            "top1_offset_0.1s_or_identical_repeat": round(ok_loop / len(queries), 4),
                             "query_ms_median": round(1000 * float(np.median(times)), 2)}
 
         neg_scores = []
@@ -147,7 +161,7 @@ def main() -> None:
             for r in rng.choice(np.array(pool, dtype=object), args.negatives):
                 x, _ = excerpt(r)
                 lm = matcher.landmarks(x, CACHE_SR)
-                v = vote(store, lm, top=1)
+                v = vote(store, lm, top=2, max_postings=matcher.max_postings)
                 neg_scores.append(int(v.scores[0]) if v.scores.size else 0)
                 n_false += bool(matcher.match_landmarks(lm))
             false[name] = round(n_false / args.negatives, 4)

@@ -101,7 +101,7 @@ def main() -> None:
             m = Matcher(store, QueryOptions(density_factor=d, fanout_factor=f, shifts=int(sh)))
 
             def feats(x, m=m):
-                v = vote(store, m.landmarks(x, SR), top=2)
+                v = vote(store, m.landmarks(x, SR), top=2, max_postings=m.max_postings)
                 if not v.scores.size:
                     return 0, 1.0, None
                 second = float(v.scores[1]) if v.scores.size > 1 else 1.0

@@ -35,8 +35,11 @@ class Store(Protocol):
         """Store one track's hashes (uint32) and anchor times (frames) durably; return its track id."""
         ...
 
-    def lookup(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Every posting of every query hash, vectorised: (query_row, track_id, track_time_frames)."""
+    def lookup(
+        self, hashes: np.ndarray, max_postings: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every posting of every query hash, vectorised: (query_row, track_id, track_time_frames).
+        Hashes with more than ``max_postings`` postings (stop words) are skipped."""
         ...
 
     def tracks(self) -> Sequence[TrackMeta]:

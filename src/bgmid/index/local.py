@@ -191,6 +191,11 @@ class LocalStore:
         self._removed = np.array(sorted(r[0] for r in removed), dtype=np.int64)
         self._meta_cache: dict[int, TrackMeta] = {}
 
+    @property
+    def n_postings(self) -> int:
+        """Postings in all live segments (including those of removed tracks not yet compacted away)."""
+        return sum(seg.n_postings for seg in self._segments)
+
     def lookup(
         self, hashes: np.ndarray, max_postings: int | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
