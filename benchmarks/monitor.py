@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     sep = resolve_separator(args.separator, args.device)
     total_all, total_10 = CueMetrics(), CueMetrics()
     bands: dict[str, list[int]] = {}  # level band -> [found, total] for cues >= 10 s
-    fractions: list[tuple[float, float, bool]] = []  # (true level, estimated msr, music_only)
+    usage: list[tuple[float, float | None, bool, bool]] = []  # (true level, estimated msr, music only, featured)
     audio_s = wall_s = 0.0
     phantoms_silent = 0
     with open_index(db) as store:
@@ -131,9 +131,9 @@ def main(argv: list[str] | None = None) -> int:
                 bands[band][0] += int(found)
                 bands[band][1] += 1
                 for c in res.cues:
-                    if same_track(c, t) and c.msr_db is not None and min(c.programme_end_s, t.end_s) > max(
-                            c.programme_start_s, t.start_s):
-                        fractions.append((t.level_db if t.level_db is not None else 0.0, c.msr_db, t.music_only))
+                    if same_track(c, t) and min(c.programme_end_s, t.end_s) > max(c.programme_start_s, t.start_s):
+                        usage.append((t.level_db if t.level_db is not None else 0.0, c.msr_db, t.music_only,
+                                      c.usage == "featured"))
     speed = audio_s / wall_s if wall_s else float("inf")
     print()
     print(f"separator {args.separator}, preset {args.preset}, {len(pairs)} programmes, {audio_s / 60:.0f} min audio, "
@@ -145,17 +145,16 @@ def main(argv: list[str] | None = None) -> int:
     for band in sorted(bands, key=lambda b: (b == "music only", float(b.split("..")[0]) if ".." in b else 0)):
         f, n = bands[band]
         print(f"  {band:>12}: {f}/{n}")
-    if fractions:
-        lv = np.array([f[0] for f in fractions])
-        est = np.array([f[1] for f in fractions])
-        mo = np.array([f[2] for f in fractions])
-        print("estimated music-to-speech ratio vs truth (usage label):")
-        for lo, hi in ((-30, -15), (-15, -5), (-5, 0), (0, 10)):
-            sel = (lv >= lo) & (lv < hi) & ~mo
-            if sel.any():
-                print(f"  true {lo:+d}..{hi:+d} dB: estimate median {np.median(est[sel]):+.1f} dB (n={sel.sum()})")
-        if mo.any():
-            print(f"  music only: estimate median {np.median(est[mo]):+.1f} dB (n={mo.sum()})")
+    if usage:
+        print("usage: estimated music-to-speech ratio (median) and share labelled featured, by true level:")
+        for lo, hi, only in ((-30, -15, False), (-15, -5, False), (-5, 0, False), (0, 10, False), (0, 0, True)):
+            sel = [u for u in usage if u[2] == only and (only or lo <= u[0] < hi)]
+            if not sel:
+                continue
+            est = [u[1] for u in sel if u[1] is not None]
+            med = f"{np.median(est):+.1f} dB" if est else "n/a"
+            name = "music only" if only else f"{lo:+d}..{hi:+d} dB"
+            print(f"  {name:>12}: estimate {med:>9}, featured {sum(u[3] for u in sel)}/{len(sel)}")
     if args.json:
         args.json.write_text(json.dumps({
             "separator": args.separator, "preset": args.preset, "programmes": len(pairs),
