@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from bgmid.errors import BgmidError
-from bgmid.monitor import Cue, MonitorResult
+from bgmid.monitor import Cue, MonitorConfig, MonitorResult
 
 __all__ = [
     "CSV_FIELDS",
@@ -372,17 +372,18 @@ def evaluate(
     duration_s: float,
     min_level_db: float | None = None,
     min_recall_cue_s: float = 10.0,
-    loop_gap_s: float = 4.0,
+    loop_gap_s: float | None = None,
 ) -> CueMetrics:
     """Score one programme's cues against its truth.
 
     ``min_level_db`` restricts the scores to truth cues at least that loud relative to speech: seconds that
     only quieter truth cues occupy are left out of the seconds-level counts (neither a hit nor a miss there
-    counts), and quieter cues are not in cue recall. Phantom cues are counted regardless.
+    counts), and quieter cues are not in cue recall. Phantom cues are counted regardless. Truth cues of one
+    track less than ``loop_gap_s`` apart (default: the monitor's) are joined first, as the monitor joins them.
     """
     n = int(math.ceil(duration_s))
     m = CueMetrics(seconds=float(duration_s), n_cues=len(cues))
-    truth = merge_truth(truth, loop_gap_s)
+    truth = merge_truth(truth, MonitorConfig().loop_gap_s if loop_gap_s is None else loop_gap_s)
 
     def loud(t: TruthCue) -> bool:
         return min_level_db is None or t.level_db is None or t.music_only or t.level_db >= min_level_db

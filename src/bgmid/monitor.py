@@ -104,7 +104,7 @@ class MonitorConfig:
     min_windows: int = 2  #: window hits over a whole cue (overlapping windows: any real >= 5 s cue has >= 3)
     offset_tol_frames: int = 2  #: offsets this close (STFT frames) are the same playback
     max_gap_s: float = 10.0  #: bridge gaps up to this long between hits of the same track and offset
-    loop_gap_s: float = 4.0  #: same track, different offset, this close: one cue (loop / repeat)
+    loop_gap_s: float = 8.0  #: same track, different offset, this close: one cue (loop / repeat)
     min_cue_s: float = 2.0  #: shorter detections are dropped (landmark spans are shorter than the audible cue)
     #: cues are widened by this much at each end: the first aligned landmark comes after the music became
     #: audible (a fade-in hides the first notes) and the last one before it stopped; on the benchmark the
@@ -358,15 +358,39 @@ def merge_loops(segments: Sequence[Segment], config: MonitorConfig = MonitorConf
     return groups
 
 
+def _covered(a: float, b: float, spans: Sequence[tuple[float, float]]) -> float:
+    """Length of [a, b) covered by the union of ``spans``."""
+    total, cur = 0.0, a
+    for s0, s1 in sorted(spans):
+        lo, hi = max(s0, cur), min(s1, b)
+        if hi > lo:
+            total += hi - lo
+            cur = hi
+    return total
+
+
+def _main_runs(group: Sequence[Segment], min_new_s: float) -> list[Segment]:
+    """The offset runs that really played, strongest first: a weaker run that adds less than ``min_new_s`` of
+    programme time to the stronger ones is the same audio matching a repeated section of the track (a chorus,
+    a loop inside the recording), not a jump of the playback. A run that explains time the others do not (the
+    start of a cue in periodic music, the second pass of a loop) is kept."""
+    kept: list[Segment] = []
+    for s in sorted(group, key=lambda s: -s.score):
+        new = (s.end_s - s.start_s) - _covered(s.start_s, s.end_s, [(k.start_s, k.end_s) for k in kept])
+        if not kept or new >= min_new_s:
+            kept.append(s)
+    return sorted(kept, key=lambda s: s.start_s)
+
+
 def _parts(group: Sequence[Segment], frame_s: float) -> list[CuePart]:
-    """Offset runs of a cue in programme order; overlapping runs (repeated sections) are cut where the next
-    begins, so the parts tile the cue without double-counting programme time."""
+    """Offset runs of a cue in programme order; where two runs overlap (window smear at a jump) the later one
+    starts where the earlier ends, so the parts tile the cue without double-counting programme time."""
     segs = sorted(group, key=lambda s: (s.start_s, -s.score))
     parts: list[CuePart] = []
     for s in segs:
         start = s.start_s if not parts else max(s.start_s, parts[-1].programme_end_s)
         if s.end_s <= start:
-            continue  # entirely inside the previous run: the same audio matched a repeated section
+            continue
         off = s.offset * frame_s
         parts.append(CuePart(start, s.end_s, start + off, s.end_s + off))
     return parts
@@ -382,33 +406,33 @@ def suppress_shadows(cues: Sequence[Cue], frame_s: float, config: MonitorConfig 
       within B's span;
     * *shared audio*: B contains A's audio (a medley, a remix, the same cue in two library tracks), so the
       same programme landmarks align with both. B is dropped when at least ``shared_fraction`` of its aligned
-      landmarks are also A's and A has more landmarks there: the audio is reported once, as the better match.
+      landmarks are also A's, A having at least B's evidence: the audio is reported once, as the better match
+      (cues are visited strongest first, so of two equal ones the first kept wins).
 
     Two tracks that really sound together keep both cues: their landmarks are different ones (under 3% shared
     measured), and a cross-fade overlaps only at the edges.
     """
-    frames = [np.sort(landmark_frames(c.aligned)) if c.aligned is not None else None for c in cues]
-    keep = []
-    for i, b in enumerate(cues):
+    kept: list[tuple[Cue, np.ndarray | None]] = []
+    for b in sorted(cues, key=lambda c: -c.score):  # strongest first: only a kept cue can suppress another
         echo = False
-        for j, a in enumerate(cues):
-            if i == j or a.track_id == b.track_id or frames[j] is None or b.aligned is None:
+        for a, fa in kept:
+            if a.track_id == b.track_id or fa is None or b.aligned is None:
                 continue
             ov = min(a.programme_end_s, b.programme_end_s) - max(a.programme_start_s, b.programme_start_s)
             if ov < config.shadow_overlap * b.duration_s:
                 continue
             f0, f1 = b.programme_start_s / frame_s, b.programme_end_s / frame_s
-            n_a = int(np.searchsorted(frames[j], f1, "right") - np.searchsorted(frames[j], f0, "left"))
+            n_a = int(np.searchsorted(fa, f1, "right") - np.searchsorted(fa, f0, "left"))
             if n_a >= config.shadow_ratio * b.score:
                 echo = True
-            elif n_a > b.score and a.aligned is not None:
+            elif a.aligned is not None:  # a has at least b's evidence overall (visiting order)
                 shared = np.intersect1d(a.aligned, b.aligned, assume_unique=True).size
                 echo = shared >= config.shared_fraction * b.score
             if echo:
                 break
         if not echo:
-            keep.append(b)
-    return keep
+            kept.append((b, None if b.aligned is None else np.sort(landmark_frames(b.aligned))))
+    return sorted((c for c, _ in kept), key=lambda c: (c.programme_start_s, c.track_id))
 
 
 def _widen(cue: Cue, pad: float) -> None:
@@ -438,7 +462,7 @@ def segments_to_cues(
     good = [s for s in segments if accept_segment(s, config, n_windows_total)]
     cues = []
     for g in merge_loops(good, config):
-        parts = _parts(g, frame_s)
+        parts = _parts(_main_runs(g, config.min_cue_s + 1.0), frame_s)
         aligned = np.unique(np.concatenate([s.aligned for s in g]))
         max_score = max(s.max_score for s in g)
         cues.append(
