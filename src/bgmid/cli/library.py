@@ -54,6 +54,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--min-aligned", type=int, default=0,
         help="aligned hashes needed to report a match (default: the calibrated threshold)",
     )
+    p.add_argument(
+        "--separator", default="auto", metavar="NAME|PATH|none",
+        help="remove the dialogue first and fuse the votes of the separated music with the unprocessed query "
+        "(model name, checkpoint .pt, or 'none'). Default 'auto': the shipped default model when installed",
+    )
     p.add_argument("queries", nargs="+", metavar="QUERY", help="audio files to identify")
     p.set_defaults(func=cmd_identify)
 
@@ -110,11 +115,13 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def cmd_identify(args: argparse.Namespace) -> int:
-    from bgmid.audio import AudioError, load
+    from bgmid.audio import AudioError, load, resample
+    from bgmid.cli.monitor import resolve_separator
     from bgmid.index import open_index
     from bgmid.match import Matcher
 
     status = 0
+    separator = resolve_separator(args.separator)
     with open_index(args.db) as store:
         matcher = Matcher(store, QueryOptions(shifts=max(1, args.shifts), min_aligned=args.min_aligned))
         for q in args.queries:
@@ -126,7 +133,13 @@ def cmd_identify(args: argparse.Namespace) -> int:
                 if args.json:
                     print(json.dumps({"query": q, "matches": [], "error": str(exc)}))
                 continue
-            matches = matcher.identify(x, sr, top=max(1, args.top))
+            if separator is not None:  # fusion: votes of the mix and of the separated music are pooled
+                x = resample(x, sr, separator.sample_rate)
+                sr = separator.sample_rate
+                music, _ = separator.separate(x)
+                matches = matcher.identify([x, music], sr, top=max(1, args.top))
+            else:
+                matches = matcher.identify(x, sr, top=max(1, args.top))
             if args.json:
                 print(json.dumps({"query": q, "matches": [m.to_dict() for m in matches]}), flush=True)
             elif not matches:
