@@ -53,6 +53,8 @@ def build_index(root: Path, db: Path, preset: str, splits: list[str]) -> None:
             store.add_track(meta, lm.hashes, lm.times)
             if (k + 1) % 20 == 0:
                 print(f"  indexed {k + 1}/{len(todo)} ({time.time() - t0:.0f} s)", file=sys.stderr)
+        if todo and hasattr(store, "compact"):
+            store.compact(force=True)  # one segment: a lookup touches one file instead of one per track
         print(f"index: {db} ({len(store.tracks())} tracks, preset {store.preset.name})", file=sys.stderr)
 
 
@@ -87,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
                     "were tuned on seeds 1000-1009, use another range for a held-out check)")
     ap.add_argument("--separator", default="none", help="none, a model name or a checkpoint")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--max-postings", type=int, default=MonitorConfig().max_postings,
+                    help="skip hashes with more postings (default: the monitor's)")
     ap.add_argument("--json", type=Path, help="also write the figures as JSON")
     args = ap.parse_args(argv)
 
@@ -105,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     audio_s = wall_s = 0.0
     phantoms_silent = 0
     with open_index(db) as store:
-        mon = Monitor(store, sep, MonitorConfig(), QueryOptions(), separator_name=args.separator)
+        config = MonitorConfig(max_postings=args.max_postings)
+        mon = Monitor(store, sep, config, QueryOptions(), separator_name=args.separator)
         for wav, cues_csv in pairs:
             t0 = time.perf_counter()
             res = mon.run(wav)

@@ -113,7 +113,10 @@ class MonitorConfig:
     shadow_ratio: float = 2.0  #: drop a cue inside another track's cue that has this many times its evidence there
     shadow_overlap: float = 0.5  #: ... when at least this fraction of the weaker cue lies inside the stronger
     shared_fraction: float = 0.15  #: ... or when this share of its aligned landmarks also align with the stronger
-    max_postings: int | None = 20000  #: skip hashes with more postings than this (stop words)
+    #: skip hashes with more postings than this (stop words). Common hashes carry little evidence but most of
+    #: the cost: on the 179-track benchmark index a landmark has 138 postings on average, 94 with this cap;
+    #: 1,000 instead of 20,000 ran 70x instead of 54x real time for the same F1 (0.966 vs 0.969)
+    max_postings: int | None = 1000
 
 
 @dataclass
