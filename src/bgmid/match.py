@@ -93,6 +93,33 @@ class Votes:
     q_last: np.ndarray  #: int64 last aligned query frame
 
 
+def best_offsets(
+    tids: np.ndarray, offs: np.ndarray, top: int, tolerance: int = 1, min_count: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The offset histogram: per track, the offset (frames) with the most postings within +-``tolerance``.
+
+    ``tids`` and ``offs`` are parallel int64 arrays over postings. Returns ``(tracks, offsets, counts)`` of the
+    ``top`` best tracks, best first, leaving out tracks whose best count is below ``min_count``. Counts are of
+    postings (a query landmark may count more than once); callers recount distinct landmarks.
+    """
+    key = (tids << 32) + (offs + (1 << 31))
+    uk, counts = np.unique(key, return_counts=True)
+    smooth = counts.copy()
+    for d in range(1, tolerance + 1):  # +-tolerance frames of jitter: neighbouring keys of the same track
+        for sgn in (-d, d):
+            ic = np.minimum(np.searchsorted(uk, uk + sgn), uk.size - 1)
+            smooth += np.where(uk[ic] == uk + sgn, counts[ic], 0)
+    keep = smooth >= min_count
+    uk, smooth = uk[keep], smooth[keep]
+    ktrack = uk >> 32
+    order = np.lexsort((-smooth, ktrack))  # by track, best offset first
+    first = np.ones(order.size, bool)
+    first[1:] = ktrack[order][1:] != ktrack[order][:-1]
+    best = order[first]
+    best = best[np.argsort(-smooth[best], kind="stable")][:top]
+    return ktrack[best], (uk[best] & ((1 << 32) - 1)) - (1 << 31), smooth[best]
+
+
 def vote(
     store: Store,
     lm: Landmarks,
@@ -107,26 +134,10 @@ def vote(
         return Votes(empty, empty, empty, empty, empty)
     qt = lm.times.astype(np.int64)[rows]
     off = ttimes - qt
-    key = (tids << 32) + (off + (1 << 31))
-    uk, counts = np.unique(key, return_counts=True)
-    # +-tolerance frames of jitter: add the neighbouring offsets' counts (same track: keys differ by 1)
-    smooth = counts.copy()
-    for d in range(1, tolerance + 1):
-        for sgn in (-d, d):
-            i = np.searchsorted(uk, uk + sgn)
-            ic = np.minimum(i, uk.size - 1)
-            smooth += np.where(uk[ic] == uk + sgn, counts[ic], 0)
-    ktrack = uk >> 32
-    order = np.lexsort((-smooth, ktrack))  # by track, best offset first
-    first = np.ones(order.size, bool)
-    first[1:] = ktrack[order][1:] != ktrack[order][:-1]
-    best = order[first]
-    best = best[np.argsort(-smooth[best], kind="stable")][:top]
-    b_track = ktrack[best]
-    b_off = (uk[best] & ((1 << 32) - 1)) - (1 << 31)
-    q_first = np.empty(best.size, np.int64)
-    q_last = np.empty(best.size, np.int64)
-    scores = np.empty(best.size, np.int64)
+    b_track, b_off, _ = best_offsets(tids, off, top, tolerance)
+    q_first = np.empty(b_track.size, np.int64)
+    q_last = np.empty(b_track.size, np.int64)
+    scores = np.empty(b_track.size, np.int64)
     for n, (tr, o) in enumerate(zip(b_track, b_off, strict=True)):  # a handful of tracks, not a hot loop
         sel = (tids == tr) & (np.abs(off - o) <= tolerance)
         # one vote per query landmark (a hash repeated in the reference must not count twice)
