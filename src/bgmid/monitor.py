@@ -47,7 +47,7 @@ from bgmid.audio import resample
 from bgmid.fingerprint.landmarks import Landmarks, fingerprint, hash_bits
 from bgmid.fingerprint.presets import Preset, QueryOptions
 from bgmid.index.base import Store
-from bgmid.match import _pool, confidence
+from bgmid.match import _pool, best_offsets, confidence
 
 __all__ = [
     "Cue",
@@ -253,32 +253,12 @@ def window_votes(
     """
     if qt.size == 0:
         return []
-    key = (tids << 32) + (offs + (1 << 31))
-    uk, counts = np.unique(key, return_counts=True)
-    smooth = counts.copy()
-    for d in range(1, tolerance + 1):
-        for sgn in (-d, d):
-            i = np.searchsorted(uk, uk + sgn)
-            ic = np.minimum(i, uk.size - 1)
-            smooth += np.where(uk[ic] == uk + sgn, counts[ic], 0)
-    cand = smooth >= min_score  # a track whose best offset is below min_score cannot qualify
-    if not cand.any():
-        return []
-    uk, smooth = uk[cand], smooth[cand]
-    ktrack = uk >> 32
-    order = np.lexsort((-smooth, ktrack))
-    first = np.ones(order.size, bool)
-    first[1:] = ktrack[order][1:] != ktrack[order][:-1]
-    best = order[first]
-    best = best[np.argsort(-smooth[best], kind="stable")][: max(top, 1) * 2]
     out = []
-    for b in best:
-        tr = int(ktrack[b])
-        o = int((uk[b] & ((1 << 32) - 1)) - (1 << 31))
+    for tr, o, _ in zip(*best_offsets(tids, offs, top=max(top, 1) * 2, tolerance=tolerance, min_count=min_score)):
         sel = (tids == tr) & (np.abs(offs - o) <= tolerance)
-        ids = np.unique(lids[sel])
+        ids = np.unique(lids[sel])  # distinct landmarks: a hash repeated in the reference counts once
         if ids.size >= min_score:
-            out.append((tr, o, int(ids.size), int(qt[sel].min()), int(ends[sel].max()), ids))
+            out.append((int(tr), int(o), int(ids.size), int(qt[sel].min()), int(ends[sel].max()), ids))
     out.sort(key=lambda r: -r[2])
     return out[:top]
 
