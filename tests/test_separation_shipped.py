@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bgmid.separation import available_models, load_separator
+from bgmid.separation import DEFAULT_MODEL, available_models, load_separator
 from bgmid.separation.registry import shipped_weights
 from bgmid.train import si_sdr
 
@@ -34,7 +34,10 @@ def _mixtures(sr: int) -> list[tuple[float, np.ndarray, np.ndarray]]:
     return out
 
 
-@pytest.mark.parametrize("name", available_models())
+# the default separator in the default run; the others with -m slow (MMDenseNet runs ~1x real time on a shared CPU)
+@pytest.mark.parametrize(
+    "name", [n if n == DEFAULT_MODEL else pytest.param(n, marks=pytest.mark.slow) for n in available_models()]
+)
 def test_shipped_weights_improve_music(name: str) -> None:
     path = shipped_weights(name)
     if not path.exists():
