@@ -97,6 +97,15 @@ def test_small_blocks_give_the_same_cues(built_index):
     assert key(small) == key(big)
 
 
+def test_prefetch_thread_gives_the_same_cues(built_index):
+    x = make_programme()
+    with open_index(built_index) as store:
+        a = Monitor(store, config=MonitorConfig(block_s=20.0)).run_array(x, SR)
+        b = Monitor(store, config=MonitorConfig(block_s=20.0, prefetch=True)).run_array(x, SR)
+    key = lambda r: [(c.track_id, c.programme_start_s, c.programme_end_s, c.score) for c in r.cues]  # noqa: E731
+    assert key(a) == key(b) and a.n_windows == b.n_windows
+
+
 class _FakeSeparator:
     """Stands in for a trained separator: 'music' is the mix minus the known speech (an oracle)."""
 

@@ -35,8 +35,10 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -117,6 +119,14 @@ class MonitorConfig:
     #: the cost: on the 179-track benchmark index a landmark has 138 postings on average, 94 with this cap;
     #: 1,000 instead of 20,000 ran 70x instead of 54x real time for the same F1 (0.966 vs 0.969)
     max_postings: int | None = 1000
+    #: torch intra-op threads while separating. One thread is by far the fastest when the cores are shared
+    #: (U-Net lite on 2 busy cores: 45x real time with 1 thread, 2.7x with 2: threads spin waiting for each
+    #: other); raise it on an idle machine with many cores. 0 leaves torch's setting alone.
+    separator_threads: int = 1
+    #: decode, separate and fingerprint the next block in a worker thread while this one is matched (torch and
+    #: numpy release the GIL). Off by default: with no idle core it was slower (U-Net lite on 2 busy cores:
+    #: 19-20x instead of 21-23x real time); try it on a machine with cores to spare
+    prefetch: bool = False
 
 
 @dataclass
@@ -261,6 +271,28 @@ def window_votes(
             out.append((int(tr), int(o), int(ids.size), int(qt[sel].min()), int(ends[sel].max()), ids))
     out.sort(key=lambda r: -r[2])
     return out[:top]
+
+
+def _candidate_postings(tids: np.ndarray, offs: np.ndarray, min_count: int, tolerance: int = 1) -> np.ndarray:
+    """Mask of postings that may take part in a vote of ``min_count`` in some window of these postings.
+
+    A window sees a subset of the postings, and a vote counts the postings of one track within +-``tolerance``
+    frames of one offset (:func:`bgmid.match.best_offsets`). Offsets are grouped in bins of ``tolerance + 1``
+    frames, so a vote's postings lie in at most three adjacent bins; (track, bin) pairs are hashed into a
+    count table (collisions only add counts). A posting whose own and neighbouring bins hold fewer than
+    ``min_count`` postings in all can win no window and is dropped. The test is conservative (every window's
+    result is unchanged) and linear-time; chance postings, nearly all alone at their offset, mostly go, which
+    makes the per-window sorting cheap.
+    """
+    n = tids.size
+    if n == 0:
+        return np.zeros(0, bool)
+    size = 1 << int(min(24, max(16, math.ceil(math.log2(4 * n)))))
+    mask = size - 1
+    h = (tids * 0x9E3779B1 + (offs // (tolerance + 1))) & mask
+    counts = np.bincount(h, minlength=size)
+    near = counts[h] + counts[(h - 1) & mask] + counts[(h + 1) & mask]
+    return near >= min_count
 
 
 def merge_segments(hits: Iterable[WindowHit], config: MonitorConfig = MonitorConfig()) -> list[Segment]:
@@ -595,7 +627,8 @@ class Monitor:
         sig = {"mix": x}
         analyses = [x]
         if self.separator is not None:
-            music, speech = self.separator.separate(x)
+            with _torch_threads(self.config.separator_threads):
+                music, speech = self.separator.separate(x)
             sig["music"], sig["speech"] = np.asarray(music, np.float32), np.asarray(speech, np.float32)
             analyses.append(sig["music"])
         parts = []
@@ -629,7 +662,10 @@ class Monitor:
         def emit_windows(upto: int | None) -> None:
             """Vote every window that ends by frame ``upto`` (None: every window left, to the end)."""
             nonlocal next_win, n_windows, buf
-            qt = buf["qt"]
+            # only postings that can belong to a qualifying vote: far fewer to sort in every window
+            cand = _candidate_postings(buf["tid"], buf["off"], c.weak_score)
+            qt = buf["qt"][cand]
+            f = {k: v[cand] for k, v in buf.items()}
             while True:
                 w0, w1 = next_win, next_win + win_f
                 if upto is not None and w1 > upto:
@@ -640,20 +676,23 @@ class Monitor:
                 i0, i1 = np.searchsorted(qt, w0), np.searchsorted(qt, w1)
                 n_windows += 1
                 for tr, o, s, f0, f1, ids in window_votes(
-                    qt[i0:i1], buf["tid"][i0:i1], buf["off"][i0:i1], buf["lid"][i0:i1], buf["end"][i0:i1],
+                    qt[i0:i1], f["tid"][i0:i1], f["off"][i0:i1], f["lid"][i0:i1], f["end"][i0:i1],
                     top=c.top, min_score=c.weak_score,
                 ):
                     w_end = min(w1, end_frame) if upto is None else w1
                     hits.append(WindowHit(w0 * fs, w_end * fs, tr, o, s, f0 * fs, f1 * fs + p.n_fft / p.sample_rate,
                                           ids))
                 next_win += hop_f
-            keep = np.searchsorted(qt, next_win)
+            keep = np.searchsorted(buf["qt"], next_win)
             buf = {k: v[keep:] for k, v in buf.items()}
 
-        with_last = _with_last(blocks)
-        for (start, x), last in with_last:
+        analysed: Iterable = (
+            _prefetch(blocks, lambda b: self._analyse(b[1]))
+            if c.prefetch
+            else ((b, self._analyse(b[1])) for b in blocks)
+        )
+        for ((start, x), (lm, sig)), last in _with_last(analysed):
             k0 = int(round(start / self.samples_per_frame))  # global frame of the block's first sample
-            lm, sig = self._analyse(x)
             n_frames_block = int(x.size / self.samples_per_frame)
             own_lo = 0 if k0 == 0 else k0 + self.ctx_frames
             own_hi = k0 + n_frames_block + 1 if last else k0 + self.ctx_frames + self.core_frames
@@ -722,6 +761,21 @@ class Monitor:
         )
 
 
+@contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    """Run the body with ``n`` torch intra-op threads (restored after); no-op when torch is not loaded."""
+    torch = sys.modules.get("torch")
+    if not n or torch is None:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 class _PerSecond:
     """A per-second accumulator that grows with the programme (a float per second: hours cost kilobytes)."""
 
@@ -745,6 +799,47 @@ class _PerSecond:
         m = min(n, self.sums.size)
         out[:m] = self.sums[:m]
         return out
+
+
+def _prefetch(items: Iterable, fn: Callable) -> Iterator[tuple[object, object]]:
+    """Yield ``(item, fn(item))``, reading the next item and computing ``fn`` on it in a worker thread while the
+    caller works on the current one (at most one item ahead: memory stays at a few blocks). Exceptions of the
+    worker (a decoding error) are raised in the caller."""
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+    done = object()
+
+    def work() -> None:
+        try:
+            for item in items:
+                out = (item, fn(item))
+                while not stop.is_set():
+                    try:
+                        q.put(out, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(done)
+        except BaseException as exc:  # handed to the caller
+            q.put(exc)
+
+    th = threading.Thread(target=work, name="bgmid-monitor-prefetch", daemon=True)
+    th.start()
+    try:
+        while True:
+            got = q.get()
+            if got is done:
+                return
+            if isinstance(got, BaseException):
+                raise got
+            yield got
+    finally:
+        stop.set()
 
 
 def _with_last(it: Iterable) -> Iterator[tuple[object, bool]]:

@@ -37,6 +37,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Default 'auto': the shipped default model when its weights are installed, else none",
     )
     p.add_argument("--device", default="cpu", help="torch device for the separator (default cpu)")
+    p.add_argument(
+        "--threads", type=int, default=_D.separator_threads,
+        help="CPU threads for the separator (default %(default)s: fastest when cores are shared; 0: torch's own)",
+    )
     p.add_argument("--preset", default=None, help="fingerprint preset the index must have (default: the index's)")
     p.add_argument("--out", metavar="FILE", help="write the cue sheet to FILE.csv or FILE.json")
     p.add_argument("--json", action="store_true", help="print each programme's cue sheet as one JSON line")
@@ -97,7 +101,8 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         raise BgmidError(f"--plot {args.plot}: name a .png, .pdf or .svg file.")
     if args.window <= 0 or not 0 < args.hop <= args.window:
         raise BgmidError("--window must be > 0 and --hop in (0, window].")
-    config = MonitorConfig(window_s=args.window, hop_s=args.hop, max_gap_s=args.max_gap, min_cue_s=args.min_cue)
+    config = MonitorConfig(window_s=args.window, hop_s=args.hop, max_gap_s=args.max_gap, min_cue_s=args.min_cue,
+                           separator_threads=args.threads)
     sep = resolve_separator(args.separator, args.device)
     sep_name = "none" if sep is None else getattr(sep, "name", args.separator)
     truth_all = read_truth(args.truth) if args.truth else None
