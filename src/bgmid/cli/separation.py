@@ -17,6 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--chunk", type=int, help="chunk length in samples (default: the model's training segment)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: on busy shared cores one thread is much faster than two)")
     p.set_defaults(func=cmd_separate)
 
     t = sub.add_parser("train", help="train a separator on the corpus (checkpoints and resumes)")
@@ -41,10 +43,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_separate(args: argparse.Namespace) -> int:
+    import torch
+
     from bgmid.audio import iter_audio_files
     from bgmid.separation.apply import separate_file
     from bgmid.separation.registry import load_separator
 
+    torch.set_num_threads(max(1, args.threads))
     sep = load_separator(args.model, device=args.device, weights=args.weights)
     total_s = total_wall = 0.0
     for path in iter_audio_files(args.inputs):
