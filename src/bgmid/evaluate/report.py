@@ -183,7 +183,7 @@ def best_configuration(report: dict, max_false: float = GOALS["false_match"], ra
     mean identification rate over the 0 and -10 dB mixtures (all mixture SNRs if those are missing), minus
     the shortfall of clean-music identification below the 97 % goal (a default must not damage clean music).
     Ties go to the better rate at lower SNRs (-20 dB), then to the cheaper configuration (no separator, no
-    fusion, fewer shifts, lower density). If no
+    fusion, fewer shifts, lower density), then to fewer false matches. If no
     configuration meets ``max_false``, the one with the fewest false matches is taken and ``meets`` says so.
     Caveat: the threshold is picked on the same negatives it is judged on; with a few hundred negatives a
     false-match rate of 0 means "below about 1 %", not zero.
@@ -216,7 +216,8 @@ def best_configuration(report: dict, max_false: float = GOALS["false_match"], ra
     ok = [c for c in cands if c[0] <= max_false]
     if ok:
         # ties (common: the 0/-10 dB rates saturate) go to the harder SNRs first, then to the cheaper configuration
-        best = min(ok, key=lambda c: (-round(c[1], 9), *_harder(c[4]), c[2]))
+        # and finally to fewer false matches (a higher threshold at equal rates is the safer default)
+        best = min(ok, key=lambda c: (-round(c[1], 9), *_harder(c[4]), c[2], c[0]))
     else:
         best = min(cands, key=lambda c: (c[0], -c[1], c[2]))
     _, objective, _, (sep, inp, preset, query, t), s = best
@@ -242,7 +243,8 @@ def best_configuration(report: dict, max_false: float = GOALS["false_match"], ra
         "goals": GOALS,
         "meets": meets,
         "rule": "max mean(0 dB, -10 dB) - clean shortfall below 97 %, s.t. pooled false matches <= "
-                f"{max_false:g}; ties to the better -20 dB rate, then to the cheaper configuration",
+                f"{max_false:g}; ties to the better -20 dB rate, then to the cheaper configuration, then to fewer "
+                "false matches",
         "manifest_sha256": report.get("manifest_sha256", ""),
     }
 
