@@ -124,7 +124,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
                 res = mon.run(path, on_progress=tick)
                 done += res.duration_s
                 results.append(res)
-        for res in results:
+        for k, res in enumerate(results):
             if args.json:
                 print(json.dumps(result_to_dict(res)))
             else:
@@ -145,8 +145,10 @@ def cmd_monitor(args: argparse.Namespace) -> int:
                 from bgmid.plot import plot_timeline
 
                 out = Path(args.plot)
-                if len(results) > 1:
-                    out = out.with_name(f"{out.stem}-{Path(res.programme).stem}{out.suffix}")
+                if len(results) > 1:  # one picture per programme, named after it (numbered if names repeat)
+                    stems = [Path(r.programme).stem for r in results]
+                    tag = stems[k] if stems.count(stems[k]) == 1 else f"{k + 1}-{stems[k]}"
+                    out = out.with_name(f"{out.stem}-{tag}{out.suffix}")
                 truth = read_truth(args.truth, programme=res.programme) if args.truth else None
                 plot_timeline(res, out, truth=truth)
                 print(f"plot: {out}", file=sys.stderr)
