@@ -116,12 +116,12 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 def cmd_identify(args: argparse.Namespace) -> int:
     from bgmid.audio import AudioError, load, resample
-    from bgmid.cli.monitor import resolve_separator
+    from bgmid.cli.common import resolve_separator
     from bgmid.index import open_index
     from bgmid.match import Matcher
 
     status = 0
-    separator = resolve_separator(args.separator)
+    separator = resolve_separator(args.separator, command="identify")
     with open_index(args.db) as store:
         matcher = Matcher(store, QueryOptions(shifts=max(1, args.shifts), min_aligned=args.min_aligned))
         for q in args.queries:

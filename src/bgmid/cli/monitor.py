@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from bgmid.cli.common import add_db_argument, progress
+from bgmid.cli.common import add_db_argument, progress, resolve_separator
 from bgmid.monitor import MonitorConfig
 
 _D = MonitorConfig()
@@ -60,31 +60,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shifts", type=int, default=1, help="STFT analysis phases (more: slower, more robust)")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="programme files (audio or video)")
     p.set_defaults(func=cmd_monitor)
-
-
-def resolve_separator(name: str, device: str = "cpu"):
-    """A separator from a CLI name; ``None`` for 'none' (and for 'auto' when no weights are installed)."""
-    from bgmid.errors import BgmidError
-
-    if name.lower() == "none":
-        return None
-    try:
-        from bgmid.separation import DEFAULT_MODEL, load_separator
-    except ImportError as exc:  # torch missing or separation not installed
-        if name == "auto":
-            return None
-        raise BgmidError(f"separator '{name}' needs bgmid.separation (torch): {exc}. Use --separator none.") from exc
-    if name == "auto":
-        from bgmid.separation.registry import shipped_weights
-
-        if not shipped_weights(DEFAULT_MODEL).exists():
-            print(
-                f"bgmid monitor: no weights for the default separator '{DEFAULT_MODEL}' are installed; "
-                "matching the raw mix only (--separator none).", file=sys.stderr,
-            )
-            return None
-        name = DEFAULT_MODEL
-    return load_separator(name, device=device)
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
