@@ -21,9 +21,10 @@ import numpy as np
 from bgmid.audio import resample
 from bgmid.fingerprint.landmarks import Landmarks, fingerprint
 from bgmid.fingerprint.presets import QueryOptions
-from bgmid.index.base import Store
+from bgmid.index.base import STOP_FACTOR, Store
+from bgmid.index.base import stop_word_limit as index_stop_word_limit
 
-__all__ = ["CALIBRATION", "Match", "Matcher", "accept", "confidence", "vote"]
+__all__ = ["CALIBRATION", "STOP_FACTOR", "Match", "Matcher", "accept", "confidence", "stop_word_limit", "vote"]
 
 #: Decision and confidence model, fitted by ``benchmarks/query_tuning.py`` on the real corpus (12 s clips;
 #: positives clean / white noise at 0 dB / speech at -10 dB; negatives speech-only and never-indexed music).
@@ -35,12 +36,6 @@ __all__ = ["CALIBRATION", "Match", "Matcher", "accept", "confidence", "vote"]
 #: Confidence = sigmoid(w0 + w1 ln(score) + w2 ln(ratio)).
 CALIBRATION = {"strong": 25, "strong_ratio": 1.5, "min_aligned": 16, "min_ratio": 3.0, "w": (-17.05, 2.38, 13.71)}
 
-#: Stop words: a hash with more postings than this many times the index's mean postings per hash is skipped
-#: at query time. Such hashes (low notes, short pairs that all music shares) carry almost no information, cost
-#: most of the lookup time and feed chance agreement between different music. Measured on the corpus
-#: (179 tracks, mean 0.63 postings per hash): skipping > 100 postings cut a 12 s query from 235 ms to 17 ms and
-#: the best chance score of never-indexed music from 31 to 15, while every noisy positive was still found.
-STOP_FACTOR = 160.0
 
 
 @dataclass
@@ -158,13 +153,8 @@ def _pool(parts: Sequence[Landmarks]) -> Landmarks:
 
 
 def stop_word_limit(store: Store) -> int:
-    """Postings above which a query hash is skipped (see :data:`STOP_FACTOR`); at least 50."""
-    from bgmid.fingerprint.landmarks import hash_bits
-
-    n = getattr(store, "n_postings", None)
-    if n is None:
-        n = store.stats()["postings"]
-    return max(50, int(STOP_FACTOR * n / 2 ** sum(hash_bits(store.preset))))
+    """Postings above which a query hash is skipped in ``store`` (see :data:`bgmid.index.base.STOP_FACTOR`)."""
+    return index_stop_word_limit(store.n_hashes, store.preset)
 
 
 class Matcher:

@@ -26,6 +26,7 @@ from bgmid.data.corpus import CACHE_RATES, default_root, items, load_item, load_
 from bgmid.errors import BgmidError
 from bgmid.fingerprint import Preset, fingerprint, get_preset
 from bgmid.index import LocalStore, TrackMeta, open_index
+from bgmid.index.local import FORMAT_VERSION
 
 __all__ = ["build_corpus_index", "indexed_items", "manifest_sha256", "open_corpus_index", "resolve_preset"]
 
@@ -71,6 +72,7 @@ def indexed_items(manifest: dict) -> list[dict]:
 def _index_key(preset: Preset, ids: list[str]) -> str:
     h = hashlib.sha256(json.dumps(preset.to_dict(), sort_keys=True).encode())
     h.update("\n".join(ids).encode())
+    h.update(f"format {FORMAT_VERSION}".encode())  # a new on-disk format rebuilds the cached index
     return h.hexdigest()[:12]
 
 

@@ -1,26 +1,36 @@
-"""The embedded default index: a directory with SQLite metadata and memory-mapped posting segments.
+"""The embedded default index: a directory with SQLite metadata and memory-mapped, compressed posting segments.
 
 Layout of an index directory::
 
     meta.sqlite              tracks (id, title, path, duration, content hash, ...), segment list, preset
     segments/<name>/         one immutable segment, written once, then only ever deleted whole:
-        keys.npy             uint32, sorted unique hashes                          (U,)
-        starts.npy           uint32/uint64 offsets into vals, CSR style             (U+1,)
-        vals.npy             uint32/uint64 postings: (local track << time_bits) | frame
+        kdir.npy, klow.npy   the sorted unique hashes as a two-level directory (about 1 byte a hash)
+        bitpos.npy           where each hash's posting list starts in the bit stream
+        width.npy            bits per gap in each list (uint8)
+        words.npy            the bit stream (uint64): see :mod:`bgmid.index.postings`
+        base.npy             int64 cumulative frames of the segment's tracks: posting value = base[track] + frame
         tids.npy             int64 local track number -> global track id
+        stops.npy            uint32 stop-word hashes whose postings were dropped (see STOP_FACTOR)
 
 Why this shape:
 
-* **Compact.** A posting costs 4 bytes (8 only when a segment holds so many tracks or frames that 32 bits do
-  not suffice: there is no global cap on tracks or track length, unlike audfprint's bit-packed table), and
-  each distinct hash once more 8 bytes for key and offset.
-* **Fast, vectorised lookup.** ``np.searchsorted`` of all query hashes in each segment's keys, then one
-  gather of the posting ranges; memory-mapped, so opening an index reads almost nothing.
+* **Compact.** A posting costs the bits of its gap to the previous posting of the same hash (~19 bits on
+  the corpus, 22 at most for 15 hours of ``p1``), a hash about 6 bytes (directory byte, list start, width),
+  and stop words are not stored at all: queries skip them anyway. There is no global cap on tracks or track
+  length (unlike audfprint's bit-packed table): the value width grows with the segment.
+* **Fast, vectorised lookup.** A binary search of all query hashes at once in each segment's directory, then
+  one vectorised decode of the posting lists; memory-mapped, so opening an index reads almost nothing.
 * **Crash safe.** Every track is written as a new segment directory under a temporary name, renamed into
   place and only then recorded in SQLite, inside the transaction that also records the track. A kill at any
   point leaves either the committed state or an orphan directory that the next open deletes, so an
   interrupted ``bgmid index`` loses at most the track in progress and a re-run resumes (already indexed files
   are recognised by content hash). Small segments are merged (:meth:`LocalStore.compact`) the same way.
+
+Stop words: when a segment is written, hashes with more postings than the index's stop-word limit
+(:func:`bgmid.index.base.stop_word_limit`, from the index size at that moment) lose their postings and are
+listed in ``stops.npy``; a hash once a stop word stays one (its postings are gone). Query-time skipping
+compares each hash's count summed over all segments with the caller's ``max_postings``, so the answer does not
+depend on how the index happens to be split into segments.
 """
 
 from __future__ import annotations
@@ -38,9 +48,11 @@ import numpy as np
 
 from bgmid.errors import BgmidError
 from bgmid.fingerprint.presets import Preset, get_preset
-from bgmid.index.base import TrackMeta
+from bgmid.index.base import TrackMeta, stop_word_limit
+from bgmid.index.postings import PostingLists, encode
 
-FORMAT_VERSION = 1
+#: On-disk format. 1: uncompressed CSR postings (bgmid < 0.2); 2: compressed lists and stop words.
+FORMAT_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS info (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -59,91 +71,89 @@ CREATE INDEX IF NOT EXISTS tracks_content ON tracks (content_hash);
 CREATE TABLE IF NOT EXISTS segments (
     name TEXT PRIMARY KEY,
     n_postings INTEGER NOT NULL,
-    time_bits INTEGER NOT NULL,
+    value_bits INTEGER NOT NULL,
     created_at REAL NOT NULL
 );
 """
 
 
-def _bits(n: int) -> int:
-    """Bits needed to store values 0..n-1 (at least 1)."""
-    return max(1, int(n - 1).bit_length())
+_SEGMENT_ARRAYS = ("kdir", "klow", "bitpos", "width", "words", "base", "tids", "stops")
 
 
 class _Segment:
     """One immutable, memory-mapped posting segment."""
 
-    def __init__(self, path: Path, time_bits: int):
+    def __init__(self, path: Path, value_bits: int):
         self.path = path
-        self.keys = np.load(path / "keys.npy", mmap_mode="r")
-        self.starts = np.load(path / "starts.npy", mmap_mode="r")
-        self.vals = np.load(path / "vals.npy", mmap_mode="r")
-        self.tids = np.load(path / "tids.npy")
-        self.time_bits = time_bits
-        self.n_postings = int(self.vals.shape[0])
+        a = {n: np.load(path / f"{n}.npy", mmap_mode="r") for n in _SEGMENT_ARRAYS}
+        self.lists = PostingLists(a["kdir"], a["klow"], a["bitpos"], a["width"], a["words"], value_bits)
+        self.base = np.asarray(a["base"])
+        self.tids = np.asarray(a["tids"])
+        self.stops = np.asarray(a["stops"])
+        self.n_postings = _stored_postings(self.lists)
 
-    def lookup(self, q: np.ndarray, max_postings: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        keys = self.keys
-        if keys.shape[0] == 0:
-            empty = np.zeros(0, np.int64)
-            return empty, empty, empty
-        idx = np.searchsorted(keys, q)
-        idx_c = np.minimum(idx, keys.shape[0] - 1)
-        found = np.asarray(keys[idx_c]) == q
-        rows = np.nonzero(found)[0]
-        lo = np.asarray(self.starts[idx_c[rows]], dtype=np.int64)
-        hi = np.asarray(self.starts[idx_c[rows] + 1], dtype=np.int64)
-        count = hi - lo
-        if max_postings is not None:
-            keep = count <= max_postings
-            rows, lo, count = rows[keep], lo[keep], count[keep]
-        total = int(count.sum())
-        if total == 0:
-            empty = np.zeros(0, np.int64)
-            return empty, empty, empty
-        run_start = np.cumsum(count) - count
-        pos = np.arange(total, dtype=np.int64) - np.repeat(run_start - lo, count)
-        v = np.asarray(self.vals[pos]).astype(np.int64)
-        mask = (1 << self.time_bits) - 1
-        return np.repeat(rows, count), self.tids[v >> self.time_bits], v & mask
+    def split(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Posting values -> (global track id, frame)."""
+        local = np.searchsorted(self.base, values, side="right") - 1
+        return self.tids[local], values - self.base[local]
 
     def postings(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """All postings as (hash, track_id, time); used when merging segments."""
-        counts = np.diff(np.asarray(self.starts, dtype=np.int64))
-        h = np.repeat(np.asarray(self.keys), counts)
-        v = np.asarray(self.vals).astype(np.int64)
-        mask = (1 << self.time_bits) - 1
-        return h, self.tids[v >> self.time_bits], v & mask
+        """All stored postings as (hash, track_id, time); used when merging segments."""
+        k = np.arange(self.lists.n_keys, dtype=np.int64)
+        counts = self.lists.counts(k)
+        h = np.repeat(self.lists.keys, counts)
+        tid, t = self.split(self.lists.decode(k, counts))
+        return h, tid, t
 
 
-def _write_segment(root: Path, hashes: np.ndarray, track_ids: np.ndarray, times: np.ndarray) -> tuple[str, int]:
-    """Write postings as a new segment directory atomically; return (name, time_bits)."""
+def _stored_postings(lists: PostingLists) -> int:
+    if lists.n_keys == 0:
+        return 0
+    return int(lists.counts(np.arange(lists.n_keys)).sum())
+
+
+def _write_segment(
+    root: Path, hashes: np.ndarray, track_ids: np.ndarray, times: np.ndarray,
+    drop: np.ndarray | None = None, stops: np.ndarray | None = None,
+) -> tuple[str, int, int]:
+    """Write postings as a new segment directory atomically; return (name, value_bits, stored postings).
+
+    Postings whose hash is in ``drop`` (the index's stop words) are not stored; ``stops`` (the stop words
+    this segment introduces or inherits from the segments it replaces) is recorded with the segment.
+    """
     hashes = np.asarray(hashes, dtype=np.uint32)
     times = np.asarray(times, dtype=np.int64)
+    track_ids = np.asarray(track_ids, dtype=np.int64)
+    stops = np.unique(np.asarray([] if stops is None else stops, dtype=np.uint32))
+    drop = np.asarray([] if drop is None else drop, dtype=np.uint32)
     if times.size and times.min() < 0:
         raise ValueError("posting times must be >= 0 frames")
-    tids, local = np.unique(np.asarray(track_ids, dtype=np.int64), return_inverse=True)
-    time_bits = _bits(int(times.max()) + 1 if times.size else 1)
-    track_bits = _bits(max(1, tids.size))
-    if time_bits + track_bits > 64:
-        raise ValueError("segment too large to pack; split it")
-    vdtype = np.uint32 if time_bits + track_bits <= 32 else np.uint64
-    order = np.lexsort((times, local, hashes))
-    h = hashes[order]
-    vals = ((local[order].astype(np.uint64) << np.uint64(time_bits)) | times[order].astype(np.uint64)).astype(vdtype)
-    keys, first = np.unique(h, return_index=True)
-    sdtype = np.uint32 if h.size < 2**32 else np.uint64
-    starts = np.append(first, h.size).astype(sdtype)
+    if drop.size:
+        keep = ~np.isin(hashes, drop)
+        hashes, times, track_ids = hashes[keep], times[keep], track_ids[keep]
+    tids, local = np.unique(track_ids, return_inverse=True)
+    length = np.zeros(tids.size, np.int64)
+    np.maximum.at(length, local, times + 1)
+    base = np.concatenate([[0], np.cumsum(length)]).astype(np.int64)
+    lists = encode(hashes, base[local] + times)
     name = f"seg-{time.time_ns():x}-{uuid.uuid4().hex[:8]}"
     tmp = root / f"tmp-{name}"
     tmp.mkdir(parents=True)
-    for fname, arr in (("keys", keys), ("starts", starts), ("vals", vals), ("tids", tids)):
+    arrays = {"kdir": lists.kdir, "klow": lists.klow, "bitpos": lists.bitpos, "width": lists.width,
+              "words": lists.words, "base": base, "tids": tids, "stops": stops}
+    for fname in _SEGMENT_ARRAYS:
         with open(tmp / f"{fname}.npy", "wb") as fh:
-            np.save(fh, arr)
+            np.save(fh, arrays[fname])
             fh.flush()
             os.fsync(fh.fileno())
     os.replace(tmp, root / name)
-    return name, time_bits
+    return name, lists.value_bits, _stored_postings(lists)
+
+
+def _over_limit(hashes: np.ndarray, limit: int) -> np.ndarray:
+    """Hashes occurring more than ``limit`` times."""
+    u, c = np.unique(np.asarray(hashes, dtype=np.uint32), return_counts=True)
+    return u[c > limit]
 
 
 class LocalStore:
@@ -173,6 +183,14 @@ class LocalStore:
                     f"{get_preset(preset).name!r}. Use another --db folder for a different preset."
                 )
             self.preset = stored_preset
+            version = int(stored.get("format_version", "1"))
+            if version != FORMAT_VERSION:
+                self.db.close()
+                raise BgmidError(
+                    f"{self.path}: index format {version} was written by another bgmid version (this one reads "
+                    f"format {FORMAT_VERSION}). Rebuild it: 'bgmid index --db NEW_FOLDER MUSIC...' (the music "
+                    f"files are listed by 'bgmid stats'), or delete the folder and index again."
+                )
         else:
             self.preset = get_preset(preset or "p1")
             self.db.execute("BEGIN IMMEDIATE")
@@ -184,29 +202,60 @@ class LocalStore:
 
     # -- reading -------------------------------------------------------------------------------------------
     def refresh(self) -> None:
-        """(Re)open the segment list and the set of removed tracks from the committed state."""
-        rows = self.db.execute("SELECT name, time_bits FROM segments ORDER BY created_at").fetchall()
+        """(Re)open the segment list, the removed tracks and the stop words from the committed state."""
+        rows = self.db.execute("SELECT name, value_bits FROM segments ORDER BY created_at").fetchall()
         self._segments = [_Segment(self.seg_root / n, int(b)) for n, b in rows]
         removed = self.db.execute("SELECT id FROM tracks WHERE removed = 1").fetchall()
         self._removed = np.array(sorted(r[0] for r in removed), dtype=np.int64)
+        stops = [seg.stops for seg in self._segments]
+        self._stops = np.unique(np.concatenate(stops)) if stops else np.zeros(0, np.uint32)
+        self._n_hashes = int(
+            self.db.execute("SELECT COALESCE(SUM(n_hashes), 0) FROM tracks WHERE removed = 0").fetchone()[0]
+        )
         self._meta_cache: dict[int, TrackMeta] = {}
 
     @property
     def n_postings(self) -> int:
-        """Postings in all live segments (including those of removed tracks not yet compacted away)."""
+        """Postings stored in all live segments (including those of removed tracks not yet compacted away)."""
         return sum(seg.n_postings for seg in self._segments)
+
+    @property
+    def n_hashes(self) -> int:
+        """Hashes extracted from the live tracks, stored or dropped as stop words."""
+        return self._n_hashes
+
+    @property
+    def stop_words(self) -> np.ndarray:
+        """Hashes whose postings are not stored (sorted uint32)."""
+        return self._stops
 
     def lookup(
         self, hashes: np.ndarray, max_postings: int | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """All postings of ``hashes``: (query_row, track_id, track_time in frames), int64 arrays.
 
-        ``max_postings`` skips hashes that occur more often than that in one segment (stop words).
+        Skips stop words and hashes with more than ``max_postings`` postings summed over all segments.
         """
         q = np.asarray(hashes, dtype=np.uint32)
-        parts = [seg.lookup(q, max_postings) for seg in self._segments]
+        empty = np.zeros(0, np.int64)
+        if not self._segments or q.size == 0:
+            return empty, empty, empty
+        found = [seg.lists.find(q) for seg in self._segments]
+        total = np.sum([c for _, c in found], axis=0)
+        ok = total > 0
+        if max_postings is not None:
+            ok &= total <= max_postings
+        if self._stops.size:
+            ok &= ~np.isin(q, self._stops)
+        parts = []
+        for seg, (k, c) in zip(self._segments, found, strict=True):
+            rows = np.nonzero(ok & (k >= 0))[0]
+            if rows.size == 0:
+                continue
+            values = seg.lists.decode(k[rows], c[rows])
+            tid, t = seg.split(values)
+            parts.append((np.repeat(rows, c[rows]), tid, t))
         if not parts:
-            empty = np.zeros(0, np.int64)
             return empty, empty, empty
         rows, tids, times = (np.concatenate(p) for p in zip(*parts, strict=True))
         if self._removed.size:
@@ -244,7 +293,7 @@ class LocalStore:
         return row is not None
 
     def stats(self) -> dict:
-        n, hours, postings = self.db.execute(
+        n, hours, hashes = self.db.execute(
             "SELECT COUNT(*), COALESCE(SUM(duration_s), 0) / 3600.0, COALESCE(SUM(n_hashes), 0) "
             "FROM tracks WHERE removed = 0"
         ).fetchone()
@@ -254,7 +303,9 @@ class LocalStore:
             "preset": self.preset.name,
             "tracks": int(n),
             "hours": round(float(hours), 3),
-            "postings": int(postings),
+            "postings": int(hashes),
+            "stored_postings": self.n_postings,
+            "stop_words": int(self._stops.size),
             "segments": len(self._segments),
             "bytes": int(size),
         }
@@ -273,15 +324,18 @@ class LocalStore:
                  json.dumps(meta.extra), time.time()),
             )
             tid = int(cur.lastrowid)
-            name, tbits = _write_segment(self.seg_root, hashes, np.full(hashes.size, tid), times)
-            self.db.execute(
-                "INSERT INTO segments VALUES (?, ?, ?, ?)", (name, int(hashes.size), tbits, time.time())
-            )
+            new_stops = _over_limit(hashes, stop_word_limit(self._n_hashes + hashes.size, self.preset))
+            name, vbits, stored = _write_segment(self.seg_root, hashes, np.full(hashes.size, tid), times,
+                                                 drop=np.union1d(self._stops, new_stops), stops=new_stops)
+            self.db.execute("INSERT INTO segments VALUES (?, ?, ?, ?)", (name, stored, vbits, time.time()))
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
-        self._segments.append(_Segment(self.seg_root / name, tbits))
+        seg = _Segment(self.seg_root / name, vbits)
+        self._segments.append(seg)
+        self._stops = np.union1d(self._stops, seg.stops)
+        self._n_hashes += int(hashes.size)
         meta.track_id, meta.n_hashes = tid, int(hashes.size)
         return tid
 
@@ -304,7 +358,7 @@ class LocalStore:
         """
         merged = 0
         while True:
-            rows = self.db.execute("SELECT name, n_postings, time_bits FROM segments ORDER BY n_postings").fetchall()
+            rows = self.db.execute("SELECT name, n_postings, value_bits FROM segments ORDER BY n_postings").fetchall()
             if force:
                 victims = rows if (len(rows) > 1 or (rows and self._removed.size)) else []
             else:
@@ -326,11 +380,14 @@ class LocalStore:
         if self._removed.size:
             live = ~np.isin(t, self._removed)
             h, t, tm = h[live], t[live], tm[live]
-        name, tbits = _write_segment(self.seg_root, h, t, tm)
+        new_stops = _over_limit(h, stop_word_limit(self._n_hashes, self.preset))
+        inherited = np.concatenate([s.stops for s in segs])
+        name, vbits, stored = _write_segment(self.seg_root, h, t, tm, drop=np.union1d(self._stops, new_stops),
+                                             stops=np.union1d(inherited, new_stops))
         self.db.execute("BEGIN IMMEDIATE")
         try:
             self.db.executemany("DELETE FROM segments WHERE name = ?", [(n,) for n, _, _ in victims])
-            self.db.execute("INSERT INTO segments VALUES (?, ?, ?, ?)", (name, int(h.size), tbits, time.time()))
+            self.db.execute("INSERT INTO segments VALUES (?, ?, ?, ?)", (name, stored, vbits, time.time()))
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
