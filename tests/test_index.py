@@ -157,3 +157,53 @@ def test_preset_mismatch_is_a_clear_error(tmp_path):
         open_index(tmp_path / "db", preset="p2")
     with pytest.raises(BgmidError, match="no bgmid index"):
         open_index(tmp_path / "nothing")
+
+
+def test_stop_words_are_not_stored_and_lookups_do_not_depend_on_segmentation(tmp_path):
+    """A hash on nearly every frame of every track is a stop word: its postings are dropped when written,
+    it is listed, lookups skip it, and the answer is the same before and after compaction."""
+    rng = np.random.default_rng(5)
+    common = np.uint32(12345)
+    with open_index(tmp_path / "db", create=True) as store:
+        tracks = []
+        for i in range(6):
+            h, t = _random_track(rng, n=3000)
+            h[::10] = common  # 300 postings of one hash per track: far above the limit (50 for a small index)
+            tracks.append((h, t))
+            store.add_track(_meta(i), h, t)
+        st = store.stats()
+        assert st["postings"] == 6 * 3000 and st["stored_postings"] == 6 * 2700
+        assert common in store.stop_words
+        q = np.concatenate([tracks[2][0][:50], [common]])
+        before = sorted(zip(*(a.tolist() for a in store.lookup(q))))
+        assert all(r != 50 for r, _, _ in before)  # the stop word's row finds nothing
+        store.compact(force=True)
+        assert store.stats()["segments"] == 1 and common in store.stop_words
+        assert sorted(zip(*(a.tolist() for a in store.lookup(q)))) == before
+    with open_index(tmp_path / "db") as store:  # persisted with the segment
+        assert common in store.stop_words
+
+
+def test_max_postings_counts_over_all_segments(tmp_path):
+    """max_postings compares a hash's postings summed over every segment, not per segment."""
+    rng = np.random.default_rng(6)
+    shared = np.arange(20, dtype=np.uint32) + 7_000_000
+    with open_index(tmp_path / "db", create=True) as store:
+        for i in range(4):
+            h, t = _random_track(rng, n=500)
+            h[:20] = shared  # each shared hash: one posting in each of 4 segments
+            store.add_track(_meta(i), h, t)
+        assert store.stats()["segments"] == 4
+        assert store.lookup(shared, max_postings=4)[0].size == 80
+        assert store.lookup(shared, max_postings=3)[0].size == 0
+
+
+def test_old_index_format_is_a_clear_error(tmp_path):
+    with open_index(tmp_path / "db", create=True) as store:
+        store.add_track(_meta(0), *_random_track(np.random.default_rng(7)))
+    db = sqlite3.connect(tmp_path / "db" / "meta.sqlite")
+    db.execute("UPDATE info SET value = '1' WHERE key = 'format_version'")
+    db.commit()
+    db.close()
+    with pytest.raises(Exception, match="format 1.*Rebuild"):
+        open_index(tmp_path / "db")

@@ -13,6 +13,7 @@ while chance votes do not line up.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -88,31 +89,69 @@ class Votes:
     q_last: np.ndarray  #: int64 last aligned query frame
 
 
+def near_counts(tids: np.ndarray, offs: np.ndarray, tolerance: int = 1) -> np.ndarray:
+    """For each posting, an upper bound of the count of any offset window (+-``tolerance``) it takes part in.
+
+    Offsets are grouped in bins of ``2 * tolerance`` frames, so the postings of one track within
+    +-``tolerance`` of one offset (at most ``2 * tolerance`` frames from each other) lie in a member's bin or
+    its two neighbours. (track, bin)
+    pairs are hashed into a count table (collisions only add counts, so the bound stays a bound) and each
+    posting gets the count of its own and its two neighbouring bins. Linear time, no sort.
+    """
+    n = tids.size
+    if n == 0:
+        return np.zeros(0, np.int64)
+    size = 1 << int(min(24, max(16, math.ceil(math.log2(4 * n)))))  # ~1/4 posting a slot: few collisions
+    mask = size - 1
+    width = max(1, 2 * tolerance)
+    b = offs >> (width.bit_length() - 1) if width & (width - 1) == 0 else offs // width
+    h = (tids * 0x9E3779B1 + b) & mask
+    counts = np.bincount(h, minlength=size)
+    return counts[h] + counts[(h - 1) & mask] + counts[(h + 1) & mask]
+
+
 def best_offsets(
     tids: np.ndarray, offs: np.ndarray, top: int, tolerance: int = 1, min_count: int = 0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The offset histogram: per track, the offset (frames) with the most postings within +-``tolerance``.
 
-    ``tids`` and ``offs`` are parallel int64 arrays over postings. Returns ``(tracks, offsets, counts)`` of the
-    ``top`` best tracks, best first, leaving out tracks whose best count is below ``min_count``. Counts are of
-    postings (a query landmark may count more than once); callers recount distinct landmarks.
+    ``tids`` and ``offs`` are parallel int64 arrays over postings (track ids >= 0). Returns ``(tracks,
+    offsets, counts)`` of the ``top`` best tracks, best first, leaving out tracks whose best count is below
+    ``min_count``. Counts are of postings (a query landmark may count more than once); callers recount
+    distinct landmarks.
+
+    One sort of (track, offset) keys does it (a 12 s query against 1,000 tracks draws ~200,000 postings;
+    numpy's SIMD sort takes ~2.5 ms for them): runs of equal keys are the histogram, neighbouring offsets of a
+    track are neighbouring keys, and each track's keys are contiguous. With ``min_count`` > 1, postings that
+    :func:`near_counts` proves unable to reach it are dropped first.
     """
-    key = (tids << 32) + (offs + (1 << 31))
-    uk, counts = np.unique(key, return_counts=True)
+    empty = np.zeros(0, np.int64)
+    if min_count > 1 and tids.size:
+        keep = near_counts(tids, offs, tolerance) >= min_count
+        tids, offs = tids[keep], offs[keep]
+    if tids.size == 0:
+        return empty, empty, empty
+    key = np.sort((tids << 32) + (offs + (1 << 31)))
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(key)) + 1])
+    uk = key[starts]
+    counts = np.diff(np.append(starts, key.size))
     smooth = counts.copy()
-    for d in range(1, tolerance + 1):  # +-tolerance frames of jitter: neighbouring keys of the same track
-        for sgn in (-d, d):
-            ic = np.minimum(np.searchsorted(uk, uk + sgn), uk.size - 1)
-            smooth += np.where(uk[ic] == uk + sgn, counts[ic], 0)
-    keep = smooth >= min_count
-    uk, smooth = uk[keep], smooth[keep]
+    for d in range(1, tolerance + 1):  # +-d frames of jitter: the key d above sits at most d places further on
+        for j in range(1, d + 1):
+            hit = np.flatnonzero(uk[j:] == uk[:-j] + d)
+            smooth[hit] += counts[hit + j]
+            smooth[hit + j] += counts[hit]
     ktrack = uk >> 32
-    order = np.lexsort((-smooth, ktrack))  # by track, best offset first
-    first = np.ones(order.size, bool)
-    first[1:] = ktrack[order][1:] != ktrack[order][:-1]
-    best = order[first]
-    best = best[np.argsort(-smooth[best], kind="stable")][:top]
-    return ktrack[best], (uk[best] & ((1 << 32) - 1)) - (1 << 31), smooth[best]
+    tstart = np.concatenate([[0], np.flatnonzero(np.diff(ktrack)) + 1])
+    tend = np.append(tstart[1:], uk.size)
+    tbest = np.maximum.reduceat(smooth, tstart)
+    chosen = np.argsort(-tbest, kind="stable")[:top]
+    chosen = chosen[tbest[chosen] >= min_count]
+    tracks, offsets = np.empty(chosen.size, np.int64), np.empty(chosen.size, np.int64)
+    for n, c in enumerate(chosen):  # a handful of tracks: each one's first key with its best count
+        i = tstart[c] + int(np.argmax(smooth[tstart[c]:tend[c]]))
+        tracks[n], offsets[n] = ktrack[i], (uk[i] & ((1 << 32) - 1)) - (1 << 31)
+    return tracks, offsets, tbest[chosen]
 
 
 def vote(

@@ -49,7 +49,7 @@ from bgmid.audio import resample
 from bgmid.fingerprint.landmarks import Landmarks, fingerprint, hash_bits
 from bgmid.fingerprint.presets import Preset, QueryOptions
 from bgmid.index.base import Store
-from bgmid.match import _pool, best_offsets, confidence
+from bgmid.match import _pool, best_offsets, confidence, near_counts
 
 __all__ = [
     "Cue",
@@ -276,23 +276,12 @@ def window_votes(
 def _candidate_postings(tids: np.ndarray, offs: np.ndarray, min_count: int, tolerance: int = 1) -> np.ndarray:
     """Mask of postings that may take part in a vote of ``min_count`` in some window of these postings.
 
-    A window sees a subset of the postings, and a vote counts the postings of one track within +-``tolerance``
-    frames of one offset (:func:`bgmid.match.best_offsets`). Offsets are grouped in bins of ``tolerance + 1``
-    frames, so a vote's postings lie in at most three adjacent bins; (track, bin) pairs are hashed into a
-    count table (collisions only add counts). A posting whose own and neighbouring bins hold fewer than
-    ``min_count`` postings in all can win no window and is dropped. The test is conservative (every window's
-    result is unchanged) and linear-time; chance postings, nearly all alone at their offset, mostly go, which
-    makes the per-window sorting cheap.
+    A window sees a subset of the postings, so a posting whose :func:`bgmid.match.near_counts` bound (over
+    all of them) is below ``min_count`` can win no window and is dropped. The test is conservative (every
+    window's result is unchanged) and linear-time; chance postings, nearly all alone at their offset, mostly
+    go, which makes the per-window sorting cheap.
     """
-    n = tids.size
-    if n == 0:
-        return np.zeros(0, bool)
-    size = 1 << int(min(24, max(16, math.ceil(math.log2(4 * n)))))
-    mask = size - 1
-    h = (tids * 0x9E3779B1 + (offs // (tolerance + 1))) & mask
-    counts = np.bincount(h, minlength=size)
-    near = counts[h] + counts[(h - 1) & mask] + counts[(h + 1) & mask]
-    return near >= min_count
+    return near_counts(tids, offs, tolerance) >= min_count
 
 
 def merge_segments(hits: Iterable[WindowHit], config: MonitorConfig = MonitorConfig()) -> list[Segment]:

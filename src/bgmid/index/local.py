@@ -77,6 +77,9 @@ CREATE TABLE IF NOT EXISTS segments (
 """
 
 
+#: Frames per block of the value -> track look-up table (256 frames of p1 = 6 s).
+_LUT_SHIFT = 8
+
 _SEGMENT_ARRAYS = ("kdir", "klow", "bitpos", "width", "words", "base", "tids", "stops")
 
 
@@ -85,16 +88,28 @@ class _Segment:
 
     def __init__(self, path: Path, value_bits: int):
         self.path = path
-        a = {n: np.load(path / f"{n}.npy", mmap_mode="r") for n in _SEGMENT_ARRAYS}
+        # plain ndarray views of the maps: indexing a np.memmap subclass costs more than the lookup itself
+        a = {n: np.asarray(np.load(path / f"{n}.npy", mmap_mode="r")) for n in _SEGMENT_ARRAYS}
         self.lists = PostingLists(a["kdir"], a["klow"], a["bitpos"], a["width"], a["words"], value_bits)
-        self.base = np.asarray(a["base"])
-        self.tids = np.asarray(a["tids"])
-        self.stops = np.asarray(a["stops"])
+        self.base = np.array(a["base"])
+        self.tids = np.array(a["tids"])
+        self.stops = np.array(a["stops"])
         self.n_postings = _stored_postings(self.lists)
+        # value >> _LUT_SHIFT -> the track holding the start of that block of frames (a first guess that
+        # split() corrects by stepping over the few track starts inside the block)
+        end = int(self.base[-1])
+        self._lut = np.searchsorted(self.base, np.arange(0, end + 1, 1 << _LUT_SHIFT), side="right") - 1
 
     def split(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Posting values -> (global track id, frame)."""
-        local = np.searchsorted(self.base, values, side="right") - 1
+        local = self._lut[values >> _LUT_SHIFT]
+        last = self.base.size - 2
+        while True:  # tracks shorter than a block are rare: one or two passes
+            step = values >= self.base[np.minimum(local + 1, last + 1)]
+            step &= local < last
+            if not step.any():
+                break
+            local += step
         return self.tids[local], values - self.base[local]
 
     def postings(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -408,6 +423,10 @@ class LocalStore:
 
     def close(self) -> None:
         self._segments = []
+        try:  # fold the write-ahead log back into meta.sqlite so an idle index is one compact file
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error:
+            pass  # another process holds the index open: its own close will do it
         self.db.close()
 
     def __enter__(self) -> LocalStore:
