@@ -33,9 +33,12 @@ __all__ = ["CALIBRATION", "STOP_FACTOR", "Match", "Matcher", "accept", "confiden
 #: reaches ~25 aligned hashes, speech alone < 10; so a match needs either ``strong`` aligned hashes, or at
 #: least ``min_aligned`` and ``min_ratio`` times the best other track's count (a real match stands out from
 #: every other track; look-alike music does not). ``min_aligned`` was raised from 12 to 16 after never-indexed
-#: music of the grown corpus reached 12-15 aligned hashes with a high ratio once stop words were skipped.
+#: music of the grown corpus reached 12-15 aligned hashes with a high ratio once stop words were skipped, and
+#: from 16 to 24 when 3 of 100 never-indexed clips (look-alike music of the same games) reached 16-23 with a
+#: ratio >= 3 against the 179-track index (a 1,000-track index lowers chance ratios; there the change cost 2.7
+#: points of found noisy queries and 4 of speech-masked ones, see benchmarks/README).
 #: Confidence = sigmoid(w0 + w1 ln(score) + w2 ln(ratio)).
-CALIBRATION = {"strong": 25, "strong_ratio": 1.5, "min_aligned": 16, "min_ratio": 3.0, "w": (-17.05, 2.38, 13.71)}
+CALIBRATION = {"strong": 25, "strong_ratio": 1.5, "min_aligned": 24, "min_ratio": 3.0, "w": (-17.05, 2.38, 13.71)}
 
 
 
@@ -87,6 +90,8 @@ class Votes:
     scores: np.ndarray  #: int64 aligned hashes (within +-tolerance frames)
     q_first: np.ndarray  #: int64 first aligned query frame
     q_last: np.ndarray  #: int64 last aligned query frame
+    #: the postings voted on: (query landmark row, track id, offset frames), for a later look at one track
+    postings: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
 
 def near_counts(tids: np.ndarray, offs: np.ndarray, tolerance: int = 1) -> np.ndarray:
@@ -178,7 +183,40 @@ def vote(
         scores[n] = np.unique(rows[sel]).size
         q_first[n], q_last[n] = qt[sel].min(), qt[sel].max()
     order = np.argsort(-scores, kind="stable")
-    return Votes(b_track[order], b_off[order], scores[order], q_first[order], q_last[order])
+    return Votes(b_track[order], b_off[order], scores[order], q_first[order], q_last[order], (rows, tids, off))
+
+
+#: An offset of the matched track that reaches this share of the winner's aligned count is a candidate for
+#: :meth:`Matcher.refine_offset`. On the corpus, the true offset of loop-based music reached 19-90 % of a
+#: phase-favoured repeat's count (and was not always among its 8 best offsets; a loop repeated 60 times
+#: yields ~50 candidates).
+REFINE_FRACTION = 0.1
+
+
+def _offset_candidates(off: np.ndarray, fraction: float, limit: int = 64) -> np.ndarray:
+    """Offsets (frames) whose +-1-smoothed count reaches ``fraction`` of the best, local maxima only (one per
+    +-2 frames), at most ``limit``, best first."""
+    if off.size == 0:
+        return np.zeros(0, np.int64)
+    u, c = np.unique(off, return_counts=True)
+    span = np.arange(u[0] - 3, u[-1] + 4)
+    h = np.zeros(span.size, np.int64)
+    h[u - span[0]] = c
+    sm = h.copy()
+    sm[1:] += h[:-1]
+    sm[:-1] += h[1:]
+    peak = np.ones(sm.size, bool)
+    for d in (1, 2):  # a local maximum within +-2 frames (ties: the first)
+        peak[d:] &= sm[d:] > sm[:-d]
+        peak[:-d] &= sm[:-d] >= sm[d:]
+    idx = np.flatnonzero(peak & (sm >= fraction * sm.max()))
+    idx = idx[np.argsort(-sm[idx], kind="stable")][:limit]
+    return span[idx]
+
+
+def _aligned(rows: np.ndarray, off: np.ndarray, at: float, tolerance: float = 1.0) -> int:
+    """Distinct query landmarks whose offset is within ``tolerance`` frames of ``at``."""
+    return int(np.unique(rows[np.abs(off - at) <= tolerance]).size)
 
 
 def _pool(parts: Sequence[Landmarks]) -> Landmarks:
@@ -207,13 +245,18 @@ class Matcher:
 
     def landmarks(self, x: np.ndarray, sr: int) -> Landmarks:
         """Query landmarks of mono ``x`` at ``sr`` Hz with this matcher's query options (shifts pooled)."""
+        return self._analyse([resample(x, sr, self.preset.sample_rate)], range(max(1, self.options.shifts)),
+                             max(1, self.options.shifts))
+
+    def _analyse(self, ys: Sequence[np.ndarray], phases: Sequence[int], n_phases: int) -> Landmarks:
+        """Pooled landmarks of signals ``ys`` (at the preset's rate) analysed from sample
+        ``round(k * hop / n_phases)`` for each ``k`` in ``phases``."""
         p, o = self.preset, self.options
-        y = resample(x, sr, p.sample_rate)
         parts = []
-        for k in range(max(1, o.shifts)):
-            shift = int(round(k * p.hop / max(1, o.shifts)))
-            lm = fingerprint(y[shift:], p, o.density_factor, o.fanout_factor)
-            parts.append(lm)  # times stay on frame k's grid: a shift < hop is within the +-1 frame tolerance
+        for k in phases:
+            shift = int(round(k * p.hop / n_phases))
+            for y in ys:  # times stay on frame k's grid: a shift < hop is within the +-1 frame tolerance
+                parts.append(fingerprint(y[shift:], p, o.density_factor, o.fanout_factor))
         return _pool(parts)
 
     def match_landmarks(self, lm: Landmarks, top: int = 1, min_aligned: int | None = None) -> list[Match]:
@@ -222,6 +265,9 @@ class Matcher:
         Each candidate's ``ratio`` is its score over the best score of the tracks ranked below it, so the
         decision for the top track compares it with its strongest competitor.
         """
+        return self._match(lm, top, min_aligned)[0]
+
+    def _match(self, lm: Landmarks, top: int, min_aligned: int | None) -> tuple[list[Match], Votes]:
         v = vote(self.store, lm, top=max(top, 1) + 1, max_postings=self.max_postings)
         fs = self.preset.frame_s
         out = []
@@ -245,10 +291,48 @@ class Matcher:
                     confidence=float(confidence(float(s), ratio)),
                 )
             )
-        return out
+        return out, v
+
+    def refine_offset(self, ys: Sequence[np.ndarray], match: Match, votes: Votes) -> Match:
+        """Settle the track offset of ``match`` when its track aligns with the query at several offsets.
+
+        Music that repeats itself (loops, choruses, a steady beat) aligns with the query wherever it repeats.
+        The true offset should win, but the query's STFT frames fall at an arbitrary fraction of a hop from
+        the reference's, and a frame grid half a hop off changes many hashes (peak times round the other
+        way); a repeat a non-integer number of frames away can then align *better* than the truth. So when
+        an offset other than the winner reaches :data:`REFINE_FRACTION` of its aligned count, the query is
+        analysed again at ``refine_phases - 1`` further sub-hop phases and every candidate offset keeps its
+        best count over all phases. ``ys``: the query signals at the preset's rate. Costs nothing on
+        unambiguous queries.
+        """
+        n_phases = self.options.refine_phases
+        if n_phases <= 1 or votes.postings is None:
+            return match
+        rows, tids, off = votes.postings
+        sel = tids == match.track_id
+        rows, off = rows[sel], off[sel]
+        cands = _offset_candidates(off, REFINE_FRACTION)
+        if cands.size <= 1:
+            return match
+        best = np.array([_aligned(rows, off, c) for c in cands], np.float64)
+        for k in range(1, n_phases):
+            lm = self._analyse(ys, [k], n_phases)
+            r_k, t_k, tt_k = self.store.lookup(lm.hashes, max_postings=self.max_postings)
+            mine = t_k == match.track_id
+            # frame j of phase k starts k/n_phases of a hop after frame j of phase 0
+            o_k = tt_k[mine] - lm.times.astype(np.int64)[r_k[mine]] - k / n_phases
+            best = np.maximum(best, [_aligned(r_k[mine], o_k, c) for c in cands])
+        winner = float(cands[int(np.argmax(best))])
+        match.track_offset_s = winner * self.preset.frame_s
+        return match
 
     def identify(self, signals: np.ndarray | Sequence[np.ndarray], sr: int, top: int = 1) -> list[Match]:
         """Identify one query given as one signal or several aligned analyses of it (e.g. mix + separated)."""
         if isinstance(signals, np.ndarray) and signals.ndim == 1:
             signals = [signals]
-        return self.match_landmarks(_pool([self.landmarks(s, sr) for s in signals]), top=top)
+        o = self.options
+        ys = [resample(s, sr, self.preset.sample_rate) for s in signals]
+        matches, votes = self._match(self._analyse(ys, range(max(1, o.shifts)), max(1, o.shifts)), top, None)
+        if matches:
+            matches[0] = self.refine_offset(ys, matches[0], votes)
+        return matches

@@ -163,7 +163,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
         print(json.dumps(s))
     else:
         for k, v in s.items():
-            print(f"{k:>10}: {v}")
+            print(f"{k:>16}: {v}")
     return 0
 
 

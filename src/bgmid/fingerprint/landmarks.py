@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
-from scipy import ndimage
 
 from bgmid.fingerprint.presets import Preset
 
@@ -103,6 +102,8 @@ def peak_candidates(logspec: np.ndarray, preset: Preset) -> tuple[np.ndarray, np
     hi = n_bins if preset.fmax_hz is None else int(preset.fmax_hz * preset.n_fft / preset.sample_rate) + 1
     s = logspec[:, lo:hi]
     size = (2 * preset.peak_time_radius + 1, 2 * preset.peak_freq_radius + 1)
+    from scipy import ndimage  # here, not at module level: the CLI starts without loading scipy
+
     local_max = ndimage.maximum_filter(s, size=size, mode="nearest")
     background = ndimage.uniform_filter(s, size=(4 * size[0] + 1, 4 * size[1] + 1), mode="nearest")
     prominence = s - background

@@ -382,10 +382,13 @@ class LocalStore:
                     tiers.setdefault(int(np.log(max(r[1], 1)) / np.log(fan_in)), []).append(r)
                 victims = next((v for _, v in sorted(tiers.items()) if len(v) >= fan_in), [])
             if not victims:
+                if merged:
+                    self._checkpoint()
                 return merged
             self._merge(victims)
             merged += len(victims)
             if force:
+                self._checkpoint()
                 return merged
 
     def _merge(self, victims: list) -> None:
@@ -421,12 +424,16 @@ class LocalStore:
             if d.name not in live:
                 shutil.rmtree(d, ignore_errors=True)
 
-    def close(self) -> None:
-        self._segments = []
-        try:  # fold the write-ahead log back into meta.sqlite so an idle index is one compact file
+    def _checkpoint(self) -> None:
+        """Fold SQLite's write-ahead log back into meta.sqlite (it grows to ~4 MB while indexing)."""
+        try:
             self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error:
-            pass  # another process holds the index open: its own close will do it
+            pass  # another process reads the index: a later checkpoint will do it
+
+    def close(self) -> None:
+        self._segments = []
+        self._checkpoint()
         self.db.close()
 
     def __enter__(self) -> LocalStore:

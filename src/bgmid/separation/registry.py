@@ -12,13 +12,15 @@ from __future__ import annotations
 import importlib
 import os
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
-import torch
-from torch import nn
 
 from bgmid.errors import BgmidError
+
+if TYPE_CHECKING:  # torch is imported where it is used: the CLI must start without paying for it
+    import torch
+    from torch import nn
 
 #: registry name -> (module, class)
 MODELS: dict[str, tuple[str, str]] = {
@@ -111,6 +113,8 @@ def make_checkpoint(model: nn.Module, state: dict[str, torch.Tensor] | None = No
 def save_checkpoint(path: str | os.PathLike, ckpt: dict[str, Any]) -> Path:
     """Write atomically (temp file + rename): a crash mid-write never leaves a truncated checkpoint."""
     p = Path(path)
+    import torch
+
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(p.name + ".part")
     torch.save(ckpt, tmp)
@@ -120,6 +124,8 @@ def save_checkpoint(path: str | os.PathLike, ckpt: dict[str, Any]) -> Path:
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Load a checkpoint with ``weights_only=True``."""
+    import torch
+
     p = Path(path)
     if not p.exists():
         raise BgmidError(f"{p}: no such weights file.")
