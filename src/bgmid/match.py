@@ -186,16 +186,11 @@ def vote(
     return Votes(b_track[order], b_off[order], scores[order], q_first[order], q_last[order], (rows, tids, off))
 
 
-#: An offset of the matched track that reaches this share of the winner's aligned count is a candidate for
-#: :meth:`Matcher.refine_offset`. On the corpus, the true offset of loop-based music reached 19-90 % of a
-#: phase-favoured repeat's count (and was not always among its 8 best offsets; a loop repeated 60 times
-#: yields ~50 candidates).
-REFINE_FRACTION = 0.1
-
-
 def _offset_candidates(off: np.ndarray, fraction: float, limit: int = 64) -> np.ndarray:
     """Offsets (frames) whose +-1-smoothed count reaches ``fraction`` of the best, local maxima only (one per
-    +-2 frames), at most ``limit``, best first."""
+    +-2 frames), at most ``limit``, best first. On the corpus, the true offset of loop-based music reached
+    19-90 % of a phase-favoured repeat's count, and was not always among its 8 best offsets (a loop repeated
+    60 times yields ~50 candidates)."""
     if off.size == 0:
         return np.zeros(0, np.int64)
     u, c = np.unique(off, return_counts=True)
@@ -300,7 +295,7 @@ class Matcher:
         The true offset should win, but the query's STFT frames fall at an arbitrary fraction of a hop from
         the reference's, and a frame grid half a hop off changes many hashes (peak times round the other
         way); a repeat a non-integer number of frames away can then align *better* than the truth. So when
-        an offset other than the winner reaches :data:`REFINE_FRACTION` of its aligned count, the query is
+        an offset other than the winner reaches ``QueryOptions.refine_fraction`` of its aligned count, the query is
         analysed again at ``refine_phases - 1`` further sub-hop phases and every candidate offset keeps its
         best count over all phases. ``ys``: the query signals at the preset's rate. Costs nothing on
         unambiguous queries.
@@ -311,7 +306,7 @@ class Matcher:
         rows, tids, off = votes.postings
         sel = tids == match.track_id
         rows, off = rows[sel], off[sel]
-        cands = _offset_candidates(off, REFINE_FRACTION)
+        cands = _offset_candidates(off, self.options.refine_fraction)
         if cands.size <= 1:
             return match
         best = np.array([_aligned(rows, off, c) for c in cands], np.float64)

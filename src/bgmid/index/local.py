@@ -103,10 +103,8 @@ class _Segment:
     def split(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Posting values -> (global track id, frame)."""
         local = self._lut[values >> _LUT_SHIFT]
-        last = self.base.size - 2
-        while True:  # tracks shorter than a block are rare: one or two passes
-            step = values >= self.base[np.minimum(local + 1, last + 1)]
-            step &= local < last
+        while True:  # tracks shorter than a block are rare: one or two passes (values < base[-1], always)
+            step = values >= self.base[local + 1]
             if not step.any():
                 break
             local += step
