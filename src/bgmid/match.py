@@ -36,9 +36,14 @@ __all__ = ["CALIBRATION", "STOP_FACTOR", "Match", "Matcher", "accept", "confiden
 #: music of the grown corpus reached 12-15 aligned hashes with a high ratio once stop words were skipped, and
 #: from 16 to 24 when 3 of 100 never-indexed clips (look-alike music of the same games) reached 16-23 with a
 #: ratio >= 3 against the 179-track index (a 1,000-track index lowers chance ratios; there the change cost 2.7
-#: points of found noisy queries and 4 of speech-masked ones, see benchmarks/README).
-#: Confidence = sigmoid(w0 + w1 ln(score) + w2 ln(ratio)).
-CALIBRATION = {"strong": 25, "strong_ratio": 1.5, "min_aligned": 24, "min_ratio": 3.0, "w": (-17.05, 2.38, 13.71)}
+#: points of found noisy queries and 4 of speech-masked ones, see benchmarks/README.md).
+#: ``certain`` aligned hashes (twice the most that chance reached on any negative) is a match whatever the
+#: runner-up: two library tracks that share material (a game's "menu" theme and its 11-minute "menu_enhanced"
+#: version) both align with such a query, and the ratio rule would otherwise reject the right answer.
+#: Confidence = sigmoid(w0 + w1 ln(score) + w2 ln(ratio)), the ratio taken as at least ``min_ratio`` for
+#: ``certain`` matches (a runner-up that shares the material does not make this track less present).
+CALIBRATION = {"strong": 25, "strong_ratio": 1.5, "min_aligned": 24, "min_ratio": 3.0, "certain": 50,
+               "w": (-17.05, 2.38, 13.71)}
 
 
 
@@ -66,10 +71,13 @@ class Match:
 def confidence(score: np.ndarray | float, ratio: np.ndarray | float | None = None) -> np.ndarray | float:
     """Calibrated probability that a match is correct, from its aligned-hash ``score`` and its ``ratio`` to
     the best other track's score (default: the decision rule's ``min_ratio``)."""
-    ratio = CALIBRATION["min_ratio"] if ratio is None else ratio
-    w0, w1, w2 = CALIBRATION["w"]
+    c = CALIBRATION
+    ratio = c["min_ratio"] if ratio is None else ratio
+    ratio = np.where(np.asarray(score) >= c["certain"], np.maximum(ratio, c["min_ratio"]), ratio)
+    w0, w1, w2 = c["w"]
     z = w0 + w1 * np.log(np.maximum(score, 1.0)) + w2 * np.log(np.maximum(ratio, 1.0))
-    return 1.0 / (1.0 + np.exp(-z))
+    out = 1.0 / (1.0 + np.exp(-z))
+    return float(out) if np.ndim(out) == 0 else out
 
 
 def accept(score: np.ndarray | int, ratio: np.ndarray | float, min_aligned: int | None = None) -> np.ndarray | bool:
@@ -77,8 +85,13 @@ def accept(score: np.ndarray | int, ratio: np.ndarray | float, min_aligned: int 
     c = CALIBRATION
     floor = c["min_aligned"] if not min_aligned else min_aligned
     strong = max(c["strong"], floor)
+    certain = max(c["certain"], floor)
     score, ratio = np.asarray(score), np.asarray(ratio)
-    return ((score >= strong) & (ratio >= c["strong_ratio"])) | ((score >= floor) & (ratio >= c["min_ratio"]))
+    return (
+        (score >= certain)
+        | ((score >= strong) & (ratio >= c["strong_ratio"]))
+        | ((score >= floor) & (ratio >= c["min_ratio"]))
+    )
 
 
 @dataclass
