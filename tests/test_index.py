@@ -207,3 +207,18 @@ def test_old_index_format_is_a_clear_error(tmp_path):
     db.close()
     with pytest.raises(Exception, match="format 1.*Rebuild"):
         open_index(tmp_path / "db")
+
+
+def test_tiered_compaction_respects_the_merge_size_cap(tmp_path):
+    """Tiers stop at max_postings (bounded merge memory); force still merges everything."""
+    rng = np.random.default_rng(8)
+    with open_index(tmp_path / "db", create=True) as store:
+        for i in range(8):
+            store.add_track(_meta(i), *_random_track(rng, n=5000))
+        assert store.compact(max_postings=15_000) == 0  # 4 x 5,000 would exceed the cap
+        assert store.stats()["segments"] == 8
+        assert store.compact(max_postings=20_000) == 8  # two merges of 4
+        sizes = [seg.n_postings for seg in store._segments]
+        assert sorted(sizes) == [20_000, 20_000]
+        store.compact(force=True)
+        assert store.stats()["segments"] == 1 and store.n_postings == 40_000

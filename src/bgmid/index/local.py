@@ -77,6 +77,10 @@ CREATE TABLE IF NOT EXISTS segments (
 """
 
 
+#: Tiered compaction does not build segments larger than this many postings (~24 hours of p1 music; a merge
+#: of that size peaks at ~1 GB): memory stays bounded however large the library grows.
+MAX_MERGE_POSTINGS = 2**23
+
 #: Frames per block of the value -> track look-up table (256 frames of p1 = 6 s).
 _LUT_SHIFT = 8
 
@@ -362,12 +366,15 @@ class LocalStore:
         self.refresh()
         return max(0, n)
 
-    def compact(self, fan_in: int = 4, force: bool = False) -> int:
+    def compact(self, fan_in: int = 4, force: bool = False, max_postings: int = MAX_MERGE_POSTINGS) -> int:
         """Merge small segments so lookups touch few files; drop postings of removed tracks.
 
         Log-structured tiers: segments are grouped by size class (powers of ``fan_in``); when a class holds
         ``fan_in`` segments they are merged into one of the next class, so each posting is rewritten only
-        O(log n) times. ``force`` merges everything into one segment. Returns the number of segments merged.
+        O(log n) times. A merge decodes its segments in memory, so tiers stop at ``max_postings`` postings:
+        indexing a library of any size needs bounded memory, and a big library ends as a few big segments
+        (a lookup costs one binary search more per segment). ``force`` merges everything into one segment
+        whatever its size (memory grows with the index). Returns the number of segments merged.
         """
         merged = 0
         while True:
@@ -378,7 +385,8 @@ class LocalStore:
                 tiers: dict[int, list] = {}
                 for r in rows:
                     tiers.setdefault(int(np.log(max(r[1], 1)) / np.log(fan_in)), []).append(r)
-                victims = next((v for _, v in sorted(tiers.items()) if len(v) >= fan_in), [])
+                victims = next((v[:fan_in] for _, v in sorted(tiers.items())
+                                if len(v) >= fan_in and sum(r[1] for r in v[:fan_in]) <= max_postings), [])
             if not victims:
                 if merged:
                     self._checkpoint()
