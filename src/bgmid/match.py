@@ -203,7 +203,9 @@ def _offset_candidates(off: np.ndarray, fraction: float, limit: int = 64) -> np.
     """Offsets (frames) whose +-1-smoothed count reaches ``fraction`` of the best, local maxima only (one per
     +-2 frames), at most ``limit``, best first. On the corpus, the true offset of loop-based music reached
     19-90 % of a phase-favoured repeat's count, and was not always among its 8 best offsets (a loop repeated
-    60 times yields ~50 candidates)."""
+    60 times yields ~50 candidates). The default ``refine_fraction`` of 0.4 is a speed trade-off: at 0.25
+    most queries were refined (median 38 ms against 1,000 tracks, 30 ms at 0.4) for the same offset accuracy
+    on 150 queries."""
     if off.size == 0:
         return np.zeros(0, np.int64)
     u, c = np.unique(off, return_counts=True)

@@ -51,6 +51,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="STFT analysis phases per query; more find more under noise, cost linear (default %(default)s)",
     )
     p.add_argument(
+        "--refine-phases", type=int, default=QueryOptions.refine_phases,
+        help="when the matched track repeats itself (loops, a steady beat) and aligns at several offsets, "
+             "re-analyse the query at this many sub-hop phases to settle the offset; 1 turns it off "
+             "(default %(default)s; costs nothing on unambiguous queries)",
+    )
+    p.add_argument(
         "--min-aligned", type=int, default=0,
         help="aligned hashes needed to report a match (default: the calibrated threshold)",
     )
@@ -123,7 +129,8 @@ def cmd_identify(args: argparse.Namespace) -> int:
     status = 0
     separator = resolve_separator(args.separator, command="identify")
     with open_index(args.db) as store:
-        matcher = Matcher(store, QueryOptions(shifts=max(1, args.shifts), min_aligned=args.min_aligned))
+        matcher = Matcher(store, QueryOptions(shifts=max(1, args.shifts), min_aligned=args.min_aligned,
+                                              refine_phases=max(1, args.refine_phases)))
         for q in args.queries:
             try:
                 x, sr = load(q)

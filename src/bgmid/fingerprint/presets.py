@@ -48,7 +48,7 @@ class QueryOptions:
     shifts: int = 1  #: analysis phases: fingerprint the query this many times at hop/shifts offsets
     min_aligned: int = 0  #: aligned hashes needed to report a match (0: the preset's calibrated default)
     refine_phases: int = 3  #: sub-hop phases tried when the matched track aligns at several offsets (1: off)
-    refine_fraction: float = 0.25  #: ... at another offset with at least this share of the best count
+    refine_fraction: float = 0.4  #: ... at another offset with at least this share of the best count
 
 
 PRESETS: dict[str, Preset] = {
