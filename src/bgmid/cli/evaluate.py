@@ -14,8 +14,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "Separation quality (BSS Eval, SI-SDR, SNR), identification rate after separation per separator x "
             "fingerprint preset x SNR, damage to clean music, false matches, cost, SDR-vs-identification rank "
-            "correlation; writes README.md, CSV, PNG plots, run.json and best.json (the configuration identify "
-            "and monitor can default to) to --out. Needs the corpus and fixed sets: 'bgmid data fetch' then "
+            "correlation; writes README.md, CSV, PNG plots, run.json and best.json (the best configuration found: "
+            "separator, preset, query options, threshold; apply them to identify/monitor by hand, they are not read "
+            "automatically) to --out. Needs the corpus and fixed sets: 'bgmid data fetch' then "
             "'bgmid data mix'."
         ),
     )

@@ -9,7 +9,9 @@ Files written to the report folder (all small, meant to be committed):
 * ``identification_vs_snr.png``, ``sdr_vs_identification.png``, ``threshold_tradeoff.png``;
 * ``run.json`` -- versions, git commit, command line, weights' sha256, the data manifest's sha256, index builds:
   everything needed to trace a number back to its inputs;
-* ``best.json`` -- :func:`best_configuration`, which ``bgmid identify`` / ``bgmid monitor`` can default to;
+* ``best.json`` -- :func:`best_configuration`: separator, preset, query options and threshold that scored best
+  (``bgmid identify`` / ``bgmid monitor`` do not read it: their defaults are fixed in code so that results do
+  not change with whatever report lies in the working tree; pass its values as options);
 * ``report.json`` -- the whole report (what :func:`best_configuration` and :func:`load_report` read).
 """
 
