@@ -81,7 +81,7 @@ CREATE TABLE IF NOT EXISTS segments (
 #: of that size peaks at ~1 GB): memory stays bounded however large the library grows.
 MAX_MERGE_POSTINGS = 2**23
 
-#: Frames per block of the value -> track look-up table (256 frames of p1 = 6 s).
+#: Frames per block of the value -> track look-up table (256 frames of p1 = 6 s; more in huge segments).
 _LUT_SHIFT = 8
 
 _SEGMENT_ARRAYS = ("kdir", "klow", "bitpos", "width", "words", "base", "tids", "stops")
@@ -102,11 +102,13 @@ class _Segment:
         # value >> _LUT_SHIFT -> the track holding the start of that block of frames (a first guess that
         # split() corrects by stepping over the few track starts inside the block)
         end = int(self.base[-1])
-        self._lut = np.searchsorted(self.base, np.arange(0, end + 1, 1 << _LUT_SHIFT), side="right") - 1
+        self._shift = max(_LUT_SHIFT, int(end).bit_length() - 20)  # at most ~2^20 entries, whatever the size
+        blocks = np.arange(0, end + 1, 1 << self._shift)
+        self._lut = (np.searchsorted(self.base, blocks, side="right") - 1).astype(np.int32)
 
     def split(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Posting values -> (global track id, frame)."""
-        local = self._lut[values >> _LUT_SHIFT]
+        local = self._lut[values >> self._shift].astype(np.int64)
         while True:  # tracks shorter than a block are rare: one or two passes (values < base[-1], always)
             step = values >= self.base[local + 1]
             if not step.any():
