@@ -160,26 +160,31 @@ def test_preset_mismatch_is_a_clear_error(tmp_path):
 
 
 def test_stop_words_are_not_stored_and_lookups_do_not_depend_on_segmentation(tmp_path):
-    """A hash on nearly every frame of every track is a stop word: its postings are dropped when written,
-    it is listed, lookups skip it, and the answer is the same before and after compaction."""
+    """A hash far above the stop-word limit loses its postings when segments merge, is listed, is skipped by
+    lookups before and after, and the answer is the same before and after compaction."""
+    from bgmid.match import stop_word_limit
+
     rng = np.random.default_rng(5)
     common = np.uint32(12345)
     with open_index(tmp_path / "db", create=True) as store:
         tracks = []
-        for i in range(6):
-            h, t = _random_track(rng, n=3000)
-            h[::10] = common  # 300 postings of one hash per track: far above the limit (50 for a small index)
+        for i in range(6):  # 1.5 M hashes: enough for the relative rule (not its floor) to decide
+            h, t = _random_track(rng, n=250_000, frames=400_000)
+            h[::125] = common  # 2,000 postings of one hash per track
             tracks.append((h, t))
             store.add_track(_meta(i), h, t)
-        st = store.stats()
-        assert st["postings"] == 6 * 3000 and st["stored_postings"] == 6 * 2700
-        assert common in store.stop_words
+        limit = stop_word_limit(store)
+        assert 50 < limit < 2_000
+        assert store.stats()["stored_postings"] == 6 * 250_000  # nothing dropped while writing tracks
         q = np.concatenate([tracks[2][0][:50], [common]])
-        before = sorted(zip(*(a.tolist() for a in store.lookup(q))))
-        assert all(r != 50 for r, _, _ in before)  # the stop word's row finds nothing
+        before = sorted(zip(*(a.tolist() for a in store.lookup(q, max_postings=limit))))
+        assert before and all(r != 50 for r, _, _ in before)  # the common hash is skipped: 12,000 > limit
         store.compact(force=True)
-        assert store.stats()["segments"] == 1 and common in store.stop_words
-        assert sorted(zip(*(a.tolist() for a in store.lookup(q)))) == before
+        st = store.stats()
+        assert st["segments"] == 1 and common in store.stop_words
+        assert st["postings"] == 6 * 250_000 and st["stored_postings"] == 6 * 248_000
+        assert sorted(zip(*(a.tolist() for a in store.lookup(q, max_postings=limit)))) == before
+        assert store.lookup(q)[0].size == len(before)  # a stop word is skipped whatever max_postings says
     with open_index(tmp_path / "db") as store:  # persisted with the segment
         assert common in store.stop_words
 

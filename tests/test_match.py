@@ -97,3 +97,33 @@ def test_offset_refinement_settles_phase_favoured_repeats(tmp_path):
     assert wrong[1] >= 3  # the failure mode is real for this signal ...
     assert wrong[4] == 0  # ... quarter-hop phases remove it ...
     assert wrong[default] <= wrong[1] // 4  # ... and the cheaper default nearly so
+
+
+class _TwoTrackStore:
+    """A store whose every lookup aligns ``a`` query landmarks with track 1 and ``b`` with track 2."""
+
+    preset = PRESETS["p1"]
+    n_hashes = 10**6
+
+    def __init__(self, a: int, b: int):
+        self.a, self.b = a, b
+
+    def lookup(self, hashes, max_postings=None):
+        rows = np.r_[np.arange(self.a), np.arange(self.b)]
+        tids = np.r_[np.full(self.a, 1), np.full(self.b, 2)]
+        return rows, tids, np.r_[np.arange(self.a) + 100, np.arange(self.b) + 500]
+
+    def track(self, i):
+        return TrackMeta(f"track{i}", f"/t{i}", 60.0, "x", track_id=i)
+
+
+@pytest.mark.parametrize("a, b, want", [(30, 28, []), (40, 5, ["track1"]), (60, 55, ["track1"])])
+def test_a_track_that_loses_to_a_rejected_one_is_not_reported(a, b, want):
+    """Ratios are taken against every other track: when the leader is too close to its runner-up to be
+    accepted, the runner-up (ahead of nothing) must not be reported in its place; 'certain' evidence (>= 50
+    aligned hashes) is reported whatever the runner-up."""
+    from bgmid.fingerprint.landmarks import Landmarks
+
+    lm = Landmarks(np.arange(max(a, b), dtype=np.uint32), np.arange(max(a, b), dtype=np.int32))
+    found = Matcher(_TwoTrackStore(a, b), QueryOptions(refine_phases=1)).match_landmarks(lm, top=1)
+    assert [m.title for m in found] == want

@@ -224,8 +224,8 @@ def _offset_candidates(off: np.ndarray, fraction: float, limit: int = 64) -> np.
     return span[idx]
 
 
-def _aligned(rows: np.ndarray, off: np.ndarray, at: float, tolerance: float = 1.0) -> int:
-    """Distinct query landmarks whose offset is within ``tolerance`` frames of ``at``."""
+def _aligned(rows: np.ndarray, off: np.ndarray, at: int, tolerance: int = 1) -> int:
+    """Distinct query landmarks whose offset (whole frames) is within ``tolerance`` frames of ``at``."""
     return int(np.unique(rows[np.abs(off - at) <= tolerance]).size)
 
 
@@ -272,8 +272,9 @@ class Matcher:
     def match_landmarks(self, lm: Landmarks, top: int = 1, min_aligned: int | None = None) -> list[Match]:
         """Matches for pooled landmarks, best first; empty when nothing passes :func:`accept`.
 
-        Each candidate's ``ratio`` is its score over the best score of the tracks ranked below it, so the
-        decision for the top track compares it with its strongest competitor.
+        Each candidate's ``ratio`` is its score over the best score of every *other* track, so the top track
+        is compared with its strongest competitor, and a lower-ranked track can only be reported on evidence
+        that needs no lead (``certain``): a track that loses to a rejected one must not take its place.
         """
         return self._match(lm, top, min_aligned)[0]
 
@@ -284,8 +285,8 @@ class Matcher:
         for n, (tr, o, s, q0, q1) in enumerate(zip(v.track_ids, v.offsets, v.scores, v.q_first, v.q_last)):
             if len(out) >= top:
                 break
-            rest = v.scores[n + 1:]
-            ratio = float(s) / max(1.0, float(rest.max()) if rest.size else 1.0)
+            others = np.delete(v.scores, n)
+            ratio = float(s) / max(1.0, float(others.max()) if others.size else 1.0)
             if not accept(int(s), ratio, min_aligned or self.options.min_aligned):
                 continue
             meta = self.store.track(int(tr))
@@ -324,16 +325,19 @@ class Matcher:
         cands = _offset_candidates(off, self.options.refine_fraction)
         if cands.size <= 1:
             return match
-        best = np.array([_aligned(rows, off, c) for c in cands], np.float64)
+        best = np.array([_aligned(rows, off, c) for c in cands], np.int64)
         for k in range(1, n_phases):
             lm = self._analyse(ys, [k], n_phases)
             r_k, t_k, tt_k = self.store.lookup(lm.hashes, max_postings=self.max_postings)
             mine = t_k == match.track_id
-            # frame j of phase k starts k/n_phases of a hop after frame j of phase 0
-            o_k = tt_k[mine] - lm.times.astype(np.int64)[r_k[mine]] - k / n_phases
-            best = np.maximum(best, [_aligned(r_k[mine], o_k, c) for c in cands])
-        winner = float(cands[int(np.argmax(best))])
-        match.track_offset_s = winner * self.preset.frame_s
+            o_k = tt_k[mine] - lm.times.astype(np.int64)[r_k[mine]]
+            # frame j of phase k starts k/n_phases of a hop after frame j of phase 0, so its offsets read
+            # that much higher: count each candidate's +-1 window around the nearest whole frame
+            shift = int(round(k / n_phases))
+            best = np.maximum(best, [_aligned(r_k[mine], o_k, c + shift) for c in cands])
+        win = int(np.argmax(best))
+        match.track_offset_s = float(cands[win]) * self.preset.frame_s
+        match.score = max(match.score, int(best[win]))  # aligned hashes at the reported offset, best phase
         return match
 
     def identify(self, signals: np.ndarray | Sequence[np.ndarray], sr: int, top: int = 1) -> list[Match]:

@@ -117,7 +117,9 @@ class MonitorConfig:
     shared_fraction: float = 0.15  #: ... or when this share of its aligned landmarks also align with the stronger
     #: skip hashes with more postings than this (stop words). Common hashes carry little evidence but most of
     #: the cost: on the 179-track benchmark index a landmark has 138 postings on average, 94 with this cap;
-    #: 1,000 instead of 20,000 ran 70x instead of 54x real time for the same F1 (0.966 vs 0.969)
+    #: 1,000 instead of 20,000 ran 70x instead of 54x real time for the same F1 (0.966 vs 0.969). A compacted
+    #: index no longer stores its stop words (bgmid.index.local), so there the index's own, lower limit
+    #: applies too (200 postings for that index; re-measured F1 unchanged, see docs/monitor.md)
     max_postings: int | None = 1000
     #: torch intra-op threads while separating. One thread is by far the fastest when the cores are shared
     #: (U-Net lite on 2 busy cores: 45x real time with 1 thread, 2.7x with 2: threads spin waiting for each

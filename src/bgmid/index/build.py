@@ -20,6 +20,9 @@ from bgmid.fingerprint.landmarks import Landmarks, fingerprint_file
 from bgmid.fingerprint.presets import Preset
 from bgmid.index.base import Store, TrackMeta
 
+#: Tracks between tiered compactions during a run.
+COMPACT_EVERY = 32
+
 
 @dataclass
 class IndexReport:
@@ -100,6 +103,8 @@ def index_paths(
         store.add_track(TrackMeta(title, os.path.abspath(path), dur, digest, extra=extra), lm.hashes, lm.times)
         report.added.append(path)
         note(path, "added")
+        if len(report.added) % COMPACT_EVERY == 0 and hasattr(store, "compact"):
+            store.compact()  # tiered merges as we go: a long run keeps few segments (and few open files)
 
     executor = ProcessPoolExecutor(max_workers=jobs) if jobs > 1 else None
     try:

@@ -26,11 +26,14 @@ Why this shape:
   interrupted ``bgmid index`` loses at most the track in progress and a re-run resumes (already indexed files
   are recognised by content hash). Small segments are merged (:meth:`LocalStore.compact`) the same way.
 
-Stop words: when a segment is written, hashes with more postings than the index's stop-word limit
+Stop words: when segments are merged, hashes with more postings than the index's stop-word limit
 (:func:`bgmid.index.base.stop_word_limit`, from the index size at that moment) lose their postings and are
-listed in ``stops.npy``; a hash once a stop word stays one (its postings are gone). Query-time skipping
-compares each hash's count summed over all segments with the caller's ``max_postings``, so the answer does not
-depend on how the index happens to be split into segments.
+listed in ``stops.npy``; later writes drop them too, and a hash once a stop word stays one (its postings are
+gone). New stop words are only declared once the index holds enough hashes for the relative rule to be above
+its floor (~45 tracks of ``p1``), so what is dropped depends on the music, hardly on the order it was indexed
+in (the limit and every hash's count grow together). Query-time skipping compares each hash's count summed over
+all segments with the caller's ``max_postings``, so the answer does not depend on how the index happens to be
+split into segments.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ import numpy as np
 
 from bgmid.errors import BgmidError
 from bgmid.fingerprint.presets import Preset, get_preset
-from bgmid.index.base import TrackMeta, stop_word_limit
+from bgmid.index.base import STOP_FLOOR, TrackMeta, stop_word_limit
 from bgmid.index.postings import PostingLists, encode
 
 #: On-disk format. 1: uncompressed CSR postings (bgmid < 0.2); 2: compressed lists and stop words.
@@ -92,8 +95,11 @@ class _Segment:
 
     def __init__(self, path: Path, value_bits: int):
         self.path = path
-        # plain ndarray views of the maps: indexing a np.memmap subclass costs more than the lookup itself
-        a = {n: np.asarray(np.load(path / f"{n}.npy", mmap_mode="r")) for n in _SEGMENT_ARRAYS}
+        # Only the bit stream is memory-mapped (one open file per segment: an unmerged index of thousands of
+        # tracks must not run out of file descriptors); the directory arrays (~6 bytes a hash) are read whole.
+        # A plain ndarray view of the map: indexing a np.memmap subclass costs more than the lookup itself.
+        a = {n: np.load(path / f"{n}.npy", mmap_mode="r" if n == "words" else None) for n in _SEGMENT_ARRAYS}
+        a["words"] = np.asarray(a["words"])
         self.lists = PostingLists(a["kdir"], a["klow"], a["bitpos"], a["width"], a["words"], value_bits)
         self.base = np.array(a["base"])
         self.tids = np.array(a["tids"])
@@ -343,9 +349,8 @@ class LocalStore:
                  json.dumps(meta.extra), time.time()),
             )
             tid = int(cur.lastrowid)
-            new_stops = _over_limit(hashes, stop_word_limit(self._n_hashes + hashes.size, self.preset))
             name, vbits, stored = _write_segment(self.seg_root, hashes, np.full(hashes.size, tid), times,
-                                                 drop=np.union1d(self._stops, new_stops), stops=new_stops)
+                                                 drop=self._stops)
             self.db.execute("INSERT INTO segments VALUES (?, ?, ?, ?)", (name, stored, vbits, time.time()))
             self.db.execute("COMMIT")
         except BaseException:
@@ -406,7 +411,10 @@ class LocalStore:
         if self._removed.size:
             live = ~np.isin(t, self._removed)
             h, t, tm = h[live], t[live], tm[live]
-        new_stops = _over_limit(h, stop_word_limit(self._n_hashes, self.preset))
+        limit = stop_word_limit(self._n_hashes, self.preset)
+        # new stop words only once the index is big enough for the relative rule (not the floor) to decide:
+        # while it is small, the floor would condemn hashes that a grown index keeps
+        new_stops = _over_limit(h, limit) if limit > STOP_FLOOR else np.zeros(0, np.uint32)
         inherited = np.concatenate([s.stops for s in segs])
         name, vbits, stored = _write_segment(self.seg_root, h, t, tm, drop=np.union1d(self._stops, new_stops),
                                              stops=np.union1d(inherited, new_stops))
