@@ -227,3 +227,22 @@ def test_tiered_compaction_respects_the_merge_size_cap(tmp_path):
         assert sorted(sizes) == [20_000, 20_000]
         store.compact(force=True)
         assert store.stats()["segments"] == 1 and store.n_postings == 40_000
+
+
+def test_opening_an_index_never_deletes_a_segment_another_process_is_writing(tmp_path):
+    """Orphan cleanup needs the write lock: while a writer holds it (mid-segment), a reader opening the index
+    leaves the writer's directory alone; once the writer is gone, the leftover is removed."""
+    rng = np.random.default_rng(9)
+    writer = open_index(tmp_path / "db", create=True)
+    writer.add_track(_meta(0), *_random_track(rng))
+    writer.db.execute("BEGIN IMMEDIATE")  # as in add_track, between writing the segment and committing it
+    in_flight = tmp_path / "db" / "segments" / "seg-in-flight"
+    in_flight.mkdir()
+    with open_index(tmp_path / "db") as reader:
+        assert reader.stats()["tracks"] == 1
+    assert in_flight.exists()
+    writer.db.execute("ROLLBACK")  # the writer dies without committing
+    writer.close()
+    with open_index(tmp_path / "db"):
+        pass
+    assert not in_flight.exists()

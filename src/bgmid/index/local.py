@@ -172,7 +172,21 @@ def _write_segment(
             fh.flush()
             os.fsync(fh.fileno())
     os.replace(tmp, root / name)
+    _fsync_dir(root)  # the rename itself must survive a power cut before the row that names it is committed
     return name, lists.value_bits, _stored_postings(lists)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return  # platforms without directory handles (Windows): the rename is as durable as it gets
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _over_limit(hashes: np.ndarray, limit: int) -> np.ndarray:
@@ -416,16 +430,30 @@ class LocalStore:
         # while it is small, the floor would condemn hashes that a grown index keeps
         new_stops = _over_limit(h, limit) if limit > STOP_FLOOR else np.zeros(0, np.uint32)
         inherited = np.concatenate([s.stops for s in segs])
-        name, vbits, stored = _write_segment(self.seg_root, h, t, tm, drop=np.union1d(self._stops, new_stops),
-                                             stops=np.union1d(inherited, new_stops))
+        # the new segment is written while holding the write lock, so no other process's orphan cleanup can
+        # take it for debris, and the victims are checked to be still there (another process may have merged
+        # them meanwhile: then this merge is dropped rather than duplicating their postings)
         self.db.execute("BEGIN IMMEDIATE")
+        name = None
         try:
-            self.db.executemany("DELETE FROM segments WHERE name = ?", [(n,) for n, _, _ in victims])
+            names = [n for n, _, _ in victims]
+            still = self.db.execute(
+                f"SELECT COUNT(*) FROM segments WHERE name IN ({','.join('?' * len(names))})", names
+            ).fetchone()[0]
+            if still != len(names):
+                self.db.execute("ROLLBACK")
+                self.refresh()
+                return
+            name, vbits, stored = _write_segment(self.seg_root, h, t, tm, drop=np.union1d(self._stops, new_stops),
+                                                 stops=np.union1d(inherited, new_stops))
+            self.db.executemany("DELETE FROM segments WHERE name = ?", [(n,) for n in names])
             self.db.execute("INSERT INTO segments VALUES (?, ?, ?, ?)", (name, stored, vbits, time.time()))
             self.db.execute("COMMIT")
         except BaseException:
-            self.db.execute("ROLLBACK")
-            shutil.rmtree(self.seg_root / name, ignore_errors=True)
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            if name is not None:
+                shutil.rmtree(self.seg_root / name, ignore_errors=True)
             raise
         del segs, parts
         self._segments = []
@@ -434,18 +462,37 @@ class LocalStore:
         self.refresh()
 
     def _cleanup_orphans(self) -> None:
-        """Delete segment directories that no committed row refers to (left by a kill mid-write)."""
-        live = {r[0] for r in self.db.execute("SELECT name FROM segments").fetchall()}
-        for d in self.seg_root.iterdir():
-            if d.name not in live:
-                shutil.rmtree(d, ignore_errors=True)
+        """Delete segment directories that no committed row refers to (left by a kill mid-write).
+
+        Segments are only ever written under SQLite's write lock (see :meth:`add_track`, :meth:`_merge`), so
+        taking that lock guarantees no other process is half-way through one; if another process holds it,
+        the cleanup is skipped rather than waited for (a reader must not stall behind an indexer).
+        """
+        self.db.execute("PRAGMA busy_timeout = 0")
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError:
+            return  # someone is writing: its files are not debris, and it will clean up itself
+        finally:
+            self.db.execute("PRAGMA busy_timeout = 60000")
+        try:
+            live = {r[0] for r in self.db.execute("SELECT name FROM segments").fetchall()}
+            for d in self.seg_root.iterdir():
+                if d.name not in live:
+                    shutil.rmtree(d, ignore_errors=True)
+        finally:
+            self.db.execute("COMMIT")
 
     def _checkpoint(self) -> None:
-        """Fold SQLite's write-ahead log back into meta.sqlite (it grows to ~4 MB while indexing)."""
+        """Fold SQLite's write-ahead log back into meta.sqlite (it grows to ~4 MB while indexing); skipped at
+        once, not waited for, when another process is using the index."""
         try:
+            self.db.execute("PRAGMA busy_timeout = 0")
             self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error:
             pass  # another process reads the index: a later checkpoint will do it
+        finally:
+            self.db.execute("PRAGMA busy_timeout = 60000")
 
     def close(self) -> None:
         self._segments = []
