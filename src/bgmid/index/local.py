@@ -401,7 +401,8 @@ class LocalStore:
         while True:
             rows = self.db.execute("SELECT name, n_postings, value_bits FROM segments ORDER BY n_postings").fetchall()
             if force:
-                victims = rows if (len(rows) > 1 or (rows and self._removed.size)) else []
+                holds_removed = any(np.isin(seg.tids, self._removed).any() for seg in self._segments)
+                victims = rows if (len(rows) > 1 or (rows and holds_removed)) else []
             else:
                 tiers: dict[int, list] = {}
                 for r in rows:
