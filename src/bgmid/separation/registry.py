@@ -30,7 +30,7 @@ MODELS: dict[str, tuple[str, str]] = {
     "wave-densenet": ("bgmid.separation.models.wave_densenet", "WaveDenseNet"),
 }
 #: the separator used when none is named. The paper's best for identification is Wave-U-Net, but on our
-#: CPU-only budget the lite U-Net separates far better (held-out music SI-SDR +11.1 dB at -10 dB against +5.6 dB
+#: CPU-only budget the lite U-Net separates far better (held-out music SI-SDR +11.3 dB at -10 dB against +5.6 dB
 #: for the lite Wave-U-Net after 40 min; see models/*.md), so it is the default until a longer-trained
 #: Wave-U-Net beats it.
 DEFAULT_MODEL = "unet"
