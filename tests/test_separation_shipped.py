@@ -1,6 +1,6 @@
 """Shipped weights (models/<name>-lite.pt) load offline and actually separate a small real mixture.
 
-The clip fixture ``tests/data/sep_clips_11025.npz`` holds short music and speech excerpts from the held-out test
+The clip fixture ``tests/data/sep_clips_11025.npz`` holds six 5 s music and speech excerpts from the held-out test
 split of the corpus (int16, 11,025 Hz; sources in ``tests/data/README.md``); they are mixed here at 0 and -10 dB.
 """
 
