@@ -255,8 +255,12 @@ class Matcher:
 
     def landmarks(self, x: np.ndarray, sr: int) -> Landmarks:
         """Query landmarks of mono ``x`` at ``sr`` Hz with this matcher's query options (shifts pooled)."""
-        return self._analyse([resample(x, sr, self.preset.sample_rate)], range(max(1, self.options.shifts)),
-                             max(1, self.options.shifts))
+        return self._query_landmarks([resample(x, sr, self.preset.sample_rate)])
+
+    def _query_landmarks(self, ys: Sequence[np.ndarray]) -> Landmarks:
+        """Pooled landmarks of signals at the preset's rate, at this matcher's ``shifts`` analysis phases."""
+        n = max(1, self.options.shifts)
+        return self._analyse(ys, range(n), n)
 
     def _analyse(self, ys: Sequence[np.ndarray], phases: Sequence[int], n_phases: int) -> Landmarks:
         """Pooled landmarks of signals ``ys`` (at the preset's rate) analysed from sample
@@ -344,9 +348,8 @@ class Matcher:
         """Identify one query given as one signal or several aligned analyses of it (e.g. mix + separated)."""
         if isinstance(signals, np.ndarray) and signals.ndim == 1:
             signals = [signals]
-        o = self.options
         ys = [resample(s, sr, self.preset.sample_rate) for s in signals]
-        matches, votes = self._match(self._analyse(ys, range(max(1, o.shifts)), max(1, o.shifts)), top, None)
+        matches, votes = self._match(self._query_landmarks(ys), top, None)
         if matches:
             matches[0] = self.refine_offset(ys, matches[0], votes)
         return matches
