@@ -275,17 +275,6 @@ def window_votes(
     return out[:top]
 
 
-def _candidate_postings(tids: np.ndarray, offs: np.ndarray, min_count: int, tolerance: int = 1) -> np.ndarray:
-    """Mask of postings that may take part in a vote of ``min_count`` in some window of these postings.
-
-    A window sees a subset of the postings, so a posting whose :func:`bgmid.match.near_counts` bound (over
-    all of them) is below ``min_count`` can win no window and is dropped. The test is conservative (every
-    window's result is unchanged) and linear-time; chance postings, nearly all alone at their offset, mostly
-    go, which makes the per-window sorting cheap.
-    """
-    return near_counts(tids, offs, tolerance) >= min_count
-
-
 def merge_segments(hits: Iterable[WindowHit], config: MonitorConfig = MonitorConfig()) -> list[Segment]:
     """Link window hits into segments of one track at one (constant) offset.
 
@@ -654,7 +643,9 @@ class Monitor:
             """Vote every window that ends by frame ``upto`` (None: every window left, to the end)."""
             nonlocal next_win, n_windows, buf
             # only postings that can belong to a qualifying vote: far fewer to sort in every window
-            cand = _candidate_postings(buf["tid"], buf["off"], c.weak_score)
+            # only postings whose near_counts bound can reach a qualifying vote in some window (a window sees a
+            # subset of the buffer, so the bound over the whole buffer is conservative)
+            cand = near_counts(buf["tid"], buf["off"]) >= c.weak_score
             qt = buf["qt"][cand]
             f = {k: v[cand] for k, v in buf.items()}
             while True:

@@ -93,7 +93,7 @@ _SEGMENT_ARRAYS = ("kdir", "klow", "bitpos", "width", "words", "base", "tids", "
 class _Segment:
     """One immutable, memory-mapped posting segment."""
 
-    def __init__(self, path: Path, value_bits: int):
+    def __init__(self, path: Path, value_bits: int, n_postings: int):
         self.path = path
         # Only the bit stream is memory-mapped (one open file per segment: an unmerged index of thousands of
         # tracks must not run out of file descriptors); the directory arrays (~6 bytes a hash) are read whole.
@@ -104,7 +104,7 @@ class _Segment:
         self.base = np.array(a["base"])
         self.tids = np.array(a["tids"])
         self.stops = np.array(a["stops"])
-        self.n_postings = _stored_postings(self.lists)
+        self.n_postings = n_postings  #: stored postings, as recorded in SQLite when the segment was written
         # value >> _LUT_SHIFT -> the track holding the start of that block of frames (a first guess that
         # split() corrects by stepping over the few track starts inside the block)
         end = int(self.base[-1])
@@ -129,12 +129,6 @@ class _Segment:
         h = np.repeat(self.lists.keys, counts)
         tid, t = self.split(self.lists.decode(k, counts))
         return h, tid, t
-
-
-def _stored_postings(lists: PostingLists) -> int:
-    if lists.n_keys == 0:
-        return 0
-    return int(lists.counts(np.arange(lists.n_keys)).sum())
 
 
 def _write_segment(
@@ -173,7 +167,7 @@ def _write_segment(
             os.fsync(fh.fileno())
     os.replace(tmp, root / name)
     _fsync_dir(root)  # the rename itself must survive a power cut before the row that names it is committed
-    return name, lists.value_bits, _stored_postings(lists)
+    return name, lists.value_bits, int(lists.counts(np.arange(lists.n_keys)).sum())
 
 
 def _fsync_dir(path: Path) -> None:
@@ -242,8 +236,8 @@ class LocalStore:
     # -- reading -------------------------------------------------------------------------------------------
     def refresh(self) -> None:
         """(Re)open the segment list, the removed tracks and the stop words from the committed state."""
-        rows = self.db.execute("SELECT name, value_bits FROM segments ORDER BY created_at").fetchall()
-        self._segments = [_Segment(self.seg_root / n, int(b)) for n, b in rows]
+        rows = self.db.execute("SELECT name, value_bits, n_postings FROM segments ORDER BY created_at").fetchall()
+        self._segments = [_Segment(self.seg_root / n, int(b), int(c)) for n, b, c in rows]
         removed = self.db.execute("SELECT id FROM tracks WHERE removed = 1").fetchall()
         self._removed = np.array(sorted(r[0] for r in removed), dtype=np.int64)
         stops = [seg.stops for seg in self._segments]
@@ -370,7 +364,7 @@ class LocalStore:
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
-        seg = _Segment(self.seg_root / name, vbits)
+        seg = _Segment(self.seg_root / name, vbits, stored)
         self._segments.append(seg)
         self._stops = np.union1d(self._stops, seg.stops)
         self._n_hashes += int(hashes.size)
@@ -420,7 +414,7 @@ class LocalStore:
                 return merged
 
     def _merge(self, victims: list) -> None:
-        segs = [_Segment(self.seg_root / n, int(b)) for n, _, b in victims]
+        segs = [_Segment(self.seg_root / n, int(b), int(c)) for n, c, b in victims]
         parts = [s.postings() for s in segs]
         h, t, tm = (np.concatenate(p) for p in zip(*parts, strict=True))
         if self._removed.size:
