@@ -73,7 +73,7 @@ def test_crash_between_segment_write_and_commit_leaves_consistent_index(tmp_path
     import bgmid.index.local as local
 
     rng = np.random.default_rng(3)
-    real = local._write_segment
+    real = local.write_segment
     calls = {"n": 0}
 
     def dying(*a, **k):
@@ -83,17 +83,19 @@ def test_crash_between_segment_write_and_commit_leaves_consistent_index(tmp_path
             raise KeyboardInterrupt  # ... and the process dies before the commit
         return out
 
-    monkeypatch.setattr(local, "_write_segment", dying)
+    monkeypatch.setattr(local, "write_segment", dying)
     store = open_index(tmp_path / "db", create=True)
     store.add_track(_meta(0), *_random_track(rng))
     store.add_track(_meta(1), *_random_track(rng))
     with pytest.raises(KeyboardInterrupt):
         store.add_track(_meta(2), *_random_track(rng))
     store.close()
-    monkeypatch.setattr(local, "_write_segment", real)
-    with open_index(tmp_path / "db") as store:
+    monkeypatch.setattr(local, "write_segment", real)
+    with open_index(tmp_path / "db") as store:  # a reader answers from the committed state, deleting nothing
         assert [m.title for m in store.tracks()] == ["t0", "t1"]
-        assert len(list((tmp_path / "db" / "segments").iterdir())) == 2  # the orphan was removed
+        assert len(list((tmp_path / "db" / "segments").iterdir())) == 3
+    with open_index(tmp_path / "db", write=True) as store:  # a writer removes the debris
+        assert len(list((tmp_path / "db" / "segments").iterdir())) == 2
         store.add_track(_meta(2), *_random_track(rng))
         assert store.stats()["tracks"] == 3
 
@@ -230,19 +232,22 @@ def test_tiered_compaction_respects_the_merge_size_cap(tmp_path):
 
 
 def test_opening_an_index_never_deletes_a_segment_another_process_is_writing(tmp_path):
-    """Orphan cleanup needs the write lock: while a writer holds it (mid-segment), a reader opening the index
-    leaves the writer's directory alone; once the writer is gone, the leftover is removed."""
+    """Readers never delete; a second writer waits for the first (the lock), so nobody removes a folder
+    another process is writing; once the writer is gone, the next writer removes its leftover."""
+    from bgmid.errors import BgmidError
+
     rng = np.random.default_rng(9)
     writer = open_index(tmp_path / "db", create=True)
     writer.add_track(_meta(0), *_random_track(rng))
-    writer.db.execute("BEGIN IMMEDIATE")  # as in add_track, between writing the segment and committing it
-    in_flight = tmp_path / "db" / "segments" / "seg-in-flight"
+    in_flight = tmp_path / "db" / "segments" / "tmp-seg-1-0123abcd"
     in_flight.mkdir()
     with open_index(tmp_path / "db") as reader:
         assert reader.stats()["tracks"] == 1
     assert in_flight.exists()
-    writer.db.execute("ROLLBACK")  # the writer dies without committing
-    writer.close()
-    with open_index(tmp_path / "db"):
+    with pytest.raises(BgmidError, match=r"pid \d+\) is writing"):
+        open_index(tmp_path / "db", write=True, wait=False)
+    assert in_flight.exists()
+    writer.close()  # the writer dies without finishing that segment
+    with open_index(tmp_path / "db", write=True):
         pass
     assert not in_flight.exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -32,6 +33,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--jobs", type=int, default=1, help="files fingerprinted in parallel (processes; default 1)")
     p.add_argument("--json", action="store_true", help="print a JSON summary instead of text")
+    p.add_argument(
+        "--no-wait", action="store_true",
+        help="fail at once if another bgmid process is writing this index (default: wait for it; one writer "
+        "at a time, readers are never blocked)",
+    )
     p.add_argument("paths", nargs="+", metavar="PATH", help="audio files or folders")
     p.set_defaults(func=cmd_index)
 
@@ -40,7 +46,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="identify the music in query files",
         description=(
             "Identify which indexed track plays in each query file and where (track offset in seconds). "
-            "A query with no indexed music gives no match rather than a guess."
+            "A query with no indexed music gives no match rather than a guess. Queries longer than "
+            f"{STREAM_QUERY_S:.0f} s are streamed in blocks (memory does not grow with their length). Unreadable "
+            "queries are named on stderr and make the exit status 1; a truncated one is matched on what could "
+            "be read, with a warning."
         ),
     )
     add_db_argument(p)
@@ -68,10 +77,34 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("queries", nargs="+", metavar="QUERY", help="audio files to identify")
     p.set_defaults(func=cmd_identify)
 
-    p = sub.add_parser("stats", help="size of an index", description="Tracks, hours, postings and bytes on disk.")
+    p = sub.add_parser(
+        "stats", help="size of an index",
+        description="Tracks, hours of music, postings and size on disk (JSON: 'bytes' in bytes). Reads only.",
+    )
     add_db_argument(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser(
+        "check",
+        help="verify an index byte for byte; --repair fixes it without losing healthy tracks",
+        description=(
+            "Verify every file of the index: each segment against its checksums and structure, each track row "
+            "of meta.sqlite against its checksum, and the two against each other. Names every damaged file "
+            "and the tracks it holds; changes nothing (exit status 0 healthy, 1 damaged). With --repair (one "
+            "writer at a time): damaged segments and the old metadata are moved to DIR/quarantine/<time>/ "
+            "(nothing is deleted), the metadata is rebuilt from the healthy segments (each carries its tracks' "
+            "records), and tracks that only damaged segments held are re-indexed from their audio files where "
+            "these still exist; the rest are listed. Also upgrades an index of format 2 in place."
+        ),
+    )
+    add_db_argument(p)
+    p.add_argument("--repair", action="store_true", help="repair what the check finds (see above)")
+    p.add_argument("--no-reindex", action="store_true",
+                   help="with --repair: do not re-index affected tracks from their files, only list them")
+    p.add_argument("--no-wait", action="store_true", help="with --repair: fail at once if another writer is busy")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=cmd_check)
 
     p = sub.add_parser(
         "remove",
@@ -79,18 +112,29 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Remove tracks by id (see 'bgmid identify --json') or by file path; postings are dropped.",
     )
     add_db_argument(p)
+    p.add_argument("--no-wait", action="store_true", help="fail at once if another writer is busy (default: wait)")
     p.add_argument("tracks", nargs="+", metavar="ID_OR_PATH", help="track ids or the paths they were indexed from")
     p.set_defaults(func=cmd_remove)
 
 
 def cmd_index(args: argparse.Namespace) -> int:
     from bgmid.audio import iter_audio_files
+    from bgmid.errors import BgmidError
     from bgmid.index import open_index
     from bgmid.index.build import index_paths
+    from bgmid.paths import shown
 
     t0 = time.time()
-    with open_index(args.db, preset=args.preset, create=True) as store:
-        total = sum(1 for _ in iter_audio_files(args.paths))
+    for p in args.paths:
+        if not os.path.lexists(p):
+            raise BgmidError(f"{shown(p)}: no such file or folder. Check the path.")
+    total = sum(1 for _ in iter_audio_files(args.paths))
+    if total == 0:
+        raise BgmidError(
+            f"no audio files under {', '.join(shown(p) for p in args.paths)} (looked for "
+            "WAV, FLAC, OGG, Opus, MP3, AAC/M4A, MP4/MKV/TS and extensionless files); nothing was indexed."
+        )
+    with open_index(args.db, preset=args.preset, create=True, wait=not args.no_wait) as store:
         bar = progress(total=total, desc="indexing", unit="file")
 
         def on_progress(path: str, status: str) -> None:
@@ -102,10 +146,13 @@ def cmd_index(args: argparse.Namespace) -> int:
         stats = store.stats()
     for _, reason in report.failed:
         print(f"bgmid index: skipped: {reason}", file=sys.stderr)
+    for _, msg in report.warnings:
+        print(f"bgmid index: warning: {msg}", file=sys.stderr)
     summary = {
         "added": len(report.added),
         "skipped_already_indexed": len(report.skipped),
-        "failed": [p for p, _ in report.failed],
+        "failed": [shown(p) for p, _ in report.failed],
+        "warnings": [msg for _, msg in report.warnings],
         "seconds": round(time.time() - t0, 2),
         "index": stats,
     }
@@ -115,50 +162,72 @@ def cmd_index(args: argparse.Namespace) -> int:
         print(
             f"added {summary['added']}, already indexed {summary['skipped_already_indexed']}, "
             f"failed {len(report.failed)} in {summary['seconds']} s; index now {stats['tracks']} tracks, "
-            f"{stats['hours']} h, {stats['postings']} postings, {stats['bytes'] / 1e6:.1f} MB"
+            f"{stats['hours']} h, {stats['postings']} postings, {human_bytes(stats['bytes'])}"
         )
     return 1 if report.failed else 0
 
 
+#: Queries longer than this (s, as the container declares; unknown counts as long) are streamed in blocks
+#: (:meth:`bgmid.match.Matcher.identify_file`): memory stays flat whatever their length. Shorter ones are
+#: loaded whole, which skips the refinement phases' analyses when no refinement is needed.
+STREAM_QUERY_S = 60.0
+
+
 def cmd_identify(args: argparse.Namespace) -> int:
-    from bgmid.audio import AudioError, load, resample
-    from bgmid.cli.common import resolve_separator
+    from bgmid.audio import AudioError, info, load, resample
+    from bgmid.cli.common import audio_warnings, resolve_separator
     from bgmid.index import open_index
     from bgmid.match import Matcher
+    from bgmid.paths import shown
 
     status = 0
     separator = resolve_separator(args.separator, command="identify")
-    with open_index(args.db) as store:
+    top = max(1, args.top)
+    with open_index(args.db) as store, audio_warnings("identify"):
         matcher = Matcher(store, QueryOptions(shifts=max(1, args.shifts), min_aligned=args.min_aligned,
                                               refine_phases=max(1, args.refine_phases)))
         for q in args.queries:
+            name = shown(q)
             try:
-                x, sr = load(q)
+                duration = info(q).duration_s
+                if duration <= 0 or duration > STREAM_QUERY_S:
+                    matches = matcher.identify_file(q, top=top, separator=separator)
+                else:
+                    x, sr = load(q)
+                    if separator is not None:  # fusion: votes of the mix and of the separated music are pooled
+                        x = resample(x, sr, separator.sample_rate)
+                        sr = separator.sample_rate
+                        music, _ = separator.separate(x)
+                        matches = matcher.identify([x, music], sr, top=top)
+                    else:
+                        matches = matcher.identify(x, sr, top=top)
             except AudioError as exc:
                 print(f"bgmid identify: {exc}", file=sys.stderr)
                 status = 1
                 if args.json:
-                    print(json.dumps({"query": q, "matches": [], "error": str(exc)}))
+                    print(json.dumps({"query": name, "matches": [], "error": str(exc)}), flush=True)
                 continue
-            if separator is not None:  # fusion: votes of the mix and of the separated music are pooled
-                x = resample(x, sr, separator.sample_rate)
-                sr = separator.sample_rate
-                music, _ = separator.separate(x)
-                matches = matcher.identify([x, music], sr, top=max(1, args.top))
-            else:
-                matches = matcher.identify(x, sr, top=max(1, args.top))
             if args.json:
-                print(json.dumps({"query": q, "matches": [m.to_dict() for m in matches]}), flush=True)
+                print(json.dumps({"query": name, "matches": [m.to_dict() for m in matches]}), flush=True)
             elif not matches:
-                print(f"{q}: no match")
+                print(f"{name}: no match", flush=True)
             else:
                 for m in matches:
                     print(
-                        f"{q}: {m.title} (track {m.track_id}) at {m.track_offset_s:.2f} s in the track; "
+                        f"{name}: {m.title} (track {m.track_id}) at {m.track_offset_s:.2f} s in the track; "
                         f"query {m.query_start_s:.1f}-{m.query_end_s:.1f} s, {m.score} aligned hashes, "
-                        f"confidence {m.confidence:.2f}"
+                        f"confidence {m.confidence:.2f}", flush=True,
                     )
     return status
+
+
+def human_bytes(n: int) -> str:
+    """1234567 -> '1.2 MB' (decimal units, as disk sizes are sold)."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n} B"  # pragma: no cover
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
@@ -169,9 +238,47 @@ def cmd_stats(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(s))
     else:
+        units = {"hours": "h", "bytes": None}
         for k, v in s.items():
-            print(f"{k:>16}: {v}")
+            if k == "bytes":
+                print(f"{'size on disk':>16}: {human_bytes(v)} ({v:,} bytes)")
+            else:
+                print(f"{k:>16}: {v}{' ' + units[k] if units.get(k) else ''}")
     return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from bgmid.index.check import check_index, repair_index
+
+    if not args.repair:
+        rep = check_index(args.db)
+        if args.json:
+            print(json.dumps(rep.to_dict()))
+        else:
+            print(f"{rep.path}: {rep.tracks} tracks ({rep.healthy_tracks} healthy), {rep.segments} segments "
+                  f"({rep.healthy_segments} healthy)")
+            for f in rep.findings:
+                held = f"; tracks {', '.join(map(str, f.tracks[:20]))}" if f.tracks else ""
+                print(f"  DAMAGED {f.file}: {f.problem}{held}")
+            print("healthy" if rep.healthy else f"run 'bgmid check --db {args.db} --repair' to repair it")
+        return 0 if rep.healthy else 1
+    bar = progress(desc="re-indexing", unit="file")
+    rep = repair_index(args.db, reindex=not args.no_reindex, wait=not args.no_wait,
+                       on_progress=lambda path, status: bar.update(1))
+    bar.close()
+    after = check_index(args.db)
+    if args.json:
+        print(json.dumps({**rep.to_dict(), "healthy_after": after.healthy}))
+    else:
+        if not rep.quarantined and not rep.reindexed and not rep.unrecoverable:
+            print(f"{rep.path}: healthy, nothing to repair ({rep.kept_tracks} tracks)")
+        else:
+            print(f"{rep.path}: kept {rep.kept_tracks} healthy tracks; re-indexed {len(rep.reindexed)}; "
+                  f"moved {len(rep.quarantined)} files/folders to {rep.quarantine}")
+            for u in rep.unrecoverable:
+                print(f"  NOT RECOVERED track {u['track_id']} ({u['title']}): {u['why']}")
+        print("healthy now" if after.healthy else "still damaged: " + "; ".join(f.problem for f in after.findings))
+    return 0 if after.healthy and not rep.unrecoverable else 1
 
 
 def cmd_remove(args: argparse.Namespace) -> int:
@@ -180,7 +287,7 @@ def cmd_remove(args: argparse.Namespace) -> int:
     from bgmid.errors import BgmidError
     from bgmid.index import open_index
 
-    with open_index(args.db) as store:
+    with open_index(args.db, write=True, wait=not args.no_wait) as store:
         by_path = {t.path: t.track_id for t in store.tracks()}
         ids = []
         for t in args.tracks:

@@ -13,12 +13,13 @@ import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from bgmid.audio import AudioError, iter_audio_files
+from bgmid.audio import AudioError, iter_audio_files, require_regular_file
+from bgmid.audio import read_tags as read_title  # moved to bgmid.audio; the old name stays
 from bgmid.fingerprint.landmarks import Landmarks, fingerprint_file
 from bgmid.fingerprint.presets import Preset
 from bgmid.index.base import Store, TrackMeta
+from bgmid.paths import shown
 
 #: Tracks between tiered compactions during a run.
 COMPACT_EVERY = 32
@@ -29,6 +30,7 @@ class IndexReport:
     added: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  #: already in the index (same bytes)
     failed: list[tuple[str, str]] = field(default_factory=list)  #: (path, reason)
+    warnings: list[tuple[str, str]] = field(default_factory=list)  #: (path, message): indexed, with a caveat
 
 
 def file_sha1(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -40,28 +42,26 @@ def file_sha1(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def read_title(path: str | os.PathLike) -> tuple[str, dict]:
-    """Title and other tags from the file's metadata; the file name when it has no title tag."""
-    import av
+def _work(path: str, preset: Preset) -> tuple[Landmarks, float, str, dict, list[str]]:
+    """Fingerprint and tags of one file (runs in a worker process with ``--jobs``). Returns ``(landmarks,
+    duration_s, title, extra tags, notes)``: ``notes`` are the :class:`~bgmid.audio.AudioWarning` messages
+    (a truncated or damaged file, indexed on what could be read), for the report; other warnings are shown
+    as usual."""
+    import warnings
 
-    extra: dict = {}
-    try:
-        with av.open(str(path)) as c:
-            tags = {k.lower(): v for k, v in (c.metadata or {}).items()}
-            if c.streams.audio:
-                tags.update({k.lower(): v for k, v in (c.streams.audio[0].metadata or {}).items()})
-    except Exception:
-        tags = {}
-    for k in ("artist", "album", "composer", "isrc", "date", "genre"):
-        if tags.get(k):
-            extra[k] = str(tags[k])
-    return str(tags.get("title") or Path(path).stem), extra
+    from bgmid.audio import AudioWarning
 
-
-def _work(path: str, preset: Preset) -> tuple[Landmarks, float, str, dict]:
-    lm, dur = fingerprint_file(path, preset)
-    title, extra = read_title(path)
-    return lm, dur, title, extra
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", AudioWarning)
+        lm, dur = fingerprint_file(path, preset)
+        title, extra = read_title(path)
+    notes = []
+    for w in caught:
+        if issubclass(w.category, AudioWarning):
+            notes.append(str(w.message))
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return lm, dur, title, extra, notes
 
 
 def index_paths(
@@ -78,31 +78,51 @@ def index_paths(
     report = IndexReport()
     files = [str(p) for p in iter_audio_files(list(paths))]
     in_flight: dict[Future, tuple[str, str]] = {}
-    seen: set[str] = set()
+    #: content hash -> None while in flight, "" once added, else the failure reason (a byte-identical copy of
+    #: a file that failed fails with it rather than passing for "already indexed")
+    outcome: dict[str, str | None] = {}
+    waiting: dict[str, list[str]] = {}  # content hash -> copies found while the first one was in flight
 
     def note(path: str, status: str) -> None:
         if on_progress:
             on_progress(path, status)
 
+    def fail(path: str, reason: str) -> None:
+        report.failed.append((path, reason))
+        note(path, "failed")
+
+    def settle(digest: str, reason: str) -> None:
+        outcome[digest] = reason
+        for dup in waiting.pop(digest, []):
+            if reason:
+                fail(dup, f"{shown(dup)}: same bytes as {shown(path_of[digest])}, which failed")
+            else:
+                report.skipped.append(dup)
+                note(dup, "skipped")
+
+    path_of: dict[str, str] = {}
+
     def finish(fut: Future) -> None:
         path, digest = in_flight.pop(fut)
         try:
-            lm, dur, title, extra = fut.result()
+            res = fut.result()
         except AudioError as exc:
-            report.failed.append((path, str(exc)))
-            note(path, "failed")
-            return
+            fail(path, str(exc))
+            return settle(digest, str(exc))
         except Exception as exc:  # a broken file must not stop the run
-            report.failed.append((path, f"{path}: {exc.__class__.__name__}: {exc}"))
-            note(path, "failed")
-            return
+            fail(path, f"{shown(path)}: {exc.__class__.__name__}: {exc}")
+            return settle(digest, str(exc))
+        lm, dur, title, extra = res[:4]
+        for msg in res[4] if len(res) > 4 else []:
+            report.warnings.append((path, msg))
         if dur < min_duration_s or len(lm) == 0:
-            report.failed.append((path, f"{path}: too short or silent ({dur:.2f} s, {len(lm)} landmarks); not indexed"))
-            note(path, "failed")
-            return
+            why = f"{shown(path)}: too short or silent ({dur:.2f} s, {len(lm)} landmarks); not indexed"
+            fail(path, why)
+            return settle(digest, why)
         store.add_track(TrackMeta(title, os.path.abspath(path), dur, digest, extra=extra), lm.hashes, lm.times)
         report.added.append(path)
         note(path, "added")
+        settle(digest, "")
         if len(report.added) % COMPACT_EVERY == 0 and hasattr(store, "compact"):
             store.compact()  # tiered merges as we go: a long run keeps few segments (and few open files)
 
@@ -110,16 +130,28 @@ def index_paths(
     try:
         for path in files:
             try:
+                require_regular_file(path)  # a FIFO or device would block the hashing below forever
                 digest = file_sha1(path)
-            except OSError as exc:
-                report.failed.append((path, f"{path}: cannot read ({exc.strerror}); check permissions"))
-                note(path, "failed")
+            except AudioError as exc:
+                fail(path, str(exc))
                 continue
-            if digest in seen or store.has_content(digest):
+            except OSError as exc:
+                fail(path, f"{shown(path)}: cannot read ({exc.strerror}); check permissions")
+                continue
+            if digest in outcome:
+                if outcome[digest] is None:
+                    waiting.setdefault(digest, []).append(path)
+                elif outcome[digest]:
+                    fail(path, f"{shown(path)}: same bytes as {shown(path_of[digest])}, which failed")
+                else:
+                    report.skipped.append(path)
+                    note(path, "skipped")
+                continue
+            if store.has_content(digest):
                 report.skipped.append(path)
                 note(path, "skipped")
                 continue
-            seen.add(digest)
+            outcome[digest], path_of[digest] = None, path
             if executor is None:
                 fut: Future = Future()
                 try:

@@ -43,8 +43,7 @@ import os
 import shutil
 import sqlite3
 import time
-import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -52,135 +51,64 @@ import numpy as np
 from bgmid.errors import BgmidError
 from bgmid.fingerprint.presets import Preset, get_preset
 from bgmid.index.base import STOP_FLOOR, TrackMeta, stop_word_limit
-from bgmid.index.postings import PostingLists, encode
+from bgmid.index.lock import WriterLock, writer_active
+from bgmid.index.segment import (
+    IndexDamaged,
+    Segment,
+    digest_bytes,
+    read_manifest,
+    segment_dir,
+    track_record,
+    valid_name,
+    write_segment,
+)
+from bgmid.paths import from_stored, shown, to_stored
 
-#: On-disk format. 1: uncompressed CSR postings (bgmid < 0.2); 2: compressed lists and stop words.
-FORMAT_VERSION = 2
+#: On-disk format. 1: uncompressed CSR postings (bgmid < 0.2); 2: compressed lists and stop words;
+#: 3: checksummed, self-describing segments (manifests), row checksums, commit generations, writer lock.
+FORMAT_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS info (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS tracks (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     title TEXT NOT NULL,
-    path TEXT NOT NULL,
+    path BLOB NOT NULL,
     duration_s REAL NOT NULL,
     content_hash TEXT NOT NULL,
     n_hashes INTEGER NOT NULL,
     extra TEXT NOT NULL DEFAULT '{}',
     removed INTEGER NOT NULL DEFAULT 0,
-    added_at REAL NOT NULL
+    added_at REAL NOT NULL,
+    row_sum TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS tracks_content ON tracks (content_hash);
 CREATE TABLE IF NOT EXISTS segments (
     name TEXT PRIMARY KEY,
     n_postings INTEGER NOT NULL,
     value_bits INTEGER NOT NULL,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    checksum TEXT,
+    generation INTEGER NOT NULL DEFAULT 0
 );
 """
 
+_TRACK_COLS = "id, title, path, duration_s, content_hash, n_hashes, extra, removed, row_sum"
 
 #: Tiered compaction does not build segments larger than this many postings (~24 hours of p1 music; a merge
 #: of that size peaks at ~1 GB): memory stays bounded however large the library grows.
 MAX_MERGE_POSTINGS = 2**23
 
-#: Frames per block of the value -> track look-up table (256 frames of p1 = 6 s; more in huge segments).
-_LUT_SHIFT = 8
-
-_SEGMENT_ARRAYS = ("kdir", "klow", "bitpos", "width", "words", "base", "tids", "stops")
+#: Where removals are also recorded, so metadata rebuilt from the segments does not bring removed tracks back.
+REMOVED_FILE = "removed.json"
 
 
-class _Segment:
-    """One immutable, memory-mapped posting segment."""
-
-    def __init__(self, path: Path, value_bits: int, n_postings: int):
-        self.path = path
-        # Only the bit stream is memory-mapped (one open file per segment: an unmerged index of thousands of
-        # tracks must not run out of file descriptors); the directory arrays (~6 bytes a hash) are read whole.
-        # A plain ndarray view of the map: indexing a np.memmap subclass costs more than the lookup itself.
-        a = {n: np.load(path / f"{n}.npy", mmap_mode="r" if n == "words" else None) for n in _SEGMENT_ARRAYS}
-        a["words"] = np.asarray(a["words"])
-        self.lists = PostingLists(a["kdir"], a["klow"], a["bitpos"], a["width"], a["words"], value_bits)
-        self.base = np.array(a["base"])
-        self.tids = np.array(a["tids"])
-        self.stops = np.array(a["stops"])
-        self.n_postings = n_postings  #: stored postings, as recorded in SQLite when the segment was written
-        # value >> _LUT_SHIFT -> the track holding the start of that block of frames (a first guess that
-        # split() corrects by stepping over the few track starts inside the block)
-        end = int(self.base[-1])
-        self._shift = max(_LUT_SHIFT, int(end).bit_length() - 20)  # at most ~2^20 entries, whatever the size
-        blocks = np.arange(0, end + 1, 1 << self._shift)
-        self._lut = (np.searchsorted(self.base, blocks, side="right") - 1).astype(np.int32)
-
-    def split(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Posting values -> (global track id, frame)."""
-        local = self._lut[values >> self._shift].astype(np.int64)
-        while True:  # tracks shorter than a block are rare: one or two passes (values < base[-1], always)
-            step = values >= self.base[local + 1]
-            if not step.any():
-                break
-            local += step
-        return self.tids[local], values - self.base[local]
-
-    def postings(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """All stored postings as (hash, track_id, time); used when merging segments."""
-        k = np.arange(self.lists.n_keys, dtype=np.int64)
-        counts = self.lists.counts(k)
-        h = np.repeat(self.lists.keys, counts)
-        tid, t = self.split(self.lists.decode(k, counts))
-        return h, tid, t
-
-
-def _write_segment(
-    root: Path, hashes: np.ndarray, track_ids: np.ndarray, times: np.ndarray,
-    drop: np.ndarray | None = None, stops: np.ndarray | None = None,
-) -> tuple[str, int, int]:
-    """Write postings as a new segment directory atomically; return (name, value_bits, stored postings).
-
-    Postings whose hash is in ``drop`` (the index's stop words) are not stored; ``stops`` (the stop words
-    this segment introduces or inherits from the segments it replaces) is recorded with the segment.
-    """
-    hashes = np.asarray(hashes, dtype=np.uint32)
-    times = np.asarray(times, dtype=np.int64)
-    track_ids = np.asarray(track_ids, dtype=np.int64)
-    stops = np.unique(np.asarray([] if stops is None else stops, dtype=np.uint32))
-    drop = np.asarray([] if drop is None else drop, dtype=np.uint32)
-    if times.size and times.min() < 0:
-        raise ValueError("posting times must be >= 0 frames")
-    if drop.size:
-        keep = ~np.isin(hashes, drop)
-        hashes, times, track_ids = hashes[keep], times[keep], track_ids[keep]
-    tids, local = np.unique(track_ids, return_inverse=True)
-    length = np.zeros(tids.size, np.int64)
-    np.maximum.at(length, local, times + 1)
-    base = np.concatenate([[0], np.cumsum(length)]).astype(np.int64)
-    lists = encode(hashes, base[local] + times)
-    name = f"seg-{time.time_ns():x}-{uuid.uuid4().hex[:8]}"
-    tmp = root / f"tmp-{name}"
-    tmp.mkdir(parents=True)
-    arrays = {"kdir": lists.kdir, "klow": lists.klow, "bitpos": lists.bitpos, "width": lists.width,
-              "words": lists.words, "base": base, "tids": tids, "stops": stops}
-    for fname in _SEGMENT_ARRAYS:
-        with open(tmp / f"{fname}.npy", "wb") as fh:
-            np.save(fh, arrays[fname])
-            fh.flush()
-            os.fsync(fh.fileno())
-    os.replace(tmp, root / name)
-    _fsync_dir(root)  # the rename itself must survive a power cut before the row that names it is committed
-    return name, lists.value_bits, int(lists.counts(np.arange(lists.n_keys)).sum())
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return  # platforms without directory handles (Windows): the rename is as durable as it gets
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+def row_checksum(tid: int, title: str, path: str, duration_s: float, content_hash: str, n_hashes: int,
+                 extra: str, removed: int) -> str:
+    """Digest of one track row's fields (what ``bgmid check`` and every metadata read verify)."""
+    fields = [int(tid), title, to_stored(path).hex(), round(float(duration_s), 6), content_hash, int(n_hashes),
+              extra, int(removed)]
+    return digest_bytes(json.dumps(fields).encode())
 
 
 def _over_limit(hashes: np.ndarray, limit: int) -> np.ndarray:
@@ -189,62 +117,164 @@ def _over_limit(hashes: np.ndarray, limit: int) -> np.ndarray:
     return u[c > limit]
 
 
-class LocalStore:
-    """The embedded index (see module docstring). Use :func:`open_index` to get one."""
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
 
-    def __init__(self, path: str | os.PathLike, preset: Preset | str | None = None, create: bool = False):
+
+def segment_names(seg_root: Path) -> list[str]:
+    """Names of the segment folders on disk that have the one name pattern the index writes."""
+    try:
+        return sorted(d.name for d in seg_root.iterdir() if valid_name(d.name))
+    except FileNotFoundError:
+        return []
+
+
+class LocalStore:
+    """The embedded index (see module docstring). Use :func:`open_index` to get one.
+
+    Opened for reading (the default) it changes nothing on disk: SQLite is opened read-only and nothing is
+    cleaned up. Opened for writing (``write=True``, implied by ``create=True``) it first takes the folder's
+    writer lock (:class:`~bgmid.index.lock.WriterLock`); only a writer removes debris of interrupted writes,
+    and only after the metadata has been verified.
+    """
+
+    def __init__(self, path: str | os.PathLike, preset: Preset | str | None = None, create: bool = False,
+                 write: bool | None = None, wait: bool = True, on_wait: Callable[[str], None] | None = None,
+                 lock: WriterLock | None = None):
         self.path = Path(path)
-        meta = self.path / "meta.sqlite"
-        if not meta.exists():
-            if not create:
-                raise BgmidError(
-                    f"{self.path}: no bgmid index here. Create one with 'bgmid index --db {self.path} MUSIC...'."
-                )
-            self.path.mkdir(parents=True, exist_ok=True)
+        self.meta_path = self.path / "meta.sqlite"
         self.seg_root = self.path / "segments"
-        self.seg_root.mkdir(exist_ok=True)
-        self.db = sqlite3.connect(str(meta), timeout=60.0, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.executescript(_SCHEMA)
-        stored = dict(self.db.execute("SELECT key, value FROM info").fetchall())
-        if "preset" in stored:
-            stored_preset = Preset(**json.loads(stored["preset"]))
-            if preset is not None and get_preset(preset) != stored_preset:
-                raise BgmidError(
-                    f"{self.path}: index was built with preset {stored_preset.name!r}, not "
-                    f"{get_preset(preset).name!r}. Use another --db folder for a different preset."
-                )
-            self.preset = stored_preset
-            version = int(stored.get("format_version", "1"))
-            if version != FORMAT_VERSION:
-                self.db.close()
-                raise BgmidError(
-                    f"{self.path}: index format {version} was written by another bgmid version (this one reads "
-                    f"format {FORMAT_VERSION}). Rebuild it: 'bgmid index --db NEW_FOLDER MUSIC...' (the music "
-                    f"files are listed by 'bgmid stats'), or delete the folder and index again."
-                )
+        self.writable = bool(create or write or lock is not None)
+        self._segments: list[Segment] = []
+        self.db: sqlite3.Connection | None = None
+        self._own_lock = lock is None
+        self._lock: WriterLock | None = None
+        if self.writable and not self.meta_path.exists() and not create:
+            raise BgmidError(f"{shown(self.path)}: no bgmid index here. Create one with "
+                             f"'bgmid index --db {shown(self.path)} MUSIC...'.")
+        if self.writable:
+            self._lock = lock or WriterLock(self.path, wait=wait, on_wait=on_wait)
+        try:
+            self._open(preset, create)
+        except sqlite3.DatabaseError as exc:
+            self._close_quietly()
+            raise IndexDamaged(self.path, self.meta_path, f"SQLite: {exc}") from None
+        except BaseException:
+            self._close_quietly()
+            raise
+
+    # -- opening -------------------------------------------------------------------------------------------
+    def _open(self, preset: Preset | str | None, create: bool) -> None:
+        exists = self.meta_path.exists() and self.meta_path.stat().st_size > 0
+        on_disk = segment_names(self.seg_root)
+        if not exists:
+            if on_disk:
+                raise IndexDamaged(self.path, self.meta_path, f"missing or empty while {len(on_disk)} segment "
+                                   "folders hold postings")
+            if not create:
+                raise BgmidError(f"{shown(self.path)}: no bgmid index here. Create one with "
+                                 f"'bgmid index --db {shown(self.path)} MUSIC...'.")
+            self.path.mkdir(parents=True, exist_ok=True)
+        if self.writable:
+            self.seg_root.mkdir(exist_ok=True)
+            self.db = sqlite3.connect(str(self.meta_path), timeout=60.0, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
         else:
-            self.preset = get_preset(preset or "p1")
-            self.db.execute("BEGIN IMMEDIATE")
-            self.db.execute("INSERT OR REPLACE INTO info VALUES ('preset', ?)", (json.dumps(self.preset.to_dict()),))
-            self.db.execute("INSERT OR REPLACE INTO info VALUES ('format_version', ?)", (str(FORMAT_VERSION),))
-            self.db.execute("COMMIT")
-        self._cleanup_orphans()
+            uri = "file:" + self.meta_path.resolve().as_posix().replace("?", "%3f").replace("#", "%23") + "?mode=ro"
+            self.db = sqlite3.connect(uri, uri=True, timeout=60.0, isolation_level=None)
+        self.db.text_factory = lambda b: b.decode("utf-8", errors="surrogateescape")
+        tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        stored = dict(self.db.execute("SELECT key, value FROM info").fetchall()) if "info" in tables else {}
+        if "preset" not in stored:
+            if exists or tables:
+                raise IndexDamaged(self.path, self.meta_path, "holds no index information (preset, format)")
+            self._initialise(preset)
+        else:
+            self._check_preset_and_version(stored, preset)
         self.refresh()
+        if self.writable:
+            self._cleanup_orphans()
+        else:
+            self._check_orphans()
+
+    def _initialise(self, preset: Preset | str | None) -> None:
+        self.preset = get_preset(preset or "p1")
+        self.db.executescript(_SCHEMA)
+        self.db.execute("BEGIN IMMEDIATE")
+        for k, v in (("preset", json.dumps(self.preset.to_dict())), ("format_version", str(FORMAT_VERSION)),
+                     ("generation", "0")):
+            self.db.execute("INSERT OR REPLACE INTO info VALUES (?, ?)", (k, v))
+        self.db.execute("COMMIT")
+
+    def _check_preset_and_version(self, stored: dict, preset: Preset | str | None) -> None:
+        try:
+            stored_preset = Preset(**json.loads(stored["preset"]))
+        except (ValueError, TypeError) as exc:
+            raise IndexDamaged(self.path, self.meta_path, f"unreadable preset: {exc}") from None
+        if preset is not None and get_preset(preset) != stored_preset:
+            raise BgmidError(
+                f"{shown(self.path)}: index was built with preset {stored_preset.name!r}, not "
+                f"{get_preset(preset).name!r}. Use another --db folder for a different preset."
+            )
+        self.preset = stored_preset
+        version = int(stored.get("format_version", "1"))
+        if version == 2:
+            if not self.writable:
+                raise BgmidError(
+                    f"{shown(self.path)}: index format 2 predates checksums. Upgrade it once in place (nothing is "
+                    f"re-fingerprinted): 'bgmid check --db {shown(self.path)} --repair'."
+                )
+            from bgmid.index.check import upgrade_format2
+
+            upgrade_format2(self)
+        elif version != FORMAT_VERSION:
+            raise BgmidError(
+                f"{shown(self.path)}: index format {version} was written by another bgmid version (this one "
+                f"reads format {FORMAT_VERSION}). Rebuild it: 'bgmid index --db NEW_FOLDER MUSIC...' (the music "
+                f"files are listed by 'bgmid stats'), or delete the folder and index again."
+            )
 
     # -- reading -------------------------------------------------------------------------------------------
+    @property
+    def generation(self) -> int:
+        """Commits made to this index so far (segments record the generation they were committed in)."""
+        row = self.db.execute("SELECT value FROM info WHERE key = 'generation'").fetchone()
+        return int(row[0]) if row else 0
+
     def refresh(self) -> None:
-        """(Re)open the segment list, the removed tracks and the stop words from the committed state."""
-        rows = self.db.execute("SELECT name, value_bits, n_postings FROM segments ORDER BY created_at").fetchall()
-        self._segments = [_Segment(self.seg_root / n, int(b), int(c)) for n, b, c in rows]
-        removed = self.db.execute("SELECT id FROM tracks WHERE removed = 1").fetchall()
+        """(Re)open the segment list, the removed tracks and the stop words from the committed state.
+
+        A reader racing a writer's merge may find a segment of its snapshot already deleted: it re-reads the
+        snapshot (a few times) before calling that damage.
+        """
+        for attempt in range(5):
+            self.db.execute("BEGIN")
+            try:
+                rows = self.db.execute(
+                    "SELECT name, value_bits, n_postings, checksum FROM segments ORDER BY created_at").fetchall()
+                removed = self.db.execute("SELECT id FROM tracks WHERE removed = 1").fetchall()
+                n_hashes = self.db.execute(
+                    "SELECT COALESCE(SUM(n_hashes), 0) FROM tracks WHERE removed = 0").fetchone()[0]
+            finally:
+                self.db.execute("COMMIT")
+            try:
+                self._segments = [Segment(self.path, segment_dir(self.path, self.seg_root, n), int(b), int(c), cs)
+                                  for n, b, c, cs in rows]
+                break
+            except IndexDamaged as exc:
+                if attempt == 4 or "missing" not in exc.reason or not writer_active(self.path):
+                    raise
+                time.sleep(0.05 * (attempt + 1))
         self._removed = np.array(sorted(r[0] for r in removed), dtype=np.int64)
         stops = [seg.stops for seg in self._segments]
         self._stops = np.unique(np.concatenate(stops)) if stops else np.zeros(0, np.uint32)
-        self._n_hashes = int(
-            self.db.execute("SELECT COALESCE(SUM(n_hashes), 0) FROM tracks WHERE removed = 0").fetchone()[0]
-        )
+        self._n_hashes = int(n_hashes)
         self._meta_cache: dict[int, TrackMeta] = {}
 
     @property
@@ -285,8 +315,13 @@ class LocalStore:
             rows = np.nonzero(ok & (k >= 0))[0]
             if rows.size == 0:
                 continue
-            values = seg.lists.decode(k[rows], c[rows])
-            tid, t = seg.split(values)
+            try:
+                values = seg.lists.decode(k[rows], c[rows])
+                if values.size and (values.min() < 0 or values.max() >= seg.base[-1]):
+                    raise ValueError("posting outside the segment's time line")
+                tid, t = seg.split(values)
+            except (IndexError, ValueError) as exc:  # only a damaged bit stream gets here
+                raise IndexDamaged(self.path, seg.path / "words.npy", str(exc), seg.tids.tolist()) from None
             parts.append((np.repeat(rows, c[rows]), tid, t))
         if not parts:
             return empty, empty, empty
@@ -297,25 +332,26 @@ class LocalStore:
         return rows, tids, times
 
     def _row_to_meta(self, row) -> TrackMeta:
-        tid, title, path, dur, chash, nh, extra = row
-        return TrackMeta(title, path, float(dur), chash, int(nh), json.loads(extra), int(tid))
+        tid, title, path, dur, chash, nh, extra, removed, row_sum = row
+        path = from_stored(path)
+        if row_sum and row_sum != row_checksum(tid, title, path, dur, chash, nh, extra, removed):
+            raise IndexDamaged(self.path, self.meta_path, f"the row of track {tid} fails its checksum", [tid])
+        try:
+            tags = json.loads(extra)
+        except ValueError:
+            raise IndexDamaged(self.path, self.meta_path, f"the tags of track {tid} are not JSON", [tid]) from None
+        return TrackMeta(title, path, float(dur), chash, int(nh), tags, int(tid))
 
     def tracks(self) -> list[TrackMeta]:
-        rows = self.db.execute(
-            "SELECT id, title, path, duration_s, content_hash, n_hashes, extra FROM tracks "
-            "WHERE removed = 0 ORDER BY id"
-        ).fetchall()
+        rows = self.db.execute(f"SELECT {_TRACK_COLS} FROM tracks WHERE removed = 0 ORDER BY id").fetchall()
         return [self._row_to_meta(r) for r in rows]
 
     def track(self, track_id: int) -> TrackMeta:
         tid = int(track_id)
         if tid not in self._meta_cache:
-            row = self.db.execute(
-                "SELECT id, title, path, duration_s, content_hash, n_hashes, extra FROM tracks WHERE id = ?",
-                (tid,),
-            ).fetchone()
+            row = self.db.execute(f"SELECT {_TRACK_COLS} FROM tracks WHERE id = ?", (tid,)).fetchone()
             if row is None:
-                raise KeyError(tid)
+                raise IndexDamaged(self.path, self.meta_path, f"postings of track {tid} but no track row", [tid])
             self._meta_cache[tid] = self._row_to_meta(row)
         return self._meta_cache[tid]
 
@@ -332,7 +368,7 @@ class LocalStore:
         ).fetchone()
         size = sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
         return {
-            "path": str(self.path),
+            "path": shown(self.path),
             "preset": self.preset.name,
             "tracks": int(n),
             "hours": round(float(hours), 3),
@@ -344,42 +380,99 @@ class LocalStore:
         }
 
     # -- writing -------------------------------------------------------------------------------------------
+    def _require_writer(self) -> None:
+        if not self.writable:
+            raise BgmidError(f"{shown(self.path)}: opened for reading; open it with write=True to change it.")
+
+    def _commit_generation(self) -> int:
+        """Inside a write transaction: the next generation, recorded (it commits with the transaction)."""
+        g = self.generation + 1
+        self.db.execute("INSERT OR REPLACE INTO info VALUES ('generation', ?)", (str(g),))
+        return g
+
+    def _track_records(self, ids: Sequence[int]) -> list[dict]:
+        out = []
+        for tid in ids:
+            row = self.db.execute(f"SELECT {_TRACK_COLS} FROM tracks WHERE id = ?", (int(tid),)).fetchone()
+            if row is None:
+                raise IndexDamaged(self.path, self.meta_path, f"postings of track {tid} but no track row", [tid])
+            out.append(track_record(self._row_to_meta(row)))
+        return out
+
     def add_track(self, meta: TrackMeta, hashes: np.ndarray, times: np.ndarray) -> int:
-        """Store one track durably (its own segment, committed with its metadata row); return its id."""
+        """Store one track durably (its own segment, committed with its metadata row); return its id.
+
+        The "already indexed?" check is repeated inside the write transaction: a file whose bytes are
+        already indexed is never stored twice (its existing id is returned).
+        """
+        self._require_writer()
         hashes = np.asarray(hashes, dtype=np.uint32)
         times = np.asarray(times, dtype=np.int64)
+        extra = json.dumps(meta.extra)
         self.db.execute("BEGIN IMMEDIATE")
         try:
+            dup = self.db.execute("SELECT id FROM tracks WHERE content_hash = ? AND removed = 0 LIMIT 1",
+                                  (meta.content_hash,)).fetchone()
+            if dup is not None:
+                self.db.execute("ROLLBACK")
+                meta.track_id = int(dup[0])
+                return meta.track_id
+            g = self._commit_generation()
             cur = self.db.execute(
                 "INSERT INTO tracks (title, path, duration_s, content_hash, n_hashes, extra, added_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (meta.title, meta.path, float(meta.duration_s), meta.content_hash, int(hashes.size),
-                 json.dumps(meta.extra), time.time()),
+                (meta.title, to_stored(meta.path), float(meta.duration_s), meta.content_hash, int(hashes.size),
+                 extra, time.time()),
             )
             tid = int(cur.lastrowid)
-            name, vbits, stored = _write_segment(self.seg_root, hashes, np.full(hashes.size, tid), times,
-                                                 drop=self._stops)
-            self.db.execute("INSERT INTO segments VALUES (?, ?, ?, ?)", (name, stored, vbits, time.time()))
+            meta.track_id, meta.n_hashes = tid, int(hashes.size)
+            self.db.execute("UPDATE tracks SET row_sum = ? WHERE id = ?", (row_checksum(
+                tid, meta.title, meta.path, meta.duration_s, meta.content_hash, int(hashes.size), extra, 0), tid))
+            w = write_segment(self.seg_root, hashes, np.full(hashes.size, tid), times, tracks=[track_record(meta)],
+                              generation=g, preset=self.preset.to_dict(), drop=self._stops)
+            self._insert_segment(w, g)
             self.db.execute("COMMIT")
         except BaseException:
-            self.db.execute("ROLLBACK")
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
             raise
-        seg = _Segment(self.seg_root / name, vbits, stored)
+        seg = Segment(self.path, self.seg_root / w.name, w.value_bits, w.n_postings, w.checksum)
         self._segments.append(seg)
         self._stops = np.union1d(self._stops, seg.stops)
         self._n_hashes += int(hashes.size)
-        meta.track_id, meta.n_hashes = tid, int(hashes.size)
         return tid
+
+    def _insert_segment(self, w, generation: int) -> None:
+        self.db.execute("INSERT INTO segments (name, n_postings, value_bits, created_at, checksum, generation) "
+                        "VALUES (?, ?, ?, ?, ?, ?)", (w.name, w.n_postings, w.value_bits, time.time(), w.checksum,
+                                                      generation))
 
     def remove(self, track_ids: Sequence[int]) -> int:
         """Mark tracks removed (their postings vanish from lookups at once, from disk at the next compaction)."""
+        self._require_writer()
         ids = [int(t) for t in track_ids]
         self.db.execute("BEGIN IMMEDIATE")
-        cur = self.db.executemany("UPDATE tracks SET removed = 1 WHERE id = ? AND removed = 0", [(i,) for i in ids])
-        n = cur.rowcount
-        self.db.execute("COMMIT")
+        try:
+            n = 0
+            for tid in ids:
+                row = self.db.execute(f"SELECT {_TRACK_COLS} FROM tracks WHERE id = ? AND removed = 0",
+                                      (tid,)).fetchone()
+                if row is None:
+                    continue
+                m = self._row_to_meta(row)
+                rs = row_checksum(tid, m.title, m.path, m.duration_s, m.content_hash, m.n_hashes, row[6], 1)
+                self.db.execute("UPDATE tracks SET removed = 1, row_sum = ? WHERE id = ?", (rs, tid))
+                n += 1
+            self._commit_generation()
+            gone = [r[0] for r in self.db.execute("SELECT id FROM tracks WHERE removed = 1")]
+            _atomic_write(self.path / REMOVED_FILE, json.dumps(sorted(gone)).encode())
+            self.db.execute("COMMIT")
+        except BaseException:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise
         self.refresh()
-        return max(0, n)
+        return n
 
     def compact(self, fan_in: int = 4, force: bool = False, max_postings: int = MAX_MERGE_POSTINGS) -> int:
         """Merge small segments so lookups touch few files; drop postings of removed tracks.
@@ -391,9 +484,11 @@ class LocalStore:
         (a lookup costs one binary search more per segment). ``force`` merges everything into one segment
         whatever its size (memory grows with the index). Returns the number of segments merged.
         """
+        self._require_writer()
         merged = 0
         while True:
-            rows = self.db.execute("SELECT name, n_postings, value_bits FROM segments ORDER BY n_postings").fetchall()
+            rows = self.db.execute(
+                "SELECT name, n_postings, value_bits, checksum FROM segments ORDER BY n_postings").fetchall()
             if force:
                 holds_removed = any(np.isin(seg.tids, self._removed).any() for seg in self._segments)
                 victims = rows if (len(rows) > 1 or (rows and holds_removed)) else []
@@ -414,7 +509,8 @@ class LocalStore:
                 return merged
 
     def _merge(self, victims: list) -> None:
-        segs = [_Segment(self.seg_root / n, int(b), int(c)) for n, c, b in victims]
+        segs = [Segment(self.path, segment_dir(self.path, self.seg_root, n), int(b), int(c), cs)
+                for n, c, b, cs in victims]
         parts = [s.postings() for s in segs]
         h, t, tm = (np.concatenate(p) for p in zip(*parts, strict=True))
         if self._removed.size:
@@ -425,24 +521,16 @@ class LocalStore:
         # while it is small, the floor would condemn hashes that a grown index keeps
         new_stops = _over_limit(h, limit) if limit > STOP_FLOOR else np.zeros(0, np.uint32)
         inherited = np.concatenate([s.stops for s in segs])
-        # the new segment is written while holding the write lock, so no other process's orphan cleanup can
-        # take it for debris, and the victims are checked to be still there (another process may have merged
-        # them meanwhile: then this merge is dropped rather than duplicating their postings)
         self.db.execute("BEGIN IMMEDIATE")
         name = None
         try:
-            names = [n for n, _, _ in victims]
-            still = self.db.execute(
-                f"SELECT COUNT(*) FROM segments WHERE name IN ({','.join('?' * len(names))})", names
-            ).fetchone()[0]
-            if still != len(names):
-                self.db.execute("ROLLBACK")
-                self.refresh()
-                return
-            name, vbits, stored = _write_segment(self.seg_root, h, t, tm, drop=np.union1d(self._stops, new_stops),
-                                                 stops=np.union1d(inherited, new_stops))
-            self.db.executemany("DELETE FROM segments WHERE name = ?", [(n,) for n in names])
-            self.db.execute("INSERT INTO segments VALUES (?, ?, ?, ?)", (name, stored, vbits, time.time()))
+            g = self._commit_generation()
+            w = write_segment(self.seg_root, h, t, tm, tracks=self._track_records(np.unique(t).tolist()),
+                              generation=g, preset=self.preset.to_dict(), drop=np.union1d(self._stops, new_stops),
+                              stops=np.union1d(inherited, new_stops))
+            name = w.name
+            self.db.executemany("DELETE FROM segments WHERE name = ?", [(n,) for n, *_ in victims])
+            self._insert_segment(w, g)
             self.db.execute("COMMIT")
         except BaseException:
             if self.db.in_transaction:
@@ -452,35 +540,81 @@ class LocalStore:
             raise
         del segs, parts
         self._segments = []
-        for n, _, _ in victims:
+        for n, *_ in victims:
             shutil.rmtree(self.seg_root / n, ignore_errors=True)
         self.refresh()
 
-    def _cleanup_orphans(self) -> None:
-        """Delete segment directories that no committed row refers to (left by a kill mid-write).
+    # -- debris and damage ---------------------------------------------------------------------------------
+    def classify_orphans(self) -> dict[str, list[str]]:
+        """Segment folders on disk that the metadata does not list, by what they are (nothing is changed).
 
-        Segments are only ever written under SQLite's write lock (see :meth:`add_track`, :meth:`_merge`), so
-        taking that lock guarantees no other process is half-way through one; if another process holds it,
-        the cleanup is skipped rather than waited for (a reader must not stall behind an indexer).
+        ``debris``: left by an interrupted write (a merge's victims or output whose tracks live on in listed
+        segments, a track whose commit never happened, removed tracks), safe for a writer to delete;
+        ``stale``: healthy segments holding tracks the metadata does not know (the metadata was lost or
+        replaced by an older copy); ``damaged``: folders with no readable manifest.
         """
-        self.db.execute("PRAGMA busy_timeout = 0")
-        try:
-            self.db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError:
-            return  # someone is writing: its files are not debris, and it will clean up itself
-        finally:
-            self.db.execute("PRAGMA busy_timeout = 60000")
-        try:
-            live = {r[0] for r in self.db.execute("SELECT name FROM segments").fetchall()}
-            for d in self.seg_root.iterdir():
-                if d.name not in live:
-                    shutil.rmtree(d, ignore_errors=True)
-        finally:
-            self.db.execute("COMMIT")
+        listed = {seg.name for seg in self._segments}
+        live_tids = set(np.concatenate([s.tids for s in self._segments]).tolist()) if self._segments else set()
+        removed = set(self._removed.tolist())
+        known = {r[0] for r in self.db.execute("SELECT id FROM tracks")}
+        g = self.generation
+        out: dict[str, list[str]] = {"debris": [], "stale": [], "damaged": []}
+        for name in segment_names(self.seg_root):
+            if name in listed:
+                continue
+            try:
+                m = read_manifest(self.path, self.seg_root / name)
+                held = {int(t["id"]) for t in m["tracks"]}
+                gen = int(m.get("generation", 0))
+            except (IndexDamaged, KeyError, TypeError, ValueError):
+                out["damaged"].append(name)
+                continue
+            if held <= live_tids | removed or (gen == g + 1 and not held & known):
+                out["debris"].append(name)
+            else:
+                out["stale"].append(name)
+        return out
+
+    def _orphan_damage(self, orphans: dict[str, list[str]]) -> IndexDamaged | None:
+        if orphans["stale"]:
+            return IndexDamaged(self.path, self.meta_path, f"older than the segments: {len(orphans['stale'])} "
+                                "healthy segment folders hold tracks it does not list (lost or replaced metadata)")
+        if orphans["damaged"]:
+            return IndexDamaged(self.path, self.seg_root / orphans["damaged"][0], "segment folder without a "
+                                "readable manifest")
+        return None
+
+    def _check_orphans(self) -> None:
+        """Reader: refuse to answer from metadata that has lost segments (deleting nothing)."""
+        if writer_active(self.path):
+            return  # a writer's folders in flight look like orphans; it cleans up itself
+        damage = self._orphan_damage(self.classify_orphans())
+        if damage is not None:
+            raise damage
+
+    def _cleanup_orphans(self) -> None:
+        """Writer (holding the lock): delete debris of interrupted writes, after verifying the metadata.
+
+        Segment folders are only written under the writer lock, so a writer finds no one else's work in
+        flight. ``tmp-*`` folders are incomplete writes. Folders that hold tracks the metadata does not know
+        are evidence that the metadata is stale: they are never deleted, and writing stops until
+        ``bgmid check --repair`` has rebuilt the metadata from them.
+        """
+        for d in self.seg_root.iterdir():
+            if d.name.startswith("tmp-seg-") and valid_name(d.name[4:]):
+                shutil.rmtree(d, ignore_errors=True)
+        orphans = self.classify_orphans()
+        damage = self._orphan_damage(orphans)
+        if damage is not None:
+            raise damage
+        for name in orphans["debris"]:
+            shutil.rmtree(self.seg_root / name, ignore_errors=True)
 
     def _checkpoint(self) -> None:
         """Fold SQLite's write-ahead log back into meta.sqlite (it grows to ~4 MB while indexing); skipped at
         once, not waited for, when another process is using the index."""
+        if not self.writable or self.db is None:
+            return
         try:
             self.db.execute("PRAGMA busy_timeout = 0")
             self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -489,10 +623,22 @@ class LocalStore:
         finally:
             self.db.execute("PRAGMA busy_timeout = 60000")
 
+    def _close_quietly(self) -> None:
+        if self.db is not None:
+            try:
+                self.db.close()
+            except sqlite3.Error:
+                pass
+            self.db = None
+        if self._lock is not None and self._own_lock:
+            self._lock.release()
+        self._lock = None
+
     def close(self) -> None:
         self._segments = []
-        self._checkpoint()
-        self.db.close()
+        if self.db is not None:
+            self._checkpoint()
+        self._close_quietly()
 
     def __enter__(self) -> LocalStore:
         return self
@@ -501,6 +647,10 @@ class LocalStore:
         self.close()
 
 
-def open_index(path: str | os.PathLike, preset: Preset | str | None = None, create: bool = False) -> LocalStore:
-    """Open the index at ``path`` (create it with ``create=True``; ``preset`` is fixed at creation)."""
-    return LocalStore(path, preset=preset, create=create)
+def open_index(path: str | os.PathLike, preset: Preset | str | None = None, create: bool = False,
+               write: bool | None = None, wait: bool = True, on_wait: Callable[[str], None] | None = None,
+               ) -> LocalStore:
+    """Open the index at ``path``: for reading (the default: changes nothing on disk), or for writing with
+    ``write=True`` (takes the writer lock; ``wait=False`` fails at once if another writer holds it) or
+    ``create=True`` (creates the index if needed; ``preset`` is fixed at creation)."""
+    return LocalStore(path, preset=preset, create=create, write=write, wait=wait, on_wait=on_wait)
