@@ -96,7 +96,8 @@ def test_two_writers_never_index_a_file_twice(music_dir, tmp_path, split, querie
         a.mkdir(), b.mkdir()
         for i, f in enumerate(files):
             shutil.copy(f, (a if i % 2 else b) / f.name)
-        shutil.copy(files[0], a / "copy-of-first")  # the same bytes in both halves
+        (a / "dup").mkdir()
+        shutil.copy(files[0], a / "dup" / files[0].name)  # the same bytes (and title) in both halves
         inputs = [[a], [b, files[0]]]
     else:
         inputs = [[music_dir], [music_dir]]

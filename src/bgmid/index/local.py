@@ -11,6 +11,11 @@ Layout of an index directory::
         base.npy             int64 cumulative frames of the segment's tracks: posting value = base[track] + frame
         tids.npy             int64 local track number -> global track id
         stops.npy            uint32 stop-word hashes whose postings were dropped (see STOP_FACTOR)
+        manifest.json        checksums of the files above, the records of the tracks held, the commit
+                             generation, the preset (see :mod:`bgmid.index.segment`)
+    write.lock               the writer lock (:mod:`bgmid.index.lock`): one writer at a time
+    removed.json             ids of removed tracks (so metadata rebuilt from segments keeps them removed)
+    quarantine/<time>/       what ``bgmid check --repair`` set aside (damaged segments, old metadata)
 
 Why this shape:
 
@@ -22,9 +27,14 @@ Why this shape:
   one vectorised decode of the posting lists; memory-mapped, so opening an index reads almost nothing.
 * **Crash safe.** Every track is written as a new segment directory under a temporary name, renamed into
   place and only then recorded in SQLite, inside the transaction that also records the track. A kill at any
-  point leaves either the committed state or an orphan directory that the next open deletes, so an
-  interrupted ``bgmid index`` loses at most the track in progress and a re-run resumes (already indexed files
-  are recognised by content hash). Small segments are merged (:meth:`LocalStore.compact`) the same way.
+  point leaves either the committed state or debris that the next *writer* removes (readers never delete
+  anything), so an interrupted ``bgmid index`` loses at most the track in progress and a re-run resumes
+  (already indexed files are recognised by content hash, checked again under the writer lock). Small
+  segments are merged (:meth:`LocalStore.compact`) the same way.
+* **Never trusted blindly.** Segments are checksummed and self-describing; opening one verifies it, and a
+  segment folder that holds tracks the metadata does not know proves the metadata stale: nothing is deleted,
+  and every command says to run ``bgmid check --repair`` (:mod:`bgmid.index.check`), which rebuilds the
+  metadata from the segments. Segment names in the metadata must match the one pattern the index writes.
 
 Stop words: when segments are merged, hashes with more postings than the index's stop-word limit
 (:func:`bgmid.index.base.stop_word_limit`, from the index size at that moment) lose their postings and are
