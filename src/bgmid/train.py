@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import hashlib
 import json
 import math
 import os
@@ -35,7 +34,9 @@ import torch
 from torch import nn
 
 from bgmid.errors import BgmidError
+from bgmid.metrics import si_sdr as metrics_si_sdr
 from bgmid.separation import registry
+from bgmid.separation.registry import torch_threads
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # mix, music, speech: (B, 1, N) each
 
@@ -158,13 +159,10 @@ def loss_fn(model: nn.Module, mix: torch.Tensor, music: torch.Tensor, speech: to
     return (est[:, :1] - music).abs().mean() + (est[:, 1:] - speech).abs().mean()
 
 
-def si_sdr(est: np.ndarray, ref: np.ndarray, eps: float = 1e-9) -> float:
-    """Scale-invariant SDR in dB (fast, no mir_eval): projection of the estimate on the reference."""
-    est = est.astype(np.float64) - est.mean()
-    ref = ref.astype(np.float64) - ref.mean()
-    a = np.dot(est, ref) / (np.dot(ref, ref) + eps)
-    target = a * ref
-    return float(10 * np.log10((np.dot(target, target) + eps) / (np.dot(est - target, est - target) + eps)))
+def si_sdr(est: np.ndarray, ref: np.ndarray) -> float:
+    """Deprecated argument order (estimate first): :func:`bgmid.metrics.si_sdr` with ``zero_mean=True``, the
+    figure training validates with. New code calls ``bgmid.metrics.si_sdr(reference=..., estimate=...)``."""
+    return metrics_si_sdr(reference=ref, estimate=est, zero_mean=True)
 
 
 def lr_at(cfg: TrainConfig, step: int, horizon: int | None) -> float:
@@ -176,13 +174,13 @@ def lr_at(cfg: TrainConfig, step: int, horizon: int | None) -> float:
 
 
 def manifest_hash(root: str | None) -> str:
-    """sha256 (16 hex digits) of the corpus manifest the run trained on; '' when there is none."""
-    try:
-        from bgmid.data.corpus import default_root
+    """:func:`bgmid.data.corpus.manifest_sha256` of the corpus the run trained on, shortened to the 16 hex digits
+    checkpoints record (``data_manifest_hash``); '' when there is none."""
+    from bgmid.data.corpus import manifest_sha256
 
-        p = Path(root) if root else Path(default_root())
-        return hashlib.sha256((p / "manifest.json").read_bytes()).hexdigest()[:16]
-    except Exception:
+    try:
+        return manifest_sha256(root)[:16]
+    except (BgmidError, OSError):
         return ""
 
 
@@ -232,9 +230,9 @@ def validate(model: nn.Module, sets: ValSet) -> dict[str, float]:
             if np.dot(mu, mu) < 1e-8 or np.dot(sp, sp) < 1e-8:
                 continue
             em, es = separate_array(model, mix, batch=8)
-            mu_s.append(si_sdr(em, mu))
-            sp_s.append(si_sdr(es, sp))
-            base.append(si_sdr(mix, mu))
+            mu_s.append(metrics_si_sdr(reference=mu, estimate=em, zero_mean=True))
+            sp_s.append(metrics_si_sdr(reference=sp, estimate=es, zero_mean=True))
+            base.append(metrics_si_sdr(reference=mu, estimate=mix, zero_mean=True))
         res[f"music_{name}"] = float(np.mean(mu_s))
         res[f"speech_{name}"] = float(np.mean(sp_s))
         res[f"mix_{name}"] = float(np.mean(base))
@@ -270,8 +268,14 @@ def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
 def train(cfg: TrainConfig, data: BatchSource | None = None, resume: bool = False,
           val_sets: ValSet | None = None, progress: bool = True,
           log: Callable[[str], None] = print) -> TrainResult:
-    """Train ``cfg.model`` until ``cfg.steps`` or ``cfg.minutes``; see the module docstring."""
-    torch.set_num_threads(max(1, cfg.threads))
+    """Train ``cfg.model`` until ``cfg.steps`` or ``cfg.minutes`` with ``cfg.threads`` torch threads; see the
+    module docstring."""
+    with torch_threads(max(1, cfg.threads)):
+        return _train(cfg, data, resume, val_sets, progress, log)
+
+
+def _train(cfg: TrainConfig, data: BatchSource | None, resume: bool, val_sets: ValSet | None, progress: bool,
+           log: Callable[[str], None]) -> TrainResult:
     run = cfg.run_dir
     run.mkdir(parents=True, exist_ok=True)
     last_path, best_path = run / "last.pt", run / "best.pt"
@@ -433,11 +437,11 @@ def speed_x_real_time(model: nn.Module, seconds: float = 30.0, threads: int = 2)
     """Separation speed of ``model`` on ``seconds`` of noise through the chunked path (x real time)."""
     from bgmid.separation.apply import separate_array
 
-    torch.set_num_threads(threads)
     x = (np.random.default_rng(0).standard_normal(int(seconds * model.sample_rate)) * 0.05).astype(np.float32)
-    t = time.perf_counter()
-    separate_array(model, x, batch=8)
-    return seconds / (time.perf_counter() - t)
+    with torch_threads(threads):
+        t = time.perf_counter()
+        separate_array(model, x, batch=8)
+        return seconds / (time.perf_counter() - t)
 
 
 def publish(name: str, run_dir: str | os.PathLike, root: str | None = None, models: str | os.PathLike = "models",

@@ -56,6 +56,7 @@ __all__ = [
     "add_local",
     "build_manifest",
     "load_manifest",
+    "manifest_sha256",
     "items",
     "audio_path",
     "load_item",
@@ -831,6 +832,16 @@ def load_manifest(root: str | os.PathLike | None = None) -> dict:
     if not p.exists():
         raise BgmidError(f"{p}: no corpus here yet. Run 'bgmid data fetch --root {root}' (or --preset demo).")
     return json.loads(p.read_text())
+
+
+def manifest_sha256(root: str | os.PathLike | None = None) -> str:
+    """sha256 (64 hex digits) of ``ROOT/manifest.json``: names the exact corpus (items, splits) a number or a
+    checkpoint came from. Callers that display it shorten it (reports show 16 digits; checkpoints record 16 in
+    ``data_manifest_hash``)."""
+    p = (Path(root) if root else default_root()) / "manifest.json"
+    if not p.exists():
+        raise BgmidError(f"{p}: no corpus here. Run 'bgmid data fetch --root {p.parent}' first.")
+    return hashlib.sha256(p.read_bytes()).hexdigest()
 
 
 def items(man: dict, kind: str | None = None, split: str | None = None) -> list[dict]:

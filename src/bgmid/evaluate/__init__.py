@@ -4,14 +4,22 @@ What matters for this project is the identification rate after separation, not S
 MMDenseNet first, identification ranked Wave-U-Net first), so both are measured on the same fixed test sets and
 set against each other.
 
-* :mod:`bgmid.evaluate.library` -- the reference index of the whole corpus, built once and cached;
-* :mod:`bgmid.evaluate.bss` -- BSS Eval (mir_eval, guarded), SI-SDR, SNR;
-* :mod:`bgmid.evaluate.identification` -- the evaluation grid (separator x input x preset x query x threshold);
-* :mod:`bgmid.evaluate.report` -- Markdown/CSV/PNG report, run log, :func:`best_configuration`.
+* :mod:`bgmid.evaluate.library` -- the reference index of the corpus, built once and cached (also what
+  ``bgmid demo`` and the benchmarks index);
+* :mod:`bgmid.evaluate.bss` -- BSS Eval (mir_eval, guarded); SI-SDR and SNR (defined in :mod:`bgmid.metrics`);
+* :mod:`bgmid.evaluate.separators` -- the separators under evaluation; stage 1, separate a set;
+* :mod:`bgmid.evaluate.identification` -- the evaluation grid (separator x input x preset x query x threshold)
+  as typed stages: identify a set -> rows, score, cost;
+* :mod:`bgmid.evaluate.repeats` -- when a right-track answer at another offset counts (looped music);
+* :mod:`bgmid.evaluate.report` -- Markdown/CSV/PNG report (one function per section), run log,
+  :func:`best_configuration`.
+
+The corpus manifest's hash is :func:`bgmid.data.corpus.manifest_sha256` (re-exported here).
 """
 
 from __future__ import annotations
 
+from bgmid.data.corpus import manifest_sha256
 from bgmid.evaluate.bss import bss_eval, si_sdr, snr
 from bgmid.evaluate.identification import (
     EvalSettings,
@@ -22,7 +30,7 @@ from bgmid.evaluate.identification import (
     evaluate,
     resolve_separators,
 )
-from bgmid.evaluate.library import build_corpus_index, manifest_sha256, open_corpus_index
+from bgmid.evaluate.library import build_corpus_index, open_corpus_index
 from bgmid.evaluate.report import best_configuration, load_report, write_report
 
 __all__ = [

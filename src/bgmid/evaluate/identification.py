@@ -4,8 +4,8 @@ One run evaluates a grid of configurations on the fixed test sets of the data mo
 
 * **separator** -- ``none`` (the unprocessed signal) or a separator name/checkpoint;
 * **input** -- ``sep`` (the separator's music estimate alone, the paper's pipeline) or ``fusion`` (the votes of
-  the estimate and of the unprocessed mix pooled in one query: :meth:`bgmid.match.Matcher.identify` with
-  ``[mix, music_est]``);
+  the estimate and of the unprocessed mix pooled in one query, as :meth:`bgmid.match.Matcher.identify` does
+  with ``[mix, music_est]``);
 * **preset** -- the fingerprint parameter set of the index (``p1``/``p2``);
 * **query** -- query-side options (density and fan-out factors, analysis shifts), which need no new index;
 * **threshold** -- aligned hashes needed to report a match. Every query records its best candidate's score,
@@ -17,18 +17,25 @@ rate, BSS Eval); ``SPLIT_music`` the same clips' clean music (``none``: the ceil
 music, paper Table 7); ``SPLIT_speech``, ``SPLIT_ooi`` and ``SPLIT_ooi_<snr>dB`` negatives (any match is false).
 A query is correct when its top-1 match is the clip's track with the offset within 0.5 s (paper's criterion
 is the track; the offset check makes a lucky right-track-wrong-place match count as wrong) -- or at another place
-of the same track that holds the same music (looped game music repeats exactly; a query cannot tell the loops
-apart, and the fingerprint rightly reports the place with the most votes). The strict (offset only) and
-track-only counts are kept too (``strict``, ``track`` in ``by_threshold`` and ``clips.csv``).
+of the same track that holds the same music (:mod:`bgmid.evaluate.repeats`: looped game music; a query cannot
+tell the loops apart, and the fingerprint rightly reports the place with the most votes). The strict (offset
+only) and track-only counts are kept too (``strict``, ``track`` in ``by_threshold`` and ``clips.csv``).
 
-Separated outputs are cached under ``ROOT/eval_cache/<separator key>/<set>/`` (float16) with the clip's
-separation metrics, so a re-run with other fingerprint settings, or after an interruption, separates nothing
-again. The separator key includes the weights' sha256, so new weights never reuse old outputs.
+A run is four typed stages, per fixed set (:class:`FixedSet`) and separator:
+
+1. :func:`bgmid.evaluate.separators.separate_set` -> :class:`~bgmid.evaluate.separators.Separated` (music
+   estimates and separation figures, cached under ``ROOT/eval_cache``);
+2. :func:`identify_set` -> one :class:`Row` per clip x input x preset x query (cached under
+   ``ROOT/eval_cache/ident``: a re-run that adds a separator or a preset only computes what is new);
+3. :func:`score` -> one :class:`Score` per configuration: correct/strict/track/matched counts at every decision
+   rule (:class:`Rules`);
+4. :func:`cost` -> separation speed, identification time per hour of queries, index size.
+
+:func:`evaluate` runs them over the grid and returns the report dict (:mod:`bgmid.evaluate.report` writes it).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -37,26 +44,54 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from bgmid.errors import BgmidError
-from bgmid.evaluate.bss import bss_eval, source_metrics
+from bgmid.evaluate.repeats import RepeatCheck
+from bgmid.evaluate.separators import (
+    EVAL_SR,
+    Separated,
+    SeparatorEntry,
+    display_name,
+    entry_for,
+    resolve_separators,
+    separate_set,
+    separation_row,
+)
 from bgmid.fingerprint import QueryOptions
-from bgmid.fingerprint.landmarks import Landmarks
+from bgmid.hashing import file_digest
+
+if TYPE_CHECKING:
+    from bgmid.data.mixing import FixedClip
+    from bgmid.fingerprint.landmarks import Landmarks
+    from bgmid.index import LocalStore
+    from bgmid.match import Match, Matcher
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
+    "EVAL_SR",
     "EvalSettings",
+    "FixedSet",
+    "Library",
     "QuerySpec",
     "QUERY_GRID",
+    "Row",
+    "Rules",
+    "Score",
     "SeparatorEntry",
+    "cost",
     "default_sets",
+    "display_name",
+    "entry_for",
     "evaluate",
+    "identify_set",
+    "load_set",
+    "open_library",
     "resolve_separators",
+    "score",
     "set_role",
-    "sha256_file",
 ]
 
 #: Offsets within this many seconds of the truth count as correct.
@@ -65,14 +100,10 @@ OFFSET_TOLERANCE_S = 0.5
 DEFAULT_THRESHOLDS = (5, 6, 7, 8, 9, 10, 12, 14, 16, 20, 25, 30, 40, 50)
 #: Runner-up ratios scored with every threshold (see :func:`rule_key`).
 DEFAULT_RATIOS = (1.0, 1.5, 2.0)
-#: Sample rate at which sets are loaded and separation quality is measured (the paper's 16 kHz).
-EVAL_SR = 16000
+#: Clips of the first mixture set that :func:`cost` times identification on.
+TIMING_CLIPS = 40
 
 
-class Separator(Protocol):
-    sample_rate: int
-
-    def separate(self, mono: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 @dataclass(frozen=True)
@@ -155,134 +186,17 @@ def default_sets(split: str = "test", snrs: Sequence[float] = (0, -10, -20)) -> 
     return fixed_set_names(split, snrs)
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def fixed_set_key(root: Path, set_name: str, sample_rate: int = EVAL_SR) -> str:
     """``<set>-<sha256 of its CSV>``: the CSV fixes every clip (track, offset, gains, speech lines), so caches keyed
     by it are never reused after ``bgmid data mix`` rebuilds the sets from a changed corpus."""
     split = set_name.split("_", 1)[0]
     p = root / "fixed" / str(int(sample_rate)) / split / f"{set_name}.csv"
-    return f"{set_name}-{sha256_file(p)[:12]}"
+    return f"{set_name}-{file_digest(p)[:12]}"
 
-
-# --------------------------------------------------------------------------------------------------
-# separators
-
-
-@dataclass
-class SeparatorEntry:
-    """A separator under evaluation (``separator is None``: the unprocessed signal)."""
-
-    name: str
-    separator: Separator | None = None
-    weights: str = ""  #: checkpoint path, when known
-    sha256: str = ""  #: of the checkpoint file
-    info: dict = field(default_factory=dict)  #: sample rate, parameters, model class
-
-    @property
-    def key(self) -> str:
-        """Cache key: name plus weights hash (a separator without weights file is never cached)."""
-        return f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', self.name)}-{self.sha256[:12]}" if self.sha256 else ""
-
-
-def _weights_path(name: str, sep: Any, models_dir: Path) -> str:
-    info = getattr(sep, "info", None)
-    cands = [info.get("path")] if isinstance(info, dict) else []
-    cands += [getattr(sep, attr, None) for attr in ("path", "weights", "weights_path", "checkpoint")]
-    for v in cands:
-        if isinstance(v, str | os.PathLike) and Path(v).is_file():
-            return str(v)
-    if Path(name).is_file():
-        return name
-    for cand in (models_dir / f"{name}-lite.pt", models_dir / f"{name}.pt"):
-        if cand.is_file():
-            return str(cand)
-    return ""
-
-
-def resolve_separators(
-    names: Sequence[str], models_dir: str | os.PathLike = "models"
-) -> tuple[list[SeparatorEntry], dict[str, str]]:
-    """Load the named separators; return the loaded ones and {name: why skipped} for the rest.
-
-    ``none`` is the unprocessed signal. Other names go to ``bgmid.separation.load_separator`` (a registry
-    name or a checkpoint path). A separator whose weights are missing is skipped with the loader's reason, so
-    an evaluation runs with whatever has been trained so far.
-    """
-    entries: list[SeparatorEntry] = []
-    skipped: dict[str, str] = {}
-    if not models_dir:
-        try:
-            from bgmid.separation import models_dir as _md
-
-            models_dir = _md()
-        except Exception:
-            models_dir = "models"
-    mdir = Path(models_dir)
-    for name in names:
-        if name == "none":
-            entries.append(SeparatorEntry("none"))
-            continue
-        try:
-            from bgmid.separation import load_separator
-        except Exception as exc:  # the separation package is not there yet
-            skipped[name] = f"bgmid.separation.load_separator unavailable ({exc.__class__.__name__}: {exc})"
-            continue
-        try:
-            sep = load_separator(name)
-        except Exception as exc:
-            skipped[name] = f"{exc.__class__.__name__}: {exc}"
-            continue
-        entries.append(entry_for(display_name(name), sep, mdir))
-    return entries, skipped
-
-
-def display_name(name: str) -> str:
-    """Registry names stay; a checkpoint path is named after its file, or its run folder for best/last.pt."""
-    p = Path(name)
-    if p.suffix != ".pt":
-        return name
-    return p.parent.name if p.stem in ("best", "last") and p.parent.name else p.stem
-
-
-def entry_for(name: str, sep: Separator, models_dir: str | os.PathLike = "models") -> SeparatorEntry:
-    """A :class:`SeparatorEntry` for a loaded separator (weights path and sha256 found where possible)."""
-    w = _weights_path(name, sep, Path(models_dir))
-    info: dict[str, Any] = {"sample_rate": int(sep.sample_rate), "class": type(sep).__name__}
-    model = getattr(sep, "model", None)
-    if model is not None and hasattr(model, "parameters"):
-        try:
-            info["parameters"] = int(sum(p.numel() for p in model.parameters()))
-            info["model_class"] = type(model).__name__
-        except Exception:  # pragma: no cover - informative only
-            pass
-    return SeparatorEntry(name, sep, w, sha256_file(w) if w else "", info)
-
-
-def run_separator(sep: Separator, mix: np.ndarray, sr: int = EVAL_SR) -> tuple[np.ndarray, np.ndarray]:
-    """Separate ``mix`` (at ``sr``) with ``sep`` at its own rate; return (music, speech) at ``sr``, same length."""
-    from bgmid.audio import resample
-
-    x = mix if sep.sample_rate == sr else resample(mix, sr, sep.sample_rate)
-    music, speech = sep.separate(np.ascontiguousarray(x, dtype=np.float32))
-    out = []
-    for y in (music, speech):
-        y = np.asarray(y, dtype=np.float32).reshape(-1)
-        if sep.sample_rate != sr:
-            y = resample(y, sep.sample_rate, sr)
-        y = y[: mix.size] if y.size >= mix.size else np.pad(y, (0, mix.size - y.size))
-        out.append(y.astype(np.float32))
-    return out[0], out[1]
 
 
 # --------------------------------------------------------------------------------------------------
-# settings and the run
+# settings and decision rules
 
 
 @dataclass
@@ -310,86 +224,118 @@ class EvalSettings:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Rules:
+    """The decision rules every configuration is scored at: each threshold, alone and with each runner-up
+    ratio (``keys``: ``(threshold, ratio, rule_key)``), including the matcher's calibrated ``default``."""
+
+    default: int
+    thresholds: list[int]
+    keys: list[tuple[int, float, str]]
+
+    @classmethod
+    def of(cls, settings: EvalSettings) -> Rules:
+        from bgmid.match import CALIBRATION
+
+        default = int(CALIBRATION["min_aligned"])
+        thresholds = sorted(set(int(t) for t in settings.thresholds) | {default})
+        ratios = sorted(set(float(r) for r in settings.ratios) | {1.0})
+        return cls(default, thresholds, [(t, r, rule_key(t, r)) for r in ratios for t in thresholds])
+
+
+# --------------------------------------------------------------------------------------------------
+# what a run reads: fixed sets and the reference library
+
+
 @dataclass
-class _ClipResult:
-    score: int
-    correct: bool  #: right track, and the offset within 0.5 s or at a repeat of the same music
-    strict: bool  #: right track and offset within 0.5 s
-    track: bool  #: right track (the paper's criterion)
-    time_s: float
-    second: int = 0  #: aligned hashes of the runner-up track (chance level for this query)
+class FixedSet:
+    """One fixed set loaded for a run: its clips at :data:`EVAL_SR`, what it measures, its cache key."""
+
+    name: str
+    role: str  #: see :func:`set_role`
+    snr: float
+    key: str  #: :func:`fixed_set_key`
+    clips: list[FixedClip]
+    truths: list[tuple[str, float]]  #: (track item id, offset s) per clip; ("", nan) for negatives
+
+    @property
+    def negative(self) -> bool:
+        return is_negative(self.role)
+
+    @property
+    def clip_s(self) -> float:
+        return self.clips[0].mix.size / EVAL_SR if self.clips else 0.0
 
 
-#: Two places of a track hold the same music when at least this fraction of one's landmarks recur at the same
-#: relative times in the other. Measured on the demo corpus: looped game music 0.10-0.37, other places 0.000.
-REPEAT_OVERLAP = 0.05
+def _clip_truth(meta: dict) -> tuple[str, float]:
+    off = meta.get("track_offset_s", "")
+    return str(meta.get("music_track_id", "")), float(off) if off not in ("", None) else math.nan
 
 
-class _RepeatCheck:
-    """Is the reported offset a repeat of the true place (looped music)? Compares the reference track's own
-    landmarks at both places; independent of the evaluated preset (p2 on the 16 kHz cache), cached."""
+def load_set(root: Path, name: str, limit: int | None = None) -> FixedSet:
+    """The first ``limit`` clips of fixed set ``name`` (a :class:`BgmidError` when it is not there)."""
+    from bgmid.data.mixing import load_fixed_set
 
-    def __init__(self, root: Path, clip_n: int):
-        self.root, self.n = root, clip_n
-        self.memo: dict[tuple[str, float, float], bool] = {}
-
-    def _lm(self, tid: str, off: float) -> set[tuple[int, int]]:
-        from bgmid.data.corpus import load_item
-        from bgmid.fingerprint import fingerprint, get_preset
-
-        x = load_item(self.root, tid, EVAL_SR)
-        a = max(0, int(round(off * EVAL_SR)))
-        y = np.asarray(x[a:a + self.n], dtype=np.float32) * (1.0 / 32768.0)
-        lm = fingerprint(y, get_preset("p2"))
-        return set(zip(lm.hashes.tolist(), lm.times.tolist()))
-
-    def __call__(self, tid: str, off_true: float, off_found: float) -> bool:
-        key = (tid, round(off_true, 2), round(off_found, 2))
-        if key not in self.memo:
-            a, b = self._lm(tid, off_true), self._lm(tid, off_found)
-            shared = max(len(a & {(h, t + d) for h, t in b}) for d in (-1, 0, 1)) if a and b else 0
-            self.memo[key] = shared >= REPEAT_OVERLAP * max(1, min(len(a), len(b)))
-        return self.memo[key]
+    role, snr = set_role(name)
+    clips = load_fixed_set(root, name, EVAL_SR, limit=limit)
+    return FixedSet(name, role, snr, fixed_set_key(root, name), clips, [_clip_truth(c.meta) for c in clips])
 
 
-def _pool(parts: Sequence[Landmarks]) -> Landmarks:
-    """Union of landmarks on one time line (what Matcher.identify does with several signals)."""
-    parts = [p for p in parts if len(p)]
-    if not parts:
-        return Landmarks(np.zeros(0, np.uint32), np.zeros(0, np.int32))
-    h = np.concatenate([p.hashes for p in parts]).astype(np.uint64)
-    t = np.concatenate([p.times for p in parts]).astype(np.int64)
-    key = np.unique((h << np.uint64(32)) | (t.astype(np.uint64) & np.uint64(0xFFFFFFFF)))
-    return Landmarks((key >> np.uint64(32)).astype(np.uint32), (key & np.uint64(0xFFFFFFFF)).astype(np.int32))
+@dataclass
+class Library:
+    """The corpus index of each preset (:func:`bgmid.evaluate.library.open_corpus_index`), its track id -> item
+    id map, and a matcher per (preset, query label)."""
+
+    stores: dict[str, LocalStore]
+    info: dict[str, dict]  #: each index's ``built.json``
+    item_of: dict[str, dict[int, str]]
+    matchers: dict[tuple[str, str], Matcher]
+
+    def close(self) -> None:
+        for s in self.stores.values():
+            s.close()
 
 
-class _SepCache:
-    """Separated music (float16 .npy) and per-clip metrics (.json) of one separator on one set."""
+def open_library(root: Path, presets: Sequence[str], queries: Sequence[QuerySpec], jobs: int = 1,
+                 log: Callable[[str], None] | None = print) -> Library:
+    """Build (once, cached) and open the corpus index of every preset."""
+    from bgmid.evaluate.library import open_corpus_index
+    from bgmid.match import Matcher
 
-    def __init__(self, base: Path | None, key: str, set_name: str):
-        self.dir = base / key / set_name if (base is not None and key) else None
+    stores, info = {}, {}
+    for p in presets:
+        stores[p], info[p] = open_corpus_index(root, p, jobs=jobs, log=log)
+    item_of = {p: {m.track_id: m.content_hash for m in s.tracks()} for p, s in stores.items()}
+    matchers = {(p, q.label): Matcher(stores[p], q.options(min_aligned=1)) for p in presets for q in queries}
+    return Library(stores, info, item_of, matchers)
 
-    def get(self, k: int) -> tuple[np.ndarray, dict] | None:
-        if self.dir is None:
-            return None
-        a, j = self.dir / f"{k:05d}.npy", self.dir / f"{k:05d}.json"
-        if a.exists() and j.exists():
-            try:
-                return np.load(a).astype(np.float32), json.loads(j.read_text())
-            except (OSError, ValueError):
-                return None
-        return None
 
-    def put(self, k: int, music: np.ndarray, metrics: dict) -> None:
-        if self.dir is None:
-            return
-        self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.dir / f".{k:05d}.{os.getpid()}.tmp"
-        with open(tmp, "wb") as f:
-            np.save(f, music.astype(np.float16))
-        os.replace(tmp, self.dir / f"{k:05d}.npy")
-        tmp.write_text(json.dumps(metrics))
-        os.replace(tmp, self.dir / f"{k:05d}.json")
+# --------------------------------------------------------------------------------------------------
+# stage 2: identify a set
+
+
+@dataclass
+class Row:
+    """One identification: a clip x separator x input x preset x query (a line of ``clips.csv``; the
+    identification cache stores these fields as JSON)."""
+
+    set: str
+    clip: Any  #: the clip's number in its set (as the set's CSV writes it)
+    separator: str
+    input: str  #: ``sep`` or ``fusion``
+    preset: str
+    query: str  #: :attr:`QuerySpec.label`
+    score: int  #: aligned hashes of the top-1 match (0: none)
+    runner_up: int  #: of the second track (chance level for this query)
+    correct: int  #: right track, offset within 0.5 s or at a repeat of the same music
+    strict: int  #: right track, offset within 0.5 s
+    track: int  #: right track (the paper's criterion)
+    match_span_s: float | str
+    match_track: str
+    match_offset_s: float | str
+    truth_track: str
+    truth_offset_s: float
+    time_s: float  #: query analysis + lookup + vote
 
 
 #: Bump when what an identification cache entry means changes (criteria, matcher semantics).
@@ -397,8 +343,8 @@ ID_CACHE_VERSION = 1
 
 
 class _IdCache:
-    """Per-clip identification results of one separator (``none`` or by weights hash) x set x index x query, so a
-    re-run that adds a separator or a preset only computes what is new. Stored as JSON lists of clip rows."""
+    """The :class:`Row` lists of one separator (``none`` or by weights hash) x set x index x query, one JSON
+    file per input."""
 
     def __init__(self, base: Path | None, sep_key: str, set_name: str, index_name: str, query: str):
         self.dir = (base / "ident" / f"v{ID_CACHE_VERSION}" / sep_key / set_name / index_name
@@ -409,7 +355,7 @@ class _IdCache:
         assert self.dir is not None
         return self.dir / f"{self.query}-{inp}.json"
 
-    def get(self, inputs: Sequence[str], n: int) -> dict[str, list[dict]] | None:
+    def get(self, inputs: Sequence[str], n: int) -> dict[str, list[Row]] | None:
         if self.dir is None:
             return None
         out = {}
@@ -420,29 +366,267 @@ class _IdCache:
                 return None
             if len(rows) < n:
                 return None
-            out[i] = rows[:n]
+            out[i] = [Row(**r) for r in rows[:n]]
         return out
 
-    def put(self, rows_by: dict[str, list[dict]]) -> None:
+    def put(self, rows_by: dict[str, list[Row]]) -> None:
         if self.dir is None:
             return
         self.dir.mkdir(parents=True, exist_ok=True)
         for i, rows in rows_by.items():
             tmp = self.dir / f".{self.query}-{i}.{os.getpid()}.tmp"
-            tmp.write_text(json.dumps(rows))
+            tmp.write_text(json.dumps([asdict(r) for r in rows]))
             os.replace(tmp, self._path(i))
 
 
-def _nanstats(vals: Sequence[float]) -> tuple[float, float, int]:
-    a = np.asarray([v for v in vals if v is not None and not math.isnan(v)], dtype=np.float64)
-    if a.size == 0:
-        return math.nan, math.nan, 0
-    return float(a.mean()), float(np.median(a)), int(a.size)
+class MixLandmarks:
+    """The unprocessed mixes' query landmarks of one set per clip x preset x query, computed once and shared by
+    every separator (``none``'s input and each fusion)."""
+
+    def __init__(self, fs: FixedSet):
+        self.fs = fs
+        self._at: dict[tuple[int, int], np.ndarray] = {}
+        self._lm: dict[tuple[int, str, str], Landmarks] = {}
+
+    def get(self, k: int, preset: str, query: str, matcher: Matcher) -> Landmarks:
+        """Clip ``k``'s mix landmarks with ``matcher`` (of ``preset`` and query label ``query``)."""
+        key = (k, preset, query)
+        if key not in self._lm:
+            sr = matcher.preset.sample_rate
+            if (k, sr) not in self._at:
+                self._at[(k, sr)] = _at_rate(self.fs.clips[k].mix, sr)
+            self._lm[key] = matcher.landmarks(self._at[(k, sr)], sr)
+        return self._lm[key]
 
 
-def _clip_truth(meta: dict) -> tuple[str, float]:
-    off = meta.get("track_offset_s", "")
-    return str(meta.get("music_track_id", "")), float(off) if off not in ("", None) else math.nan
+def _at_rate(x: np.ndarray, sr: int) -> np.ndarray:
+    """``x`` (at :data:`EVAL_SR`) resampled to ``sr``."""
+    from bgmid.audio import resample
+
+    return resample(x, EVAL_SR, sr)
+
+
+def _judge(fs: FixedSet, k: int, ms: list[Match], item_of: dict[int, str], repeat: RepeatCheck
+           ) -> tuple[bool, bool, bool]:
+    """(correct, strict, track) of clip ``k``'s matches (see the module docstring)."""
+    tid, off = fs.truths[k]
+    track_ok = bool(ms) and not fs.negative and item_of.get(ms[0].track_id) == tid
+    strict = track_ok and abs(ms[0].track_offset_s - off) <= OFFSET_TOLERANCE_S
+    ok = strict or (track_ok and repeat(tid, off, ms[0].track_offset_s))
+    return ok, strict, track_ok
+
+
+def _row(fs: FixedSet, k: int, sep: str, inp: str, preset: str, query: str, ms: list[Match],
+         item_of: dict[int, str], repeat: RepeatCheck, dt: float) -> Row:
+    ok, strict, track_ok = _judge(fs, k, ms, item_of, repeat)
+    top = ms[0] if ms else None
+    tid, off = fs.truths[k]
+    return Row(
+        set=fs.name, clip=fs.clips[k].meta.get("clip", k), separator=sep, input=inp, preset=preset, query=query,
+        score=top.score if top else 0, runner_up=ms[1].score if len(ms) > 1 else 0,
+        correct=int(ok), strict=int(strict), track=int(track_ok),
+        match_span_s=round(top.query_end_s - top.query_start_s, 2) if top else "",
+        match_track=item_of.get(top.track_id, "") if top else "",
+        match_offset_s=round(top.track_offset_s, 3) if top else "",
+        truth_track=tid, truth_offset_s=off, time_s=round(dt, 5),
+    )
+
+
+def _identify_clips(fs: FixedSet, sep: str, ests: Sequence[np.ndarray | None], preset: str, label: str,
+                    inputs: Sequence[str], lib: Library, mixes: MixLandmarks, repeat: RepeatCheck
+                    ) -> dict[str, list[Row]]:
+    """Rows of every clip of ``fs`` for one preset and query; ``ests`` at the preset's rate (None: the mix)."""
+    from bgmid.match import _pool as pool_landmarks
+
+    matcher = lib.matchers[(preset, label)]
+    psr = matcher.preset.sample_rate
+    out: dict[str, list[Row]] = {i: [] for i in inputs}
+    for k, est in enumerate(ests):
+        mix_lm = mixes.get(k, preset, label, matcher)
+        t_est = time.perf_counter()
+        est_lm = mix_lm if est is None else matcher.landmarks(est, psr)
+        t_est = time.perf_counter() - t_est
+        for inp in inputs:
+            t0 = time.perf_counter()
+            lm = pool_landmarks([est_lm, mix_lm]) if inp == "fusion" else est_lm
+            ms = matcher.match_landmarks(lm, top=2, min_aligned=1)
+            dt = time.perf_counter() - t0 + t_est
+            out[inp].append(_row(fs, k, sep, inp, preset, label, ms, lib.item_of[preset], repeat, dt))
+    return out
+
+
+def identify_set(fs: FixedSet, sep: Separated, lib: Library, queries: Sequence[QuerySpec], fusion: bool,
+                 mixes: MixLandmarks, repeat: RepeatCheck, cache_base: Path | None = None) -> list[Row]:
+    """Stage 2: one :class:`Row` per clip x input x preset x query (in that nesting, innermost first: clip),
+    from the identification cache where it has them."""
+    e = sep.entry
+    inputs = ["sep"] + (["fusion"] if fusion and e.separator is not None else [])
+    rows: list[Row] = []
+    for p, store in lib.stores.items():
+        psr = store.preset.sample_rate
+        ests: list[np.ndarray | None] | None = None  # resampled once per preset, at the first query not cached
+        for q in queries:
+            icache = _IdCache(cache_base, "none" if e.separator is None else e.key, fs.key, store.path.name,
+                              q.label)
+            by_input = icache.get(inputs, len(fs.clips))
+            if by_input is None:
+                if ests is None:
+                    ests = [None] * len(sep.music) if e.separator is None else [_at_rate(x, psr) for x in sep.music]
+                by_input = _identify_clips(fs, e.name, ests, p, q.label, inputs, lib, mixes, repeat)
+                icache.put(by_input)
+            rows += [r if r.separator == e.name else _renamed(r, e.name) for i in inputs for r in by_input[i]]
+    return rows
+
+
+def _renamed(r: Row, separator: str) -> Row:
+    """A cached row under this run's name of its separator (the cache is keyed by weights, not by name)."""
+    return Row(**{**asdict(r), "separator": separator})
+
+
+# --------------------------------------------------------------------------------------------------
+# stage 3: score
+
+
+@dataclass
+class Score:
+    """One configuration (separator x input x preset x query) on one set: the report's ``identification`` entry
+    (``by_threshold``: correct/strict/track/matched counts at every :class:`Rules` key)."""
+
+    separator: str
+    input: str
+    preset: str
+    query: str
+    set: str
+    role: str
+    snr: float
+    clips: int
+    rate: float  #: correct / clips at the default threshold (NaN for negatives)
+    false_rate: float  #: matched (negatives) or matched but not correct (positives) / clips
+    by_threshold: dict[str, dict[str, int]]
+    query_s_mean: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _score_config(rows: Sequence[Row], fs: FixedSet, rules: Rules) -> Score:
+    r0 = rows[0]
+    scores = np.array([int(r.score) for r in rows])
+    second = np.array([int(r.runner_up) for r in rows])
+    correct, strict, track = (np.array([bool(getattr(r, a)) for r in rows]) for a in ("correct", "strict", "track"))
+    by_t = {}
+    for t, ratio, key in rules.keys:
+        ok = (scores >= t) & (scores >= ratio * second)
+        by_t[key] = {"correct": int(np.sum(correct & ok)), "strict": int(np.sum(strict & ok)),
+                     "track": int(np.sum(track & ok)), "matched": int(np.sum(ok))}
+    d, n = by_t[str(rules.default)], len(rows)
+    return Score(
+        r0.separator, r0.input, r0.preset, r0.query, fs.name, fs.role, fs.snr, n,
+        rate=d["correct"] / n if not fs.negative else math.nan,
+        false_rate=d["matched"] / n if fs.negative else (d["matched"] - d["correct"]) / n,
+        by_threshold=by_t, query_s_mean=float(np.mean([float(r.time_s) for r in rows])),
+    )
+
+
+def score(rows: Sequence[Row], fs: FixedSet, rules: Rules) -> list[Score]:
+    """Stage 3: a :class:`Score` per configuration among ``rows`` (all from set ``fs``), in order of appearance."""
+    by: dict[tuple[str, str, str, str], list[Row]] = {}
+    for r in rows:
+        by.setdefault((r.separator, r.input, r.preset, r.query), []).append(r)
+    return [_score_config(rs, fs, rules) for rs in by.values()]
+
+
+# --------------------------------------------------------------------------------------------------
+# stage 4: cost
+
+
+def cost(sep_totals: dict[str, tuple[float, float]], threads: int, lib: Library, queries: Sequence[QuerySpec],
+         timing_clips: Sequence[np.ndarray]) -> dict[str, dict]:
+    """Stage 4: separation speed (``sep_totals``: separator -> (seconds, audio seconds)), identification time of
+    the unprocessed ``timing_clips`` (analysis + lookup + vote) per preset and query option, index size."""
+    out: dict[str, dict] = {"separation": {}, "identification": {}, "index": {}}
+    for name, (wall, audio) in sep_totals.items():
+        if wall > 0:
+            out["separation"][name] = {"audio_s": round(audio, 2), "wall_s": round(wall, 2),
+                                       "x_realtime": round(audio / wall, 2), "threads": threads}
+    if timing_clips:
+        hours = sum(x.size for x in timing_clips) / EVAL_SR / 3600
+        for p in lib.stores:
+            for q in queries:
+                m = lib.matchers[(p, q.label)]
+                t0 = time.perf_counter()
+                for x in timing_clips:
+                    m.match_landmarks(m.landmarks(x, EVAL_SR), top=1)
+                t = time.perf_counter() - t0
+                out["identification"].setdefault(p, {})[q.label] = {
+                    "query_hours": round(hours, 4), "wall_s": round(t, 3), "s_per_hour_of_queries": round(t / hours, 2),
+                }
+    for p, info in lib.info.items():
+        tracks = max(1, int(info["tracks"]))
+        out["index"][p] = {
+            "tracks": info["tracks"], "hours": info["hours"], "bytes": info["bytes"],
+            "mb_per_1000_tracks": round(info["bytes"] / tracks * 1000 / 1e6, 2),
+            "mb_at_paper_scale_9118_tracks": round(info["bytes"] / tracks * 9118 / 1e6, 1),
+            "fingerprint_x_realtime_one_core": info.get("fingerprint_x_realtime_one_core"),
+        }
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# the run
+
+
+@dataclass
+class _Tally:
+    """What a run collects set by set."""
+
+    bss: list[dict] = field(default_factory=list)
+    identification: list[dict] = field(default_factory=list)
+    clip_rows: list[dict] = field(default_factory=list)
+    skipped_sets: dict[str, str] = field(default_factory=dict)
+    sep_totals: dict[str, tuple[float, float]] = field(default_factory=dict)
+    timing_clips: list[np.ndarray] | None = None
+
+
+def _evaluate_set(fs: FixedSet, settings: EvalSettings, separators: Sequence[SeparatorEntry], lib: Library,
+                  queries: Sequence[QuerySpec], rules: Rules, cache_base: Path | None, tally: _Tally,
+                  progress: Callable[..., Any] | None) -> None:
+    """Stages 1-3 for every separator on one set, into ``tally``."""
+    repeat = RepeatCheck(Path(settings.root), fs.clip_s)
+    mixes = MixLandmarks(fs)
+    for e in separators:
+        sep = separate_set(fs, e, settings.bss_clips, cache_base, progress)
+        if e.separator is not None:
+            wall, audio = tally.sep_totals.get(e.name, (0.0, 0.0))
+            tally.sep_totals[e.name] = (wall + sep.sep_s, audio + sep.audio_s)
+        if fs.role in ("mixture", "clean"):
+            tally.bss.append(separation_row(fs, sep))
+        rows = identify_set(fs, sep, lib, queries, settings.fusion, mixes, repeat, cache_base)
+        tally.identification += [s.to_dict() for s in score(rows, fs, rules)]
+        tally.clip_rows += [asdict(r) for r in rows if r.query == queries[0].label]
+    if tally.timing_clips is None and fs.role == "mixture":
+        tally.timing_clips = [c.mix for c in fs.clips[:TIMING_CLIPS]]
+
+
+def _run_sets(settings: EvalSettings, separators: Sequence[SeparatorEntry], lib: Library,
+              queries: Sequence[QuerySpec], rules: Rules, say: Callable[[str], None],
+              progress: Callable[..., Any] | None) -> _Tally:
+    root = Path(settings.root)
+    cache_base = root / "eval_cache" if settings.cache else None
+    tally = _Tally(sep_totals={e.name: (0.0, 0.0) for e in separators if e.separator is not None})
+    for name in settings.sets:
+        set_role(name)  # a name this evaluation does not know is an error, a set not built yet is skipped
+        try:
+            fs = load_set(root, name, settings.clips)
+        except BgmidError as exc:
+            say(f"skipping set {name}: {exc}")
+            tally.skipped_sets[name] = str(exc)
+            continue
+        if not fs.clips:
+            continue
+        say(f"set {name}: {len(fs.clips)} clips of {fs.clip_s:.1f} s ({fs.role})")
+        _evaluate_set(fs, settings, separators, lib, queries, rules, cache_base, tally, progress)
+    return tally
 
 
 def evaluate(
@@ -456,13 +640,8 @@ def evaluate(
     ``separators`` overrides ``settings.models`` (tests pass stand-in separators this way). ``progress(total=,
     desc=)`` may return a tqdm-like bar (``update``/``close``) for the separation loops.
     """
-    import torch
-
-    from bgmid.audio import resample
-    from bgmid.data.corpus import default_root
-    from bgmid.data.mixing import load_fixed_set
-    from bgmid.evaluate.library import manifest_sha256, open_corpus_index
-    from bgmid.match import Matcher
+    from bgmid.data.corpus import default_root, manifest_sha256
+    from bgmid.separation.registry import torch_threads
 
     say = log or (lambda _m: None)
     root = Path(settings.root) if settings.root else default_root()
@@ -475,225 +654,24 @@ def evaluate(
     if not separators:
         raise BgmidError("no separator to evaluate (even 'none' was left out); pass --models none ...")
     queries = [QuerySpec.parse(q) for q in settings.queries]
-    from bgmid.match import CALIBRATION
-
-    default_t = int(CALIBRATION["min_aligned"])
-    thresholds = sorted(set(int(t) for t in settings.thresholds) | {default_t})
-    ratios = sorted(set(float(r) for r in settings.ratios) | {1.0})
-    rules = [(t, r, rule_key(t, r)) for r in ratios for t in thresholds]
-    torch.set_num_threads(max(1, int(settings.threads)))
-    cache_base = root / "eval_cache" if settings.cache else None
-
+    rules = Rules.of(settings)
     report: dict[str, Any] = {
-        "settings": settings.to_dict(),
-        "manifest_sha256": manifest_sha256(root),
-        "default_threshold": default_t,
-        "thresholds": thresholds,
-        "rules": [k for _, _, k in rules],
-        "separators": {},
+        "settings": settings.to_dict(), "manifest_sha256": manifest_sha256(root), "default_threshold": rules.default,
+        "thresholds": rules.thresholds, "rules": [k for _, _, k in rules.keys],
+        "separators": {e.name: {"weights": e.weights, "sha256": e.sha256, **e.info} for e in separators},
         "skipped_separators": skipped,
-        "index": {},
-        "bss": [],
-        "identification": [],
-        "cost": {"separation": {}, "identification": {}, "index": {}},
     }
-    for e in separators:
-        report["separators"][e.name] = {"weights": e.weights, "sha256": e.sha256, **e.info}
-
-    stores = {}
-    for p in settings.presets:
-        store, info = open_corpus_index(root, p, jobs=settings.jobs, log=log)
-        stores[p] = store
-        report["index"][p] = info
-    track_of = {p: {m.track_id: m.content_hash for m in s.tracks()} for p, s in stores.items()}
-    matchers = {(p, q.label): Matcher(stores[p], q.options(min_aligned=1)) for p in settings.presets for q in queries}
-
-    sep_time: dict[str, float] = {e.name: 0.0 for e in separators}
-    sep_audio: dict[str, float] = {e.name: 0.0 for e in separators}
-    timing_clips: list[np.ndarray] | None = None
-    clip_rows: list[dict] = []
-
-    for set_name in settings.sets:
-        role, snr = set_role(set_name)
+    with torch_threads(max(1, int(settings.threads))):
+        lib = open_library(root, settings.presets, queries, settings.jobs, log)
         try:
-            clips = load_fixed_set(root, set_name, EVAL_SR, limit=settings.clips)
-            set_key = fixed_set_key(root, set_name)
-        except BgmidError as exc:
-            say(f"skipping set {set_name}: {exc}")
-            report.setdefault("skipped_sets", {})[set_name] = str(exc)
-            continue
-        if not clips:
-            continue
-        clip_s = clips[0].mix.size / EVAL_SR
-        say(f"set {set_name}: {len(clips)} clips of {clip_s:.1f} s ({role})")
-        truths = [_clip_truth(c.meta) for c in clips]
-        repeat = _RepeatCheck(root, clips[0].mix.size)
-        mix_lm: dict[tuple[int, str, str], Landmarks] = {}
-
-        mix_at: dict[tuple[int, int], np.ndarray] = {}
-
-        def at_rate(x: np.ndarray, sr: int) -> np.ndarray:
-            """``x`` (at EVAL_SR) resampled to ``sr`` (once per signal and rate, not once per query option)."""
-            return resample(x, EVAL_SR, sr)
-
-        for e in separators:
-            cache = _SepCache(cache_base, e.key, set_key)
-            per_clip: list[dict] = []
-            ests: list[np.ndarray] = []
-            bar = progress(total=len(clips), desc=f"{set_name} {e.name}") if progress else None
-            for k, c in enumerate(clips):
-                if e.separator is None:
-                    est, met = c.mix, {}
-                    if role == "mixture":
-                        met = {f"{m}_music": v for m, v in source_metrics(c.music, c.mix).items()}
-                        met.update({f"{m}_speech": v for m, v in source_metrics(c.speech, c.mix).items()})
-                        if k < settings.bss_clips:
-                            met.update(bss_eval(c.music, c.speech, c.mix, c.mix))
-                    elif role == "clean":
-                        met = {f"{m}_music": v for m, v in source_metrics(c.music, c.mix).items()}
-                else:
-                    got = cache.get(k)
-                    if got is not None and (role != "mixture" or k >= settings.bss_clips or "sdr_music" in got[1]):
-                        est, met = got
-                    else:
-                        t0 = time.perf_counter()
-                        est, sp = run_separator(e.separator, c.mix)
-                        dt = time.perf_counter() - t0
-                        met = {"sep_s": dt, "audio_s": c.mix.size / EVAL_SR}
-                        if role in ("mixture", "clean"):
-                            met.update({f"{m}_music": v for m, v in source_metrics(c.music, est).items()})
-                        if role == "mixture":
-                            met.update({f"{m}_speech": v for m, v in source_metrics(c.speech, sp).items()})
-                            if k < settings.bss_clips:
-                                met.update(bss_eval(c.music, c.speech, est, sp))
-                        cache.put(k, est, met)
-                    sep_time[e.name] += float(met.get("sep_s", 0.0))
-                    sep_audio[e.name] += float(met.get("audio_s", 0.0)) if "sep_s" in met else 0.0
-                per_clip.append(met)
-                ests.append(est)
-                if bar is not None:
-                    bar.update(1)
-            if bar is not None:
-                bar.close()
-
-            if role in ("mixture", "clean"):
-                row: dict[str, Any] = {"separator": e.name, "set": set_name, "role": role, "snr": snr,
-                                       "clips": len(clips)}
-                keys = sorted({k for m in per_clip for k in m if k not in ("sep_s", "audio_s",
-                                                                           "bss_silent_estimate")})
-                for key in keys:
-                    mean, med, n = _nanstats([m.get(key, math.nan) for m in per_clip])
-                    row[f"{key}_mean"], row[f"{key}_median"] = mean, med
-                    if key.startswith("sdr_"):
-                        row["bss_clips"] = n
-                row["bss_silent_estimates"] = int(sum(m.get("bss_silent_estimate", 0.0) for m in per_clip))
-                report["bss"].append(row)
-
-            inputs = ["sep"] + (["fusion"] if settings.fusion and e.separator is not None else [])
-            id_key = "none" if e.separator is None else e.key
-            for p in settings.presets:
-                psr = stores[p].preset.sample_rate
-                ests_p: list[np.ndarray | None] | None = None
-                for q in queries:
-                    matcher = matchers[(p, q.label)]
-                    icache = _IdCache(cache_base, id_key, set_key, stores[p].path.name, q.label)
-                    rows_by = icache.get(inputs, len(clips))
-                    if rows_by is None:
-                        if ests_p is None:
-                            ests_p = [None] * len(ests) if e.separator is None else [at_rate(x, psr) for x in ests]
-                        rows_by = {i: [] for i in inputs}
-                        for k, (c, est) in enumerate(zip(clips, ests_p)):
-                            mkey = (k, p, q.label)
-                            if mkey not in mix_lm:
-                                if (k, psr) not in mix_at:
-                                    mix_at[(k, psr)] = at_rate(c.mix, psr)
-                                mix_lm[mkey] = matcher.landmarks(mix_at[(k, psr)], psr)
-                            t_est = time.perf_counter()
-                            est_lm = mix_lm[mkey] if est is None else matcher.landmarks(est, psr)
-                            t_est = time.perf_counter() - t_est
-                            for inp in inputs:
-                                t0 = time.perf_counter()
-                                lm = _pool([est_lm, mix_lm[mkey]]) if inp == "fusion" else est_lm
-                                ms = matcher.match_landmarks(lm, top=2, min_aligned=1)
-                                dt = time.perf_counter() - t0 + t_est
-                                tid, off = truths[k]
-                                track_ok = bool(ms) and not is_negative(role) and \
-                                    track_of[p].get(ms[0].track_id) == tid
-                                strict = track_ok and abs(ms[0].track_offset_s - off) <= OFFSET_TOLERANCE_S
-                                ok = strict or (track_ok and repeat(tid, off, ms[0].track_offset_s))
-                                rows_by[inp].append({
-                                    "set": set_name, "clip": c.meta.get("clip", k), "separator": e.name,
-                                    "input": inp, "preset": p, "query": q.label,
-                                    "score": ms[0].score if ms else 0, "runner_up": ms[1].score if len(ms) > 1 else 0,
-                                    "correct": int(ok), "strict": int(strict), "track": int(track_ok),
-                                    "match_span_s": round(ms[0].query_end_s - ms[0].query_start_s, 2) if ms else "",
-                                    "match_track": track_of[p].get(ms[0].track_id, "") if ms else "",
-                                    "match_offset_s": round(ms[0].track_offset_s, 3) if ms else "",
-                                    "truth_track": tid, "truth_offset_s": off, "time_s": round(dt, 5),
-                                })
-                        icache.put(rows_by)
-                    res: dict[str, list[_ClipResult]] = {
-                        i: [_ClipResult(int(r["score"]), bool(r["correct"]), bool(r["strict"]), bool(r["track"]),
-                                        float(r["time_s"]), int(r["runner_up"])) for r in rows_by[i]]
-                        for i in inputs}
-                    if q == queries[0]:
-                        for i in inputs:
-                            clip_rows += [{**r, "separator": e.name} for r in rows_by[i]]
-                    for inp, rs in res.items():
-                        scores = np.array([r.score for r in rs])
-                        correct = np.array([r.correct for r in rs])
-                        strict_ = np.array([r.strict for r in rs])
-                        track_ = np.array([r.track for r in rs])
-                        second = np.array([r.second for r in rs])
-                        by_t = {}
-                        for t, ratio, key in rules:
-                            ok_t = (scores >= t) & (scores >= ratio * second)
-                            by_t[key] = {"correct": int(np.sum(correct & ok_t)), "strict": int(np.sum(strict_ & ok_t)),
-                                         "track": int(np.sum(track_ & ok_t)), "matched": int(np.sum(ok_t))}
-                        d = by_t[str(default_t)]
-                        report["identification"].append({
-                            "separator": e.name, "input": inp, "preset": p, "query": q.label, "set": set_name,
-                            "role": role, "snr": snr, "clips": len(rs),
-                            "rate": d["correct"] / len(rs) if not is_negative(role) else math.nan,
-                            "false_rate": (d["matched"] / len(rs)) if is_negative(role)
-                            else (d["matched"] - d["correct"]) / len(rs),
-                            "by_threshold": by_t,
-                            "query_s_mean": float(np.mean([r.time_s for r in rs])),
-                        })
-        if timing_clips is None and role == "mixture":
-            timing_clips = [c.mix for c in clips[:40]]
-
-    for e in separators:
-        if e.separator is not None and sep_time[e.name] > 0:
-            report["cost"]["separation"][e.name] = {
-                "audio_s": round(sep_audio[e.name], 2), "wall_s": round(sep_time[e.name], 2),
-                "x_realtime": round(sep_audio[e.name] / sep_time[e.name], 2), "threads": settings.threads,
-            }
-    if timing_clips:
-        # identification time of the unprocessed query (analysis + lookup + vote), per preset and query option
-        hours = sum(x.size for x in timing_clips) / EVAL_SR / 3600
-        for p in settings.presets:
-            for q in queries:
-                m = matchers[(p, q.label)]
-                t0 = time.perf_counter()
-                for x in timing_clips:
-                    m.match_landmarks(m.landmarks(x, EVAL_SR), top=1)
-                t = time.perf_counter() - t0
-                report["cost"]["identification"].setdefault(p, {})[q.label] = {
-                    "query_hours": round(hours, 4), "wall_s": round(t, 3),
-                    "s_per_hour_of_queries": round(t / hours, 2),
-                }
-    for p, info in report["index"].items():
-        tracks = max(1, int(info["tracks"]))
-        report["cost"]["index"][p] = {
-            "tracks": info["tracks"], "hours": info["hours"], "bytes": info["bytes"],
-            "mb_per_1000_tracks": round(info["bytes"] / tracks * 1000 / 1e6, 2),
-            "mb_at_paper_scale_9118_tracks": round(info["bytes"] / tracks * 9118 / 1e6, 1),
-            "fingerprint_x_realtime_one_core": info.get("fingerprint_x_realtime_one_core"),
-        }
-    report["clip_rows"] = clip_rows
-    for s in stores.values():
-        s.close()
+            tally = _run_sets(settings, separators, lib, queries, rules, say, progress)
+            costs = cost(tally.sep_totals, settings.threads, lib, queries, tally.timing_clips or [])
+        finally:
+            lib.close()
+    report.update(index=lib.info, bss=tally.bss, identification=tally.identification, cost=costs)
+    if tally.skipped_sets:
+        report["skipped_sets"] = tally.skipped_sets
+    report["clip_rows"] = tally.clip_rows
     return report
 
 

@@ -3,6 +3,10 @@ Wave-DenseNet) behind one :class:`Separator` interface, with chunked inference f
 
 >>> sep = load_separator("wave-unet")          # shipped lite weights, offline
 >>> music, speech = sep.separate(mono)          # mono float32 at sep.sample_rate
+>>> sep = resolve_separator("auto")             # what --separator auto|none|NAME|PATH means (None: no separation)
+>>> with torch_threads(2): ...                  # the thread policy (restored after the block)
+
+Importing this package does not import torch (:mod:`bgmid.separation.registry` imports it where it is used).
 """
 
 from bgmid.separation.registry import (
@@ -15,7 +19,9 @@ from bgmid.separation.registry import (
     load_separator,
     model_from_checkpoint,
     models_dir,
+    resolve_separator,
     save_checkpoint,
+    torch_threads,
 )
 
 __all__ = [
@@ -28,5 +34,7 @@ __all__ = [
     "load_separator",
     "model_from_checkpoint",
     "models_dir",
+    "resolve_separator",
     "save_checkpoint",
+    "torch_threads",
 ]

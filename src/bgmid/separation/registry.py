@@ -1,4 +1,13 @@
-"""Separators by name, the ``Separator`` interface, and checkpoint files.
+"""Separators by name, the ``Separator`` interface, the ``auto|none|NAME|PATH`` choice of the command line, the
+torch thread policy, and checkpoint files.
+
+* :class:`Separator` -- the one interface every caller (identify, monitor, evaluate) separates through;
+* :func:`resolve_separator` -- a separator (or ``None``) from a CLI name: ``none``, ``auto`` (the default
+  model when its weights are installed), a registry name or a checkpoint path;
+* :func:`torch_threads` -- run a block with N torch threads (restored after): the one thread policy;
+* :func:`load_separator`, :func:`build`, :func:`save_checkpoint` / :func:`load_checkpoint` -- networks and files.
+
+Nothing here imports torch at import time (the CLI must start fast): it is imported where it is used.
 
 A checkpoint is a plain dict ``{"class", "name", "kwargs", "state", "train", "data_manifest_hash",
 "metrics"}`` of tensors and builtins, so it rebuilds the network from the file alone and loads with
@@ -10,15 +19,18 @@ install and a fresh clone both work offline), or in ``$BGMID_MODELS``.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-import numpy as np
-
 from bgmid.errors import BgmidError
 
-if TYPE_CHECKING:  # torch is imported where it is used: the CLI must start without paying for it
+if TYPE_CHECKING:  # numpy and torch are imported where they are used: the CLI must start without paying for them
+    import numpy as np
     import torch
     from torch import nn
 
@@ -192,3 +204,49 @@ def load_separator(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str 
     info = {k: ckpt.get(k) for k in ("train", "metrics", "data_manifest_hash")}
     info["path"] = str(weights)
     return TorchSeparator(model, device, info=info)
+
+
+def resolve_separator(name: str, device: str | torch.device = "cpu", command: str = "monitor") -> Separator | None:
+    """A separator from a command-line name; ``None`` for ``none`` (the unprocessed signal).
+
+    ``auto`` is :data:`DEFAULT_MODEL` when its shipped weights are installed, else ``None`` with one line on
+    stderr naming ``bgmid COMMAND`` (and ``None`` silently when torch is missing). Any other name goes to
+    :func:`load_separator` (a registry name or a ``.pt`` path); without torch it is a :class:`BgmidError`.
+    """
+    if name.lower() == "none":
+        return None
+    has_torch = importlib.util.find_spec("torch") is not None
+    if name == "auto":
+        if not shipped_weights(DEFAULT_MODEL).exists():
+            print(
+                f"bgmid {command}: no weights for the default separator '{DEFAULT_MODEL}' are installed; "
+                "matching the raw mix only (--separator none).", file=sys.stderr,
+            )
+            return None
+        if not has_torch:
+            return None
+        name = DEFAULT_MODEL
+    elif not has_torch:
+        raise BgmidError(f"separator '{name}' needs bgmid.separation (torch), which is not installed. "
+                         "Use --separator none.")
+    return load_separator(name, device=device)
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the body with ``n`` torch intra-op threads, restoring the previous count after.
+
+    The one thread policy of separation, training and evaluation (each names its ``threads`` setting; the
+    body never leaks its count into the rest of the process). No-op when ``n`` is 0/None or when torch has
+    not been imported (nothing in the process runs torch, and importing it would only cost start-up time).
+    """
+    torch = sys.modules.get("torch")
+    if not n or torch is None:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(n)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
