@@ -13,6 +13,14 @@ Files written to the report folder (all small, meant to be committed):
   (``bgmid identify`` / ``bgmid monitor`` do not read it: their defaults are fixed in code so that results do
   not change with whatever report lies in the working tree; pass its values as options);
 * ``report.json`` -- the whole report (what :func:`best_configuration` and :func:`load_report` read).
+
+``report.json`` holds the run's typed results as plain JSON (so reports written by older versions stay readable):
+``settings``, ``manifest_sha256``, ``default_threshold``, ``thresholds``, ``rules``, ``separators``,
+``skipped_separators``, ``index``, ``bss`` (one entry per separator x set), ``identification`` (one
+:class:`bgmid.evaluate.identification.Score` per configuration x set), ``cost``, ``skipped_sets``, ``best``.
+The README is one function per section (``_section_bss``, ``_section_identification``, ...), each reading the
+report through a small view (:class:`_View`: default query and threshold, presets, SNRs, separators); the plots
+are one function each.
 """
 
 from __future__ import annotations
@@ -26,10 +34,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from bgmid.evaluate.bss import BSS_KEYS
 
 __all__ = [
     "GOALS",
@@ -193,6 +204,22 @@ def best_configuration(report: dict, max_false: float = GOALS["false_match"], ra
     ``ratio_rule=False`` considers plain thresholds only (what ``QueryOptions.min_aligned`` can do today);
     ``True`` also the runner-up ratio rules (``min_ratio`` in the result: a proposal for the matcher).
     """
+    cands = _candidates(report, ratio_rule)
+    if not cands:
+        return {}
+    ok = [c for c in cands if c[0] <= max_false]
+    if ok:
+        # ties (common: the 0/-10 dB rates saturate) go to the harder SNRs first, then to the cheaper configuration
+        # and finally to fewer false matches (a higher threshold at equal rates is the safer default)
+        best = min(ok, key=lambda c: (-round(c[1], 9), *_harder(c[4]), c[2], c[0]))
+    else:
+        best = min(cands, key=lambda c: (c[0], -c[1], c[2]))
+    return _best_record(report, best, max_false)
+
+
+def _candidates(report: dict, ratio_rule: bool) -> list[tuple]:
+    """(pooled false-match rate, objective, cost, (sep, input, preset, query, rule), scores) of every
+    configuration x decision rule with a mixture rate (see :func:`best_configuration`)."""
     from bgmid.evaluate.identification import QuerySpec, parse_rule
 
     cands = []
@@ -213,15 +240,13 @@ def best_configuration(report: dict, max_false: float = GOALS["false_match"], ra
             cost = (sep != "none", inp == "fusion", q.shifts, q.density_factor * q.fanout_factor)
             fm = s["false_match"]
             cands.append((fm if not math.isnan(fm) else 0.0, objective, cost, (sep, inp, preset, query, t), s))
-    if not cands:
-        return {}
-    ok = [c for c in cands if c[0] <= max_false]
-    if ok:
-        # ties (common: the 0/-10 dB rates saturate) go to the harder SNRs first, then to the cheaper configuration
-        # and finally to fewer false matches (a higher threshold at equal rates is the safer default)
-        best = min(ok, key=lambda c: (-round(c[1], 9), *_harder(c[4]), c[2], c[0]))
-    else:
-        best = min(cands, key=lambda c: (c[0], -c[1], c[2]))
+    return cands
+
+
+def _best_record(report: dict, best: tuple, max_false: float) -> dict:
+    """``best.json`` for the chosen candidate."""
+    from bgmid.evaluate.identification import QuerySpec, parse_rule
+
     _, objective, _, (sep, inp, preset, query, t), s = best
     q = QuerySpec.parse(query)
     sep_info = report.get("separators", {}).get(sep, {})
@@ -249,6 +274,7 @@ def best_configuration(report: dict, max_false: float = GOALS["false_match"], ra
                 "false matches",
         "manifest_sha256": report.get("manifest_sha256", ""),
     }
+
 
 
 # --------------------------------------------------------------------------------------------------
@@ -382,80 +408,89 @@ def _plots(report: dict, out: Path, best: dict) -> list[str]:
     import matplotlib.pyplot as plt
 
     written = []
+    for name, draw in (("identification_vs_snr.png", _plot_vs_snr), ("sdr_vs_identification.png", _plot_sdr),
+                       ("threshold_tradeoff.png", _plot_tradeoff)):
+        fig = draw(plt, report, best)
+        if fig is not None:
+            fig.tight_layout()
+            fig.savefig(out / name, dpi=110)
+            plt.close(fig)
+            written.append(name)
+    return written
+
+
+def _plot_vs_snr(plt: Any, report: dict, best: dict) -> Any:
+    """Identification rate against SNR, a panel per preset (``None`` without mixtures)."""
     q0, t0 = _default_query(report), report["default_threshold"]
     presets = sorted({r["preset"] for r in _ident(report)})
-    snrs = _mixture_snrs(report)
-    if presets and snrs:
-        fig, axes = plt.subplots(1, len(presets), figsize=(5.2 * len(presets), 4.2), squeeze=False, sharey=True)
-        for ax, p in zip(axes[0], presets):
-            series: dict[tuple[str, str], dict[float, float]] = {}
-            clean: dict[tuple[str, str], float] = {}
-            for r in _ident(report):
-                if r["preset"] != p or r["query"] != q0:
-                    continue
-                if r["role"] == "mixture":
-                    series.setdefault((r["separator"], r["input"]), {})[r["snr"]] = _rate_at(r, t0)[0]
-                elif r["role"] == "clean":
-                    clean[(r["separator"], r["input"])] = _rate_at(r, t0)[0]
-            for (sep, inp), pts in sorted(series.items()):
-                xs = sorted(pts)
-                ax.plot(xs, [100 * pts[x] for x in xs], marker="o", ls="--" if inp == "fusion" else "-",
-                        label=_config_name(sep, inp))
-            if ("none", "sep") in clean:
-                ax.axhline(100 * clean[("none", "sep")], color="k", lw=0.8, ls=":", label="clean music (ceiling)")
-            ax.set_title(f"preset {p}, query {q0}, threshold {t0}")
-            ax.set_xlabel("SNR of music to speech (dB)")
-            ax.set_ylim(0, 102)
-            ax.grid(alpha=0.3)
-        axes[0][0].set_ylabel("top-1 identified, offset within 0.5 s (%)")
-        axes[0][-1].legend(fontsize=7, loc="lower right")
-        fig.tight_layout()
-        fig.savefig(out / "identification_vs_snr.png", dpi=110)
-        plt.close(fig)
-        written.append("identification_vs_snr.png")
-
-    corr = sdr_vs_identification(report)
-    corr = [c for c in corr if c["points"]]
-    if corr:
-        n = len(corr)
-        fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 4.0), squeeze=False)
-        for ax, c in zip(axes[0], corr):
-            for pt in c["points"]:
-                ax.scatter(pt["sdr"], 100 * pt["ident"])
-                ax.annotate(pt["separator"], (pt["sdr"], 100 * pt["ident"]), fontsize=7,
-                            textcoords="offset points", xytext=(3, 3))
-            ax.set_title(f"{c['preset']}, {c['snr']:g} dB: rho(SDR)={_fmt(c['rho_sdr'])}, "
-                         f"rho(SIR)={_fmt(c['rho_sir'])}", fontsize=8)
-            ax.set_xlabel("music SDR (dB, mean)")
-            ax.set_ylabel("identified (%)")
-            ax.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(out / "sdr_vs_identification.png", dpi=110)
-        plt.close(fig)
-        written.append("sdr_vs_identification.png")
-
-    # false matches vs identification as the threshold moves, best query per separator and input
-    if best and snrs:
-        target = -10.0 if -10.0 in snrs else snrs[-1]
-        fig, ax = plt.subplots(figsize=(5.6, 4.2))
-        for (sep, inp, p, q), rows in sorted(_configs(report).items()):
-            if p != best["preset"] or q != _query_label(best):
+    if not presets or not _mixture_snrs(report):
+        return None
+    fig, axes = plt.subplots(1, len(presets), figsize=(5.2 * len(presets), 4.2), squeeze=False, sharey=True)
+    for ax, p in zip(axes[0], presets):
+        series: dict[tuple[str, str], dict[float, float]] = {}
+        clean: dict[tuple[str, str], float] = {}
+        for r in _ident(report):
+            if r["preset"] != p or r["query"] != q0:
                 continue
-            pts = [score_configuration(rows, t) for t in report["thresholds"]]
-            xs = [100 * s["false_match"] for s in pts]
-            ys = [100 * s.get(f"{target:g}dB", math.nan) for s in pts]
-            ax.plot(xs, ys, marker=".", ls="--" if inp == "fusion" else "-", label=_config_name(sep, inp))
-        ax.axvline(100 * GOALS["false_match"], color="k", lw=0.8, ls=":")
-        ax.set_xlabel("false matches, negatives pooled (%)")
-        ax.set_ylabel(f"identified at {target:g} dB (%)")
-        ax.set_title(f"threshold trade-off ({best['preset']}, {_query_label(best)})", fontsize=9)
+            if r["role"] == "mixture":
+                series.setdefault((r["separator"], r["input"]), {})[r["snr"]] = _rate_at(r, t0)[0]
+            elif r["role"] == "clean":
+                clean[(r["separator"], r["input"])] = _rate_at(r, t0)[0]
+        for (sep, inp), pts in sorted(series.items()):
+            xs = sorted(pts)
+            ax.plot(xs, [100 * pts[x] for x in xs], marker="o", ls="--" if inp == "fusion" else "-",
+                    label=_config_name(sep, inp))
+        if ("none", "sep") in clean:
+            ax.axhline(100 * clean[("none", "sep")], color="k", lw=0.8, ls=":", label="clean music (ceiling)")
+        ax.set_title(f"preset {p}, query {q0}, threshold {t0}")
+        ax.set_xlabel("SNR of music to speech (dB)")
+        ax.set_ylim(0, 102)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out / "threshold_tradeoff.png", dpi=110)
-        plt.close(fig)
-        written.append("threshold_tradeoff.png")
-    return written
+    axes[0][0].set_ylabel("top-1 identified, offset within 0.5 s (%)")
+    axes[0][-1].legend(fontsize=7, loc="lower right")
+    return fig
+
+
+def _plot_sdr(plt: Any, report: dict, best: dict) -> Any:
+    """Music SDR against identification rate, a panel per preset x SNR (``None`` without separators)."""
+    corr = [c for c in sdr_vs_identification(report) if c["points"]]
+    if not corr:
+        return None
+    fig, axes = plt.subplots(1, len(corr), figsize=(4.2 * len(corr), 4.0), squeeze=False)
+    for ax, c in zip(axes[0], corr):
+        for pt in c["points"]:
+            ax.scatter(pt["sdr"], 100 * pt["ident"])
+            ax.annotate(pt["separator"], (pt["sdr"], 100 * pt["ident"]), fontsize=7,
+                        textcoords="offset points", xytext=(3, 3))
+        ax.set_title(f"{c['preset']}, {c['snr']:g} dB: rho(SDR)={_fmt(c['rho_sdr'])}, "
+                     f"rho(SIR)={_fmt(c['rho_sir'])}", fontsize=8)
+        ax.set_xlabel("music SDR (dB, mean)")
+        ax.set_ylabel("identified (%)")
+        ax.grid(alpha=0.3)
+    return fig
+
+
+def _plot_tradeoff(plt: Any, report: dict, best: dict) -> Any:
+    """False matches vs identification as the threshold moves, for the best preset and query."""
+    snrs = _mixture_snrs(report)
+    if not best or not snrs:
+        return None
+    target = -10.0 if -10.0 in snrs else snrs[-1]
+    fig, ax = plt.subplots(figsize=(5.6, 4.2))
+    for (sep, inp, p, q), rows in sorted(_configs(report).items()):
+        if p != best["preset"] or q != _query_label(best):
+            continue
+        pts = [score_configuration(rows, t) for t in report["thresholds"]]
+        xs = [100 * s["false_match"] for s in pts]
+        ys = [100 * s.get(f"{target:g}dB", math.nan) for s in pts]
+        ax.plot(xs, ys, marker=".", ls="--" if inp == "fusion" else "-", label=_config_name(sep, inp))
+    ax.axvline(100 * GOALS["false_match"], color="k", lw=0.8, ls=":")
+    ax.set_xlabel("false matches, negatives pooled (%)")
+    ax.set_ylabel(f"identified at {target:g} dB (%)")
+    ax.set_title(f"threshold trade-off ({best['preset']}, {_query_label(best)})", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return fig
 
 
 def _query_label(best: dict) -> str:
@@ -469,12 +504,52 @@ def _query_label(best: dict) -> str:
 # Markdown
 
 
+@dataclass
+class _View:
+    """What every section of the Markdown reads: the report, the best configuration, the run log, and the
+    default query option and threshold, presets, mixture SNRs and separators of the report."""
+
+    report: dict
+    best: dict
+    log: dict
+    q0: str
+    t0: int
+    presets: list[str]
+    snrs: list[float]
+    seps: list[str]
+
+    @classmethod
+    def of(cls, report: dict, best: dict, log: dict) -> _View:
+        return cls(report, best, log, _default_query(report), report["default_threshold"],
+                   sorted({r["preset"] for r in _ident(report)}), _mixture_snrs(report),
+                   list(report.get("separators", {})))
+
+    def find(self, sep: str, inp: str, preset: str, role: str, snr: float, query: str | None = None) -> dict | None:
+        """The identification entry of a configuration on the set of ``role`` at ``snr`` (default query)."""
+        return _find(self.report, sep, inp, preset, query or self.q0, role, snr)
+
+    def rate(self, r: dict | None) -> str:
+        """Identified (%) of entry ``r`` at the default threshold ("–" when there is no such entry)."""
+        return _pct(_rate_at(r, self.t0)[0]) if r else "–"
+
+    def with_paper(self, r: dict | None, ref: float | None) -> str:
+        """:meth:`rate` with the paper's figure in brackets, when there is one."""
+        v = self.rate(r)
+        return f"{v} ({ref:.1f})" if ref is not None and r else v
+
+
 def _markdown(report: dict, best: dict, log: dict, plots: list[str], title: str) -> str:
-    q0, t0 = _default_query(report), report["default_threshold"]
-    presets = sorted({r["preset"] for r in _ident(report)})
-    snrs = _mixture_snrs(report)
-    seps = list(report.get("separators", {}))
-    s = report["settings"]
+    v = _View.of(report, best, log)
+    md = _section_header(v, title)
+    for section in (_section_bss, _section_identification, _section_clean, _section_false_matches, _section_cost,
+                    _section_query_grid, _section_sdr_vs_identification, _section_ablations, _section_best):
+        md += section(v)
+    md += _section_files(plots)
+    return "\n".join(md) + "\n"
+
+
+def _section_header(v: _View, title: str) -> list[str]:
+    report, log = v.report, v.log
     md: list[str] = [f"# {title}", ""]
     md.append(f"Command: `{log['command']}`  ")
     md.append(f"bgmid {log['versions'].get('bgmid', '')}, git {log['git_commit'][:10]}"
@@ -482,242 +557,262 @@ def _markdown(report: dict, best: dict, log: dict, plots: list[str], title: str)
               f"{log['machine']['cpus']} CPUs, {log['wall_s']} s. Full run log: `run.json`.")
     md.append("")
     clips = {r["set"]: r["clips"] for r in _ident(report)}
-    md.append("Sets (clips): " + ", ".join(f"`{k}` ({v})" for k, v in clips.items()) + ".  ")
+    md.append("Sets (clips): " + ", ".join(f"`{k}` ({n})" for k, n in clips.items()) + ".  ")
     md.append(f"A query is correct when its top-1 match is the clip's track with the offset within 0.5 s (or at a "
               f"repeat of the same music in that track, see section 2). Unless a "
-              f"table says otherwise: query options `{q0}` (density factor, fan-out factor, shifts), match "
-              f"threshold {t0} aligned hashes (the matcher's calibrated default).")
+              f"table says otherwise: query options `{v.q0}` (density factor, fan-out factor, shifts), match "
+              f"threshold {v.t0} aligned hashes (the matcher's calibrated default).")
     if report.get("skipped_separators"):
         md.append("")
-        md.append("Separators not evaluated: " + "; ".join(f"**{k}**: {v}" for k, v in
+        md.append("Separators not evaluated: " + "; ".join(f"**{k}**: {why}" for k, why in
                                                          report["skipped_separators"].items()))
     if report.get("skipped_sets"):
         md.append("")
         md.append("Sets not found: " + ", ".join(f"`{k}`" for k in report["skipped_sets"]))
+    return md
 
-    # 1. separation quality
-    bss = [r for r in report.get("bss", []) if r["role"] == "mixture"]
-    if bss:
-        md += ["", "## 1. Separation quality (paper Table 5)", "",
-               f"BSS Eval (mir_eval `bss_eval_sources`, known source order) on the first {s['bss_clips']} clips of "
-               "each set; SI-SDR and SNR on all clips. Means in dB (medians in `separation.csv`). `none` scores the "
-               "unprocessed mix as both estimates. Paper values in brackets.", ""]
-        rows = []
-        for r in sorted(bss, key=lambda r: (-r["snr"], seps.index(r["separator"]) if r["separator"] in seps else 0)):
-            ref = PAPER_TABLE5.get((r["snr"], r["separator"]))
-            vals = []
-            for j, key in enumerate(("sdr_music", "sdr_speech", "sir_music", "sir_speech", "sar_music",
-                                     "sar_speech")):
-                v = _fmt(r.get(f"{key}_mean"))
-                vals.append(f"{v} ({ref[j]:.2f})" if ref else v)
-            rows.append([_snr_label(r["snr"]), r["separator"], *vals, _fmt(r.get("si_sdr_music_mean")),
-                         _fmt(r.get("si_sdr_speech_mean")), _fmt(r.get("snr_music_mean")),
-                         _fmt(r.get("snr_speech_mean")), r.get("bss_clips", 0)])
-        md.append(_md_table(["SNR", "separator", "SDR Mu", "SDR Sp", "SIR Mu", "SIR Sp", "SAR Mu", "SAR Sp",
-                             "SI-SDR Mu", "SI-SDR Sp", "SNR Mu", "SNR Sp", "BSS clips"], rows))
 
-    # 2. identification
-    if snrs:
-        md += ["", "## 2. Identification rate after separation (paper Table 6)", "",
-               "Top-1 identified (%), paper's figure in brackets. `clean` is the clips' music without speech "
-               "(the ceiling).", ""]
-        header = ["configuration"] + [f"{p} {_snr_label(x)}" for p in presets for x in snrs]
-        rows = []
-        order = _config_order(report)
-        for sep, inp in order:
-            vals = []
-            for p in presets:
-                for x in snrs:
-                    r = _find(report, sep, inp, p, q0, "mixture", x)
-                    v = _pct(_rate_at(r, t0)[0]) if r else "–"
-                    ref = PAPER_TABLE6.get((sep, p, x)) if inp == "sep" else None
-                    vals.append(f"{v} ({ref:.1f})" if ref is not None and r else v)
-            rows.append([_config_name(sep, inp), *vals])
+def _section_bss(v: _View) -> list[str]:
+    """1. Separation quality (paper Table 5)."""
+    bss = [r for r in v.report.get("bss", []) if r["role"] == "mixture"]
+    if not bss:
+        return []
+    n_bss = v.report["settings"]["bss_clips"]
+    md = ["", "## 1. Separation quality (paper Table 5)", "",
+          f"BSS Eval (mir_eval `bss_eval_sources`, known source order) on the first {n_bss} "
+          "clips of each set; SI-SDR and SNR on all clips. Means in dB (medians in `separation.csv`). `none` scores "
+          "the unprocessed mix as both estimates. Paper values in brackets.", ""]
+    rows = []
+    for r in sorted(bss, key=lambda r: (-r["snr"], v.seps.index(r["separator"]) if r["separator"] in v.seps else 0)):
+        ref = PAPER_TABLE5.get((r["snr"], r["separator"]))
         vals = []
-        for p in presets:
-            r = _find(report, "none", "sep", p, q0, "clean", math.inf)
-            v = _pct(_rate_at(r, t0)[0]) if r else "–"
-            vals += [v] * len(snrs)
-        rows.append(["clean music (ceiling)", *vals])
-        md.append(_md_table(header, rows))
-        md += ["", "Criteria: *identified* = right track, offset within 0.5 s or at a repeat of the same music in "
-               "that track (looped game music; the repeat is checked on the reference's own landmarks). The same "
-               "cells as identified / strict offset only / track only (the paper's criterion):", ""]
-        rows = []
-        for sep, inp in order:
+        for j, key in enumerate(BSS_KEYS):
+            x = _fmt(r.get(f"{key}_mean"))
+            vals.append(f"{x} ({ref[j]:.2f})" if ref else x)
+        rows.append([_snr_label(r["snr"]), r["separator"], *vals, _fmt(r.get("si_sdr_music_mean")),
+                     _fmt(r.get("si_sdr_speech_mean")), _fmt(r.get("snr_music_mean")),
+                     _fmt(r.get("snr_speech_mean")), r.get("bss_clips", 0)])
+    md.append(_md_table(["SNR", "separator", "SDR Mu", "SDR Sp", "SIR Mu", "SIR Sp", "SAR Mu", "SAR Sp",
+                         "SI-SDR Mu", "SI-SDR Sp", "SNR Mu", "SNR Sp", "BSS clips"], rows))
+    return md
+
+
+def _section_identification(v: _View) -> list[str]:
+    """2. Identification rate after separation (paper Table 6), then the three criteria side by side."""
+    if not v.snrs:
+        return []
+    md = ["", "## 2. Identification rate after separation (paper Table 6)", "",
+          "Top-1 identified (%), paper's figure in brackets. `clean` is the clips' music without speech "
+          "(the ceiling).", ""]
+    header = ["configuration"] + [f"{p} {_snr_label(x)}" for p in v.presets for x in v.snrs]
+    order = _config_order(v.report)
+    rows = []
+    for sep, inp in order:
+        vals = [v.with_paper(v.find(sep, inp, p, "mixture", x), PAPER_TABLE6.get((sep, p, x)) if inp == "sep" else None)
+                for p in v.presets for x in v.snrs]
+        rows.append([_config_name(sep, inp), *vals])
+    vals = []
+    for p in v.presets:
+        vals += [v.rate(v.find("none", "sep", p, "clean", math.inf))] * len(v.snrs)
+    rows.append(["clean music (ceiling)", *vals])
+    md.append(_md_table(header, rows))
+    md += ["", "Criteria: *identified* = right track, offset within 0.5 s or at a repeat of the same music in "
+           "that track (looped game music; the repeat is checked on the reference's own landmarks). The same "
+           "cells as identified / strict offset only / track only (the paper's criterion):", ""]
+    rows = [[_config_name(sep, inp), *(_criteria_cell(v.find(sep, inp, p, "mixture", x), v.t0)
+                                       for p in v.presets for x in v.snrs)] for sep, inp in order]
+    md.append(_md_table(header, rows))
+    return md
+
+
+def _criteria_cell(r: dict | None, t0: int) -> str:
+    """``identified / strict / track`` (%) of entry ``r`` at threshold ``t0``."""
+    if not r:
+        return "–"
+    d, n = r["by_threshold"][str(t0)], r["clips"]
+    return f"{_pct(d['correct'] / n)} / {_pct(d.get('strict', 0) / n)} / {_pct(d.get('track', 0) / n)}"
+
+
+def _section_clean(v: _View) -> list[str]:
+    """3. Damage to clean music (paper Table 7)."""
+    if not [r for r in _ident(v.report) if r["role"] == "clean" and r["query"] == v.q0]:
+        return []
+    md = ["", "## 3. Damage to clean music (paper Table 7)", "",
+          "Identification (%) of the clean music after it went through the separator (no speech).", ""]
+    rows = []
+    for sep, inp in _config_order(v.report):
+        vals = [v.with_paper(v.find(sep, inp, p, "clean", math.inf), PAPER_TABLE7.get((sep, p)) if inp == "sep"
+                             else None) for p in v.presets]
+        name = "original music, no separation" if sep == "none" else _config_name(sep, inp)
+        rows.append([name, *vals])
+    md.append(_md_table(["configuration", *v.presets], rows))
+    return md
+
+
+def _section_false_matches(v: _View) -> list[str]:
+    """4. False matches on the negatives, and wrong answers on the first mixture set."""
+    neg = [r for r in _ident(v.report) if r["role"] in ("speech", "ooi", "ooi_mixture") and r["query"] == v.q0]
+    if not neg:
+        return []
+    sets = list(dict.fromkeys(r["set"] for r in neg))
+    md = ["", "## 4. False matches", "",
+          "Any match on a speech-only or out-of-index clip is false (%); `wrong @0 dB`: positives whose top-1 "
+          "match is another track or place.", ""]
+    rows = []
+    for sep, inp in _config_order(v.report):
+        for p in v.presets:
             vals = []
-            for p in presets:
-                for x in snrs:
-                    r = _find(report, sep, inp, p, q0, "mixture", x)
-                    if not r:
-                        vals.append("–")
-                        continue
-                    d = r["by_threshold"][str(t0)]
-                    n = r["clips"]
-                    vals.append(f"{_pct(d['correct'] / n)} / {_pct(d.get('strict', 0) / n)} / "
-                                f"{_pct(d.get('track', 0) / n)}")
-            rows.append([_config_name(sep, inp), *vals])
-        md.append(_md_table(header, rows))
+            for st in sets:
+                r = next((x for x in neg if (x["separator"], x["input"], x["preset"], x["set"]) ==
+                          (sep, inp, p, st)), None)
+                vals.append(_pct(_rate_at(r, v.t0)[1]) if r else "–")
+            r0 = v.find(sep, inp, p, "mixture", v.snrs[0]) if v.snrs else None
+            wrong = _pct(_rate_at(r0, v.t0)[1] - _rate_at(r0, v.t0)[0]) if r0 else "–"
+            rows.append([_config_name(sep, inp), p, *vals, wrong])
+    md.append(_md_table(["configuration", "preset", *[f"`{x}`" for x in sets],
+                         f"wrong @{v.snrs[0]:g} dB" if v.snrs else "wrong"], rows))
+    return md
 
-    # 3. damage to clean music
-    clean = [r for r in _ident(report) if r["role"] == "clean" and r["query"] == q0]
-    if clean:
-        md += ["", "## 3. Damage to clean music (paper Table 7)", "",
-               "Identification (%) of the clean music after it went through the separator (no speech).", ""]
-        rows = []
-        for sep, inp in _config_order(report):
-            vals = []
-            for p in presets:
-                r = _find(report, sep, inp, p, q0, "clean", math.inf)
-                v = _pct(_rate_at(r, t0)[0]) if r else "–"
-                ref = PAPER_TABLE7.get((sep, p)) if inp == "sep" else None
-                vals.append(f"{v} ({ref:.1f})" if ref is not None and r else v)
-            name = "original music, no separation" if sep == "none" else _config_name(sep, inp)
-            rows.append([name, *vals])
-        md.append(_md_table(["configuration", *presets], rows))
 
-    # 4. false matches
-    neg = [r for r in _ident(report) if r["role"] in ("speech", "ooi", "ooi_mixture") and r["query"] == q0]
-    if neg:
-        sets = list(dict.fromkeys(r["set"] for r in neg))
-        md += ["", "## 4. False matches", "",
-               "Any match on a speech-only or out-of-index clip is false (%); `wrong @0 dB`: positives whose top-1 "
-               "match is another track or place.", ""]
-        rows = []
-        for sep, inp in _config_order(report):
-            for p in presets:
-                vals = []
-                for st in sets:
-                    r = next((x for x in neg if (x["separator"], x["input"], x["preset"], x["set"]) ==
-                              (sep, inp, p, st)), None)
-                    vals.append(_pct(_rate_at(r, t0)[1]) if r else "–")
-                r0 = _find(report, sep, inp, p, q0, "mixture", snrs[0]) if snrs else None
-                wrong = _pct(_rate_at(r0, t0)[1] - _rate_at(r0, t0)[0]) if r0 else "–"
-                rows.append([_config_name(sep, inp), p, *vals, wrong])
-        md.append(_md_table(["configuration", "preset", *[f"`{x}`" for x in sets],
-                             f"wrong @{snrs[0]:g} dB" if snrs else "wrong"], rows))
-
-    # 5. cost
-    cost = report.get("cost", {})
-    md += ["", "## 5. Cost", ""]
+def _section_cost(v: _View) -> list[str]:
+    """5. Cost: separation speed, index size, identification time."""
+    cost = v.report.get("cost", {})
+    md = ["", "## 5. Cost", ""]
     if cost.get("separation"):
-        rows = [[k, _fmt(v["x_realtime"], 1), v["threads"], _fmt(v["audio_s"], 0),
-                 report["separators"].get(k, {}).get("parameters", "–")] for k, v in cost["separation"].items()]
+        rows = [[k, _fmt(c["x_realtime"], 1), c["threads"], _fmt(c["audio_s"], 0),
+                 v.report["separators"].get(k, {}).get("parameters", "–")] for k, c in cost["separation"].items()]
         md.append(_md_table(["separator", "x real time", "torch threads", "audio separated (s)", "parameters"],
                             rows))
         md.append("")
     if cost.get("index"):
         rows = []
-        for p, v in cost["index"].items():
-            it = cost.get("identification", {}).get(p, {}).get(q0, {})
-            rows.append([p, v["tracks"], _fmt(v["hours"], 1), _fmt(v["bytes"] / 1e6, 1),
-                         _fmt(v["mb_per_1000_tracks"], 1),
-                         _fmt(v["mb_at_paper_scale_9118_tracks"], 0), _fmt(it.get("s_per_hour_of_queries"), 1),
-                         _fmt(v.get("fingerprint_x_realtime_one_core"), 0)])
+        for p, c in cost["index"].items():
+            it = cost.get("identification", {}).get(p, {}).get(v.q0, {})
+            rows.append([p, c["tracks"], _fmt(c["hours"], 1), _fmt(c["bytes"] / 1e6, 1),
+                         _fmt(c["mb_per_1000_tracks"], 1),
+                         _fmt(c["mb_at_paper_scale_9118_tracks"], 0), _fmt(it.get("s_per_hour_of_queries"), 1),
+                         _fmt(c.get("fingerprint_x_realtime_one_core"), 0)])
         md.append(_md_table(["preset", "tracks", "hours", "index MB", "MB / 1000 tracks", "MB at 9,118 tracks",
-                             f"identification s / hour of queries ({q0})", "indexing x real time (1 core)"], rows))
+                             f"identification s / hour of queries ({v.q0})", "indexing x real time (1 core)"], rows))
         md.append("")
         md.append("Paper: 190 MB (p1) vs 317 MB (p2) for 9,118 songs; ~63 s vs ~94 s for ~6 h of queries. Our "
                   "identification time is for the unprocessed query (analysis + lookup + vote) against this index; "
                   "add the separation time for a separated query.")
+    return md
 
-    # query grid
-    queries = report["settings"]["queries"]
-    if len(queries) > 1 and snrs:
-        md += ["", "## Query options (no new index needed)", "",
-               "Identification (%) per query option, threshold " + str(t0) + ".", ""]
-        rows = []
-        for sep, inp in _config_order(report):
-            for p in presets:
-                for q in queries:
-                    vals = []
-                    for x in snrs:
-                        r = _find(report, sep, inp, p, q, "mixture", x)
-                        vals.append(_pct(_rate_at(r, t0)[0]) if r else "–")
-                    rc = _find(report, sep, inp, p, q, "clean", math.inf)
-                    sc = score_configuration([r for r in _ident(report) if (r["separator"], r["input"],
-                                              r["preset"], r["query"]) == (sep, inp, p, q)], t0)
-                    rows.append([_config_name(sep, inp), p, f"`{q}`", *vals,
-                                 _pct(_rate_at(rc, t0)[0]) if rc else "–", _pct(sc["false_match"])])
-        md.append(_md_table(["configuration", "preset", "query", *[_snr_label(x) for x in snrs], "clean",
-                             "false (pooled)"], rows))
 
-    # 7. SDR vs identification
-    corr = [c for c in sdr_vs_identification(report) if c["points"]]
-    if corr:
-        md += ["", "## 7. SDR vs identification", "",
-               "Spearman's rank correlation over the separators between their mean music SDR (or SIR, SI-SDR) and "
-               "their identification rate (separated input, default query). The paper's point: SDR ranked "
-               "MMDenseNet first, identification ranked Wave-U-Net first. NaN: fewer than 3 separators.", ""]
-        rows = [[c["preset"], _snr_label(c["snr"]), len(c["points"]), _fmt(c["rho_sdr"]), _fmt(c["rho_sir"]),
-                 _fmt(c["rho_si_sdr"]),
-                 " > ".join(p["separator"] for p in sorted(c["points"], key=lambda p: -np.nan_to_num(p["sdr"]))),
-                 " > ".join(p["separator"] for p in sorted(c["points"], key=lambda p: -p["ident"]))]
-                for c in corr]
-        md.append(_md_table(["preset", "SNR", "separators", "rho SDR", "rho SIR", "rho SI-SDR", "SDR ranking",
-                             "identification ranking"], rows))
+def _section_query_grid(v: _View) -> list[str]:
+    """Query options (no new index needed): every configuration x preset x query option."""
+    queries = v.report["settings"]["queries"]
+    if len(queries) <= 1 or not v.snrs:
+        return []
+    md = ["", "## Query options (no new index needed)", "",
+          "Identification (%) per query option, threshold " + str(v.t0) + ".", ""]
+    rows = []
+    for sep, inp in _config_order(v.report):
+        for p in v.presets:
+            for q in queries:
+                vals = [v.rate(v.find(sep, inp, p, "mixture", x, q)) for x in v.snrs]
+                sc = score_configuration([r for r in _ident(v.report) if (r["separator"], r["input"],
+                                          r["preset"], r["query"]) == (sep, inp, p, q)], v.t0)
+                rows.append([_config_name(sep, inp), p, f"`{q}`", *vals,
+                             v.rate(v.find(sep, inp, p, "clean", math.inf, q)), _pct(sc["false_match"])])
+    md.append(_md_table(["configuration", "preset", "query", *[_snr_label(x) for x in v.snrs], "clean",
+                         "false (pooled)"], rows))
+    return md
 
-    # ablations
-    abl = [x for x in seps if x.startswith("unet-frames") or x.startswith("unet-hop")]
-    if abl and snrs:
-        paper = {"unet-frames128": (25.6, 7.6), "unet-frames256": (28.7, 13.2), "unet-frames512": (38.7, 18.6),
-                 "unet-hop256": (31.9, 15.1), "unet-hop384": (32.3, 13.3), "unet-hop512": (27.9, 11.0)}
-        md += ["", "## 6. U-Net ablations (paper Tables 3-4)", "",
-               "Identification (%) after separation by U-Nets trained with the same budget; paper in brackets "
-               "(their p2 column).", ""]
-        rows = []
-        for a in abl:
-            vals = []
-            for p in presets:
-                for x in snrs:
-                    r = _find(report, a, "sep", p, q0, "mixture", x)
-                    ref = paper.get(a, (None, None))[0 if x == 0 else 1] if x in (0.0, -10.0) else None
-                    v = _pct(_rate_at(r, t0)[0]) if r else "–"
-                    vals.append(f"{v} ({ref:.1f})" if ref is not None and r else v)
-            rows.append([a, *vals])
-        md.append(_md_table(["run", *[f"{p} {_snr_label(x)}" for p in presets for x in snrs]], rows))
 
-    # best configuration
-    if best:
-        sc = best["scores"]
-        md += ["", "## Best configuration (`best.json`)", "", best["rule"] + ".", ""]
-        md.append(_md_table(
-            ["separator", "fusion", "preset", "query", "threshold", "0 dB", "-10 dB", "clean", "false (pooled)",
-             "false (worst set)"],
-            [[best["separator"] or "none", best["fusion"], best["preset"], f"`{_query_label(best)}`",
-              best["query_options"]["min_aligned"], _pct(sc.get("0dB")), _pct(sc.get("-10dB")), _pct(sc.get("clean")),
-              _pct(sc.get("false_match")), _pct(sc.get("false_match_worst_set"))]]))
-        other = {k: v for k, v in sc.items() if k.endswith("dB") and k not in ("0dB", "-10dB")}
-        if other:
-            md.append("")
-            md.append("Other SNRs with this configuration: " + ", ".join(f"{k}: {_pct(v)} %" for k, v in other.items()))
+def _section_sdr_vs_identification(v: _View) -> list[str]:
+    """7. SDR vs identification: rank correlations over the separators."""
+    corr = [c for c in sdr_vs_identification(v.report) if c["points"]]
+    if not corr:
+        return []
+    md = ["", "## 7. SDR vs identification", "",
+          "Spearman's rank correlation over the separators between their mean music SDR (or SIR, SI-SDR) and "
+          "their identification rate (separated input, default query). The paper's point: SDR ranked "
+          "MMDenseNet first, identification ranked Wave-U-Net first. NaN: fewer than 3 separators.", ""]
+    rows = [[c["preset"], _snr_label(c["snr"]), len(c["points"]), _fmt(c["rho_sdr"]), _fmt(c["rho_sir"]),
+             _fmt(c["rho_si_sdr"]),
+             " > ".join(p["separator"] for p in sorted(c["points"], key=lambda p: -np.nan_to_num(p["sdr"]))),
+             " > ".join(p["separator"] for p in sorted(c["points"], key=lambda p: -p["ident"]))]
+            for c in corr]
+    md.append(_md_table(["preset", "SNR", "separators", "rho SDR", "rho SIR", "rho SI-SDR", "SDR ranking",
+                         "identification ranking"], rows))
+    return md
+
+
+#: Paper Tables 3-4 (p2 column): identification (%) at 0 and -10 dB after each U-Net ablation.
+PAPER_ABLATIONS = {"unet-frames128": (25.6, 7.6), "unet-frames256": (28.7, 13.2), "unet-frames512": (38.7, 18.6),
+                   "unet-hop256": (31.9, 15.1), "unet-hop384": (32.3, 13.3), "unet-hop512": (27.9, 11.0)}
+
+
+def _section_ablations(v: _View) -> list[str]:
+    """6. U-Net ablations (paper Tables 3-4)."""
+    abl = [x for x in v.seps if x.startswith("unet-frames") or x.startswith("unet-hop")]
+    if not abl or not v.snrs:
+        return []
+    md = ["", "## 6. U-Net ablations (paper Tables 3-4)", "",
+          "Identification (%) after separation by U-Nets trained with the same budget; paper in brackets "
+          "(their p2 column).", ""]
+    rows = []
+    for a in abl:
+        vals = []
+        for p in v.presets:
+            for x in v.snrs:
+                ref = PAPER_ABLATIONS.get(a, (None, None))[0 if x == 0 else 1] if x in (0.0, -10.0) else None
+                vals.append(v.with_paper(v.find(a, "sep", p, "mixture", x), ref))
+        rows.append([a, *vals])
+    md.append(_md_table(["run", *[f"{p} {_snr_label(x)}" for p in v.presets for x in v.snrs]], rows))
+    return md
+
+
+def _section_best(v: _View) -> list[str]:
+    """The best configuration (``best.json``), the goals it meets, and the runner-up-ratio proposal."""
+    best = v.best
+    if not best:
+        return []
+    sc = best["scores"]
+    md = ["", "## Best configuration (`best.json`)", "", best["rule"] + ".", ""]
+    md.append(_md_table(
+        ["separator", "fusion", "preset", "query", "threshold", "0 dB", "-10 dB", "clean", "false (pooled)",
+         "false (worst set)"],
+        [[best["separator"] or "none", best["fusion"], best["preset"], f"`{_query_label(best)}`",
+          best["query_options"]["min_aligned"], _pct(sc.get("0dB")), _pct(sc.get("-10dB")), _pct(sc.get("clean")),
+          _pct(sc.get("false_match")), _pct(sc.get("false_match_worst_set"))]]))
+    other = {k: x for k, x in sc.items() if k.endswith("dB") and k not in ("0dB", "-10dB")}
+    if other:
         md.append("")
-        goal_rows = []
-        for k, g in GOALS.items():
-            v = sc.get(k)
-            goal_rows.append([k, ("<= " if k == "false_match" else ">= ") + _pct(g), _pct(v),
-                              "yes" if best["meets"][k] else "**no**"])
-        md.append(_md_table(["goal", "target (%)", "reached (%)", "met"], goal_rows))
-        prop = best.get("proposal_with_runner_up_ratio")
-        if prop:
-            ps = prop["scores"]
-            md += ["", "With a runner-up rule in the matcher (report a match only when its aligned hashes are at least "
-                   f"{prop['min_ratio']:g}x the next track's; not in `bgmid.match` yet), the best configuration "
-                   "would be:", ""]
-            md.append(_md_table(
-                ["separator", "fusion", "preset", "query", "threshold", "ratio", "0 dB", "-10 dB", "clean",
-                 "false (pooled)"],
-                [[prop["separator"] or "none", prop["fusion"], prop["preset"], f"`{_query_label(prop)}`",
-                  prop["query_options"]["min_aligned"], f"{prop['min_ratio']:g}", _pct(ps.get("0dB")),
-                  _pct(ps.get("-10dB")), _pct(ps.get("clean")), _pct(ps.get("false_match"))]]))
+        md.append("Other SNRs with this configuration: " + ", ".join(f"{k}: {_pct(x)} %" for k, x in other.items()))
+    md.append("")
+    goal_rows = [[k, ("<= " if k == "false_match" else ">= ") + _pct(g), _pct(sc.get(k)),
+                  "yes" if best["meets"][k] else "**no**"] for k, g in GOALS.items()]
+    md.append(_md_table(["goal", "target (%)", "reached (%)", "met"], goal_rows))
+    return md + _section_proposal(best.get("proposal_with_runner_up_ratio"))
 
-    if plots:
-        md += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
-    md += ["", "## Files", "",
-           "`separation.csv` (per separator and set: means and medians), `identification.csv` (per configuration, "
-           "set and threshold), `cost.json`, `best.json`, `run.json` (versions, weights' and data hashes), "
-           "`report.json` (everything)."]
-    return "\n".join(md) + "\n"
+
+def _section_proposal(prop: dict | None) -> list[str]:
+    """The best configuration with a runner-up ratio rule (a proposal for the matcher), when it differs."""
+    if not prop:
+        return []
+    ps = prop["scores"]
+    md = ["", "With a runner-up rule in the matcher (report a match only when its aligned hashes are at least "
+          f"{prop['min_ratio']:g}x the next track's; not in `bgmid.match` yet), the best configuration "
+          "would be:", ""]
+    md.append(_md_table(
+        ["separator", "fusion", "preset", "query", "threshold", "ratio", "0 dB", "-10 dB", "clean",
+         "false (pooled)"],
+        [[prop["separator"] or "none", prop["fusion"], prop["preset"], f"`{_query_label(prop)}`",
+          prop["query_options"]["min_aligned"], f"{prop['min_ratio']:g}", _pct(ps.get("0dB")),
+          _pct(ps.get("-10dB")), _pct(ps.get("clean")), _pct(ps.get("false_match"))]]))
+    return md
+
+
+def _section_files(plots: list[str]) -> list[str]:
+    md = ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots] if plots else []
+    return md + ["", "## Files", "",
+                 "`separation.csv` (per separator and set: means and medians), `identification.csv` (per "
+                 "configuration, set and threshold), `cost.json`, `best.json`, `run.json` (versions, weights' and "
+                 "data hashes), `report.json` (everything)."]
 
 
 def _config_order(report: dict) -> list[tuple[str, str]]:
