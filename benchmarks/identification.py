@@ -1,9 +1,12 @@
 """Identification accuracy, false matches, speed and index size on real music (issue #2's targets).
 
 Uses the corpus built by ``bgmid data fetch`` (music of the Debian game-soundtrack packages, speech of the
-voice-acting packages). Every music track except the ``ooi`` split is indexed; queries are 12 s excerpts at
-random offsets (clean, and with white noise at 0 dB SNR); negatives are speech-only clips and clips of the
-never-indexed ``ooi`` music. Prints a JSON report and, with ``--calibrate``, refits the confidence model.
+voice-acting packages) and its cached index (:func:`bgmid.evaluate.library.open_corpus_index`, the one
+``bgmid evaluate`` uses: every music track except the ``ooi`` split; built once, fingerprint speed from its
+build). Queries are 12 s excerpts at random offsets (clean, and with white noise at 0 dB SNR); an answer at another
+offset counts as an identical repeat by :mod:`bgmid.evaluate.repeats` (the criterion behind the report's figures
+too); negatives are speech-only clips and clips of the never-indexed ``ooi`` music. Latency is measured against
+the same index padded with decoys to ``--fill-to`` tracks (cached as well). Prints a JSON report.
 
     .venv/bin/python benchmarks/identification.py --preset p1 --clips 200
 """
@@ -14,16 +17,17 @@ import argparse
 import gzip
 import json
 import pickle
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from bgmid.audio import resample
 from bgmid.data.corpus import default_root, items, load_item, load_manifest
-from bgmid.fingerprint import PRESETS, QueryOptions, fingerprint
-from bgmid.index import TrackMeta, open_index
+from bgmid.evaluate.library import fingerprint_items, open_corpus_index
+from bgmid.evaluate.repeats import RepeatCheck
+from bgmid.fingerprint import PRESETS, QueryOptions
 from bgmid.match import Matcher, vote
 
 CACHE_SR = 22050
@@ -63,22 +67,102 @@ def audfprint_size_estimate(landmarks: list[tuple[int, np.ndarray, np.ndarray]],
         return Path(f.name).stat().st_size
 
 
-def repeat_similarity(x: np.ndarray, a_s: float, b_s: float, length_s: float, search_s: float = 0.1,
-                      sr: int = CACHE_SR) -> float:
-    """Best normalised cross-correlation between ``x[a_s : a_s + length_s]`` and ``x`` near ``b_s`` (lags within
-    +-``search_s``): 1.0 when the track repeats the excerpt sample for sample at ``b_s``."""
-    x = np.asarray(x, np.float64) / 32768.0
-    a0, n = int(a_s * sr), int(length_s * sr)
-    a = x[a0:a0 + n]
-    lo = max(0, int(b_s * sr) - int(search_s * sr))
-    b = x[lo:int(b_s * sr) + n + int(search_s * sr)]
-    if a.size == 0 or b.size < a.size:
-        return 0.0
-    nfft = 1 << int(np.ceil(np.log2(a.size + b.size)))
-    corr = np.fft.irfft(np.fft.rfft(b, nfft) * np.conj(np.fft.rfft(a, nfft)), nfft)[: b.size - a.size + 1]
-    c2 = np.concatenate([[0.0], np.cumsum(b**2)])
-    energy = np.sqrt(c2[a.size:] - c2[: b.size - a.size + 1]) * np.sqrt(np.sum(a**2)) + 1e-12
-    return float(np.max(corr / energy))
+def positives(root: Path, store, matcher: Matcher, queries: list, clip_s: float, rng: np.random.Generator
+              ) -> tuple[dict, list[tuple[int, bool]]]:
+    """Top-1, offset and repeat-aware accuracy of the queries, clean and with white noise at 0 dB; and the best
+    scores of every query with whether they named the right track (for calibration)."""
+    repeat = RepeatCheck(root, clip_s)  # the one repeat criterion, shared with bgmid evaluate
+    report, pos_scores = {}, []
+    for cond in ("clean", "noise_0dB"):
+        ok = ok_off = ok_loop = 0
+        times = []
+        for r, x, start in queries:
+            if cond == "noise_0dB":
+                x = x + rng.standard_normal(x.size).astype(np.float32) * np.sqrt(np.mean(x**2))
+            t0 = time.perf_counter()
+            m = matcher.identify(x, CACHE_SR)
+            times.append(time.perf_counter() - t0)
+            lm = matcher.landmarks(x, CACHE_SR)
+            v = vote(store, lm, top=2, max_postings=matcher.max_postings)
+            if v.scores.size:
+                right = store.track(int(v.track_ids[0])).content_hash == r["id"]
+                pos_scores.append((int(v.scores[0]), bool(right)))
+            if m and store.track(m[0].track_id).content_hash == r["id"]:
+                ok += 1
+                exact = abs(m[0].track_offset_s - start) <= 0.1
+                ok_off += exact
+                ok_loop += exact or repeat(r["id"], start, m[0].track_offset_s)
+        report[cond] = {"top1": round(ok / len(queries), 4), "top1_offset_0.1s": round(ok_off / len(queries), 4),
+                        "top1_offset_0.1s_or_identical_repeat": round(ok_loop / len(queries), 4),
+                        "identify_ms_median": round(1000 * float(np.median(times)), 2)}
+    return report, pos_scores
+
+
+def negatives(store, matcher: Matcher, pools: list[tuple[str, list[dict]]], n: int, excerpt) -> tuple[dict, list]:
+    """False matches on speech-only clips and never-indexed music, with the negatives' best scores."""
+    neg_scores = []
+    false: dict = {}
+    false_detail: list[dict] = []
+    for name, pool in pools:
+        n_false = 0
+        if not pool:
+            continue
+        for r in excerpt.rng.choice(np.array(pool, dtype=object), n):
+            x, _ = excerpt(r)
+            lm = matcher.landmarks(x, CACHE_SR)
+            v = vote(store, lm, top=2, max_postings=matcher.max_postings)
+            neg_scores.append(int(v.scores[0]) if v.scores.size else 0)
+            fm = matcher.match_landmarks(lm)
+            n_false += bool(fm)
+            if fm:
+                false_detail.append({"clip": r["id"], "kind": name, "matched": store.track(fm[0].track_id).title,
+                                     "score": fm[0].score})
+        false[name] = round(n_false / n, 4)
+    report = {"false_match_rate": false, "false_matches": false_detail,
+              "negative_top_scores": {"max": max(neg_scores or [0]),
+                                      "p99": float(np.percentile(neg_scores or [0], 99))}}
+    return report, neg_scores
+
+
+def latency(root: Path, preset: str, fill_to: int, seed: int, shifts: int, queries: list, jobs: int) -> dict:
+    """Query latency against the corpus index padded with decoys to ``fill_to`` tracks (see
+    :mod:`bgmid.evaluate.library`: real tracks' landmarks with every hash XOR-ed by a random constant)."""
+    store, _ = open_corpus_index(root, preset, jobs=jobs, fill_to=fill_to, decoy_seed=seed, log=_log)
+    with store:
+        matcher = Matcher(store, QueryOptions(shifts=shifts))  # the stop-word limit grows with the index
+        lat = []
+        for _r, x, _start in queries[:100]:
+            t0 = time.perf_counter()
+            matcher.identify(x, CACHE_SR)
+            lat.append(time.perf_counter() - t0)
+        t_an = []
+        for _r, x, _start in queries[:100]:
+            t0 = time.perf_counter()
+            matcher.landmarks(x, CACHE_SR)
+            t_an.append(time.perf_counter() - t0)
+        return {
+            **{k: v for k, v in store.stats().items() if k != "path"},
+            "max_postings": matcher.max_postings,
+            "identify_ms_median": round(1000 * float(np.median(lat)), 2),
+            "identify_ms_p90": round(1000 * float(np.percentile(lat, 90)), 2),
+            "analysis_ms_median": round(1000 * float(np.median(t_an)), 2),
+        }
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+class _Excerpts:
+    """Random ``clip_s`` excerpts of corpus items (their 22,050 Hz cache), drawn from ``rng``."""
+
+    def __init__(self, root: Path, clip_s: float, rng: np.random.Generator):
+        self.root, self.n, self.rng = root, int(clip_s * CACHE_SR), rng
+
+    def __call__(self, r: dict) -> tuple[np.ndarray, float]:
+        x = load_item(self.root, r["id"], CACHE_SR)
+        start = int(self.rng.integers(0, max(1, x.shape[0] - self.n)))
+        return np.asarray(x[start:start + self.n], np.float32) / 32768.0, start / CACHE_SR
 
 
 def main() -> None:
@@ -93,138 +177,41 @@ def main() -> None:
     ap.add_argument("--shifts", type=int, default=1)
     ap.add_argument("--fill-to", type=int, default=1000, help="pad the index to this many tracks for timing")
     ap.add_argument("--audfprint", action="store_true", help="also estimate audfprint's DB size (slow)")
+    ap.add_argument("--jobs", type=int, default=1, help="processes for building the (cached) corpus indexes")
     ap.add_argument("--out", default=None, help="write the JSON report here")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
     root = Path(args.root)
     man = load_manifest(root)
-    preset = PRESETS[args.preset]
-    if args.density or args.fanout:
-        preset = preset.with_(density=args.density or preset.density, fanout=args.fanout or preset.fanout)
+    overrides = [f"{k}={v}" for k, v in (("density", args.density), ("fanout", args.fanout)) if v]
+    preset = args.preset + (":" + ",".join(overrides) if overrides else "")  # a variant has its own cached index
     music = [r for r in items(man, "music") if r["split"] != "ooi"]
-    ooi = items(man, "music", "ooi")
-    speech = items(man, "speech")
     rng = np.random.default_rng(args.seed)
-    report: dict = {"preset": preset.to_dict(), "tracks": len(music)}
-
-    with tempfile.TemporaryDirectory() as tmp:
-        store = open_index(Path(tmp) / "db", preset=preset, create=True)
-        t_fp, audio_s = 0.0, 0.0
-        all_lm = []
-        for r in music:
-            x = resample(_audio(root, r), CACHE_SR, preset.sample_rate)
-            t0 = time.process_time()
-            lm = fingerprint(x, preset)
-            t_fp += time.process_time() - t0
-            audio_s += x.size / preset.sample_rate
-            tid = store.add_track(TrackMeta(r["title"] or r["id"], r["orig_path"], r["duration_s"], r["id"]),
-                                  lm.hashes, lm.times)
-            all_lm.append((tid, lm.hashes, lm.times))
-        store.compact(force=True)
-        st = store.stats()
-        report["index"] = {**st, "hours": round(audio_s / 3600, 2),
-                           "bytes_per_hour": int(st["bytes"] / (audio_s / 3600))}
-        report["fingerprint_x_realtime_one_core"] = round(audio_s / t_fp, 1)
-        if args.audfprint:
-            report["audfprint_size_estimate_bytes"] = audfprint_size_estimate(all_lm)
-
+    store, info = open_corpus_index(root, preset, jobs=args.jobs, log=_log)  # the corpus index bgmid evaluate uses
+    report: dict = {"preset": store.preset.to_dict(), "tracks": len(music)}
+    st = store.stats()
+    report["index"] = {**st, "hours": round(info["hours"], 2), "bytes_per_hour": int(st["bytes"] / info["hours"])}
+    report["fingerprint_x_realtime_one_core"] = info.get("fingerprint_x_realtime_one_core")  # measured at its build
+    if args.audfprint:
+        tid = {t.content_hash: t.track_id for t in store.tracks()}
+        report["audfprint_size_estimate_bytes"] = audfprint_size_estimate(
+            [(tid[fp.item_id], fp.hashes, fp.times) for fp in fingerprint_items(root, [r["id"] for r in music],
+                                                                                 preset, args.jobs)])
+    excerpt = _Excerpts(root, args.clip_s, rng)
+    queries = [(r, *excerpt(r)) for r in rng.choice(np.array(music, dtype=object), args.clips)]
+    with store:
         matcher = Matcher(store, QueryOptions(shifts=args.shifts))
-        clip_n = int(args.clip_s * CACHE_SR)
-
-        def excerpt(r: dict) -> tuple[np.ndarray, float]:
-            x = load_item(root, r["id"], CACHE_SR)
-            start = int(rng.integers(0, max(1, x.shape[0] - clip_n)))
-            return np.asarray(x[start:start + clip_n], np.float32) / 32768.0, start / CACHE_SR
-
-        queries = [(r, *excerpt(r)) for r in rng.choice(np.array(music, dtype=object), args.clips)]
-
-        def same_audio(r: dict, true_s: float, found_s: float) -> bool:
-            """Whether the track holds the same audio at both offsets (game music loops whole sections, sample
-            for sample): the 12 s at the true offset correlate >= 0.9 with the audio at the reported offset
-            (normalised cross-correlation, best lag within +-0.1 s since repeats need not fall on a frame)."""
-            return repeat_similarity(load_item(root, r["id"], CACHE_SR), true_s, found_s, args.clip_s) >= 0.9
-
-        pos_scores: list[tuple[int, bool]] = []
-        for cond in ("clean", "noise_0dB"):
-            ok = ok_off = ok_loop = 0
-            times = []
-            for r, x, start in queries:
-                if cond == "noise_0dB":
-                    x = x + rng.standard_normal(x.size).astype(np.float32) * np.sqrt(np.mean(x**2))
-                t0 = time.perf_counter()
-                m = matcher.identify(x, CACHE_SR)
-                times.append(time.perf_counter() - t0)
-                lm = matcher.landmarks(x, CACHE_SR)
-                v = vote(store, lm, top=2, max_postings=matcher.max_postings)
-                if v.scores.size:
-                    right = store.track(int(v.track_ids[0])).content_hash == r["id"]
-                    pos_scores.append((int(v.scores[0]), bool(right)))
-                if m and store.track(m[0].track_id).content_hash == r["id"]:
-                    ok += 1
-                    exact = abs(m[0].track_offset_s - start) <= 0.1
-                    ok_off += exact
-                    ok_loop += exact or same_audio(r, start, m[0].track_offset_s)
-            report[cond] = {"top1": round(ok / len(queries), 4), "top1_offset_0.1s": round(ok_off / len(queries), 4),
-                            "top1_offset_0.1s_or_identical_repeat": round(ok_loop / len(queries), 4),
-                            "identify_ms_median": round(1000 * float(np.median(times)), 2)}
-
-        neg_scores = []
-        false: dict = {}
-        false_detail: list[dict] = []
-        for name, pool in (("speech", speech), ("out_of_index_music", ooi)):
-            n_false = 0
-            if not pool:
-                continue
-            for r in rng.choice(np.array(pool, dtype=object), args.negatives):
-                x, _ = excerpt(r)
-                lm = matcher.landmarks(x, CACHE_SR)
-                v = vote(store, lm, top=2, max_postings=matcher.max_postings)
-                neg_scores.append(int(v.scores[0]) if v.scores.size else 0)
-                fm = matcher.match_landmarks(lm)
-                n_false += bool(fm)
-                if fm:
-                    false_detail.append({"clip": r["id"], "kind": name, "matched": store.track(fm[0].track_id).title,
-                                         "score": fm[0].score})
-            false[name] = round(n_false / args.negatives, 4)
-        report["false_match_rate"] = false
-        report["false_matches"] = false_detail
-        report["negative_top_scores"] = {"max": max(neg_scores or [0]),
-                                         "p99": float(np.percentile(neg_scores or [0], 99))}
-
-        # query latency against a 1,000-track index: pad with decoy tracks (real tracks' landmarks with every
-        # hash XOR-ed by a random constant: same hash statistics and posting counts, different content)
-        n_fill = max(0, args.fill_to - len(music))
-        if n_fill:
-            for k in range(n_fill):
-                _tid, h, tm = all_lm[k % len(all_lm)]
-                xor = np.uint32(rng.integers(1, 2**20))
-                store.add_track(TrackMeta(f"decoy{k}", "", 0.0, f"decoy{k}"), h ^ xor, tm)
-                if k % 50 == 49:
-                    store.compact()
-            store.compact(force=True)
-            store.refresh()
-            matcher = Matcher(store, QueryOptions(shifts=args.shifts))  # the stop-word limit grows with the index
-            lat = []
-            for _r, x, _start in queries[:100]:
-                t0 = time.perf_counter()
-                matcher.identify(x, CACHE_SR)
-                lat.append(time.perf_counter() - t0)
-            t_an = []
-            for _r, x, _start in queries[:100]:
-                t0 = time.perf_counter()
-                matcher.landmarks(x, CACHE_SR)
-                t_an.append(time.perf_counter() - t0)
-            report["index_1000"] = {
-                **{k: v for k, v in store.stats().items() if k != "path"},
-                "max_postings": matcher.max_postings,
-                "identify_ms_median": round(1000 * float(np.median(lat)), 2),
-                "identify_ms_p90": round(1000 * float(np.percentile(lat, 90)), 2),
-                "analysis_ms_median": round(1000 * float(np.median(t_an)), 2),
-            }
-        report["positive_scores"] = pos_scores
-        report["negative_scores"] = neg_scores
-        store.close()
+        pos, pos_scores = positives(root, store, matcher, queries, args.clip_s, rng)
+        neg, neg_scores = negatives(store, matcher, [("speech", items(man, "speech")),
+                                                     ("out_of_index_music", items(man, "music", "ooi"))],
+                                    args.negatives, excerpt)
+    report.update(pos)
+    report.update(neg)
+    if args.fill_to > len(music):
+        report["index_1000"] = latency(root, preset, args.fill_to, args.seed, args.shifts, queries, args.jobs)
+    report["positive_scores"] = pos_scores
+    report["negative_scores"] = neg_scores
 
     summary = {k: v for k, v in report.items() if k not in ("positive_scores", "negative_scores")}
     print(json.dumps(summary, indent=1))

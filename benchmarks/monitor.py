@@ -1,7 +1,8 @@
 """Monitoring benchmark: accuracy and speed of ``bgmid monitor`` on generated broadcast-like programmes.
 
 Real corpus audio (``bgmid data fetch``): the music of the chosen splits is indexed (test split plus the
-train/val tracks as distractors), programmes are generated from the test split's music and speech
+train/val tracks as distractors; the library's cached corpus index, :func:`bgmid.evaluate.library.open_corpus_index`),
+programmes are generated from the test split's music and speech
 (:func:`bgmid.data.programmes.generate_programme`: dialogue, pauses, music-only passages, cues of 5-90 s at
 -25..+5 dB with fades), plus programmes without music for false alarms. Each programme is monitored from its
 WAV file (streamed), timed, and scored against its cue sheet.
@@ -25,37 +26,22 @@ import numpy as np
 
 from bgmid.cuesheet import CueMetrics, evaluate, format_metrics, merge_truth, read_truth, same_track
 from bgmid.data.corpus import default_root
-from bgmid.fingerprint.landmarks import fingerprint
+from bgmid.evaluate.library import open_corpus_index
 from bgmid.fingerprint.presets import QueryOptions
-from bgmid.index import open_index
-from bgmid.index.base import TrackMeta
 from bgmid.monitor import Monitor, MonitorConfig
+from bgmid.separation import resolve_separator
 
 
-def build_index(root: Path, db: Path, preset: str, splits: list[str]) -> None:
-    """Index corpus tracks straight from the cache arrays (no audio files needed); skip ones already in."""
-    from bgmid.audio import resample
-    from bgmid.data.mixing import Corpus
+def open_library(root: Path, preset: str, splits: list[str]):
+    """The corpus index of the music of ``splits`` (:func:`bgmid.evaluate.library.open_corpus_index`: built once,
+    cached under ROOT/index; each track's ``extra["item_id"]`` is what the programmes' cue sheets name)."""
+    from bgmid.data.corpus import items, load_manifest
 
-    cor = Corpus(root, 16000)
-    recs = [r for s in splits for r in cor.items("music", s)]
-    with open_index(db, preset=preset, create=True) as store:
-        have = {t.extra.get("item_id") for t in store.tracks()}
-        todo = [r for r in recs if r["id"] not in have]
-        t0 = time.time()
-        for k, r in enumerate(todo):
-            x = np.asarray(cor.samples(r["id"]), np.float32) / 32768.0
-            y = resample(x, 16000, store.preset.sample_rate)
-            lm = fingerprint(y, store.preset)
-            meta = TrackMeta(title=r.get("title") or r["id"], path=r.get("orig_path", ""),
-                             duration_s=x.size / 16000, content_hash=f"corpus:{r['id']}", n_hashes=len(lm),
-                             extra={"item_id": r["id"], "package": r.get("package", ""), "split": r["split"]})
-            store.add_track(meta, lm.hashes, lm.times)
-            if (k + 1) % 20 == 0:
-                print(f"  indexed {k + 1}/{len(todo)} ({time.time() - t0:.0f} s)", file=sys.stderr)
-        if todo and hasattr(store, "compact"):
-            store.compact(force=True)  # one segment: a lookup touches one file instead of one per track
-        print(f"index: {db} ({len(store.tracks())} tracks, preset {store.preset.name})", file=sys.stderr)
+    man = load_manifest(root)
+    ids = [r["id"] for s in splits for r in items(man, "music", s)]
+    store, _ = open_corpus_index(root, preset, items=ids, log=lambda m: print(m, file=sys.stderr))
+    print(f"index: {store.path} ({len(store.tracks())} tracks, preset {store.preset.name})", file=sys.stderr)
+    return store
 
 
 def programmes(root: Path, out: Path, n: int, n_silent: int, duration: float, split: str, seed: int = 1000
@@ -78,7 +64,7 @@ def programmes(root: Path, out: Path, n: int, n_silent: int, duration: float, sp
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", type=Path, default=None, help="corpus root (default ~/.cache/bgmid)")
-    ap.add_argument("--work", type=Path, default=None, help="index and programmes (default ROOT/bench/monitor)")
+    ap.add_argument("--work", type=Path, default=None, help="programmes (default ROOT/bench/monitor)")
     ap.add_argument("--preset", default="p1")
     ap.add_argument("--index-splits", nargs="+", default=["train", "val", "test"])
     ap.add_argument("--split", default="test", help="split the programmes draw from (default test)")
@@ -96,19 +82,15 @@ def main(argv: list[str] | None = None) -> int:
 
     root = args.root or default_root()
     work = args.work or root / "bench" / "monitor"
-    db = work / f"index-{args.preset}"
-    build_index(root, db, args.preset, args.index_splits)
+    store = open_library(root, args.preset, args.index_splits)
     pairs = programmes(root, work / "programmes", args.programmes, args.silent, args.duration, args.split, args.seed)
-
-    from bgmid.cli.monitor import resolve_separator
-
     sep = resolve_separator(args.separator, args.device)
     total_all, total_10 = CueMetrics(), CueMetrics()
     bands: dict[str, list[int]] = {}  # level band -> [found, total] for cues >= 10 s
     usage: list[tuple[float, float | None, bool, bool]] = []  # (true level, estimated msr, music only, featured)
     audio_s = wall_s = 0.0
     phantoms_silent = 0
-    with open_index(db) as store:
+    with store:
         config = MonitorConfig(max_postings=args.max_postings)
         mon = Monitor(store, sep, config, QueryOptions(), separator_name=args.separator)
         for wav, cues_csv in pairs:

@@ -1,8 +1,9 @@
 """Tune the query analysis and the match threshold on the real corpus.
 
-For each query configuration (density factor, fan-out factor, shifts) computes the best-track scores of
-positive queries (12 s excerpts of indexed tracks: clean, white noise at 0 dB, real speech at -10 dB without
-separation) and of negatives (speech-only clips, never-indexed music), then reports, at the threshold that
+Against the corpus index (:func:`bgmid.evaluate.library.open_corpus_index`: every music track except the ``ooi``
+split, cached), for each query configuration (density factor, fan-out factor, shifts) computes the best-track
+scores of positive queries (12 s excerpts of indexed tracks: clean, white noise at 0 dB, real speech at -10 dB
+without separation) and of negatives (speech-only clips, never-indexed music), then reports, at the threshold that
 keeps false matches <= 1 %, the share of positives found. The chosen threshold and a logistic confidence fit
 go into ``bgmid.match.CALIBRATION``.
 
@@ -13,15 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
+import sys
 from pathlib import Path
 
 import numpy as np
 
-from bgmid.audio import resample
 from bgmid.data.corpus import default_root, items, load_item, load_manifest
-from bgmid.fingerprint import PRESETS, QueryOptions, fingerprint
-from bgmid.index import TrackMeta, open_index
+from bgmid.evaluate.library import open_corpus_index
+from bgmid.fingerprint import QueryOptions
 from bgmid.match import Matcher, accept, vote
 
 SR = 22050
@@ -52,7 +52,6 @@ def main() -> None:
     args = ap.parse_args()
     root = Path(args.root)
     man = load_manifest(root)
-    p = PRESETS[args.preset]
     rng = np.random.default_rng(args.seed)
     music = [r for r in items(man, "music") if r["split"] != "ooi"]
     ooi = items(man, "music", "ooi")
@@ -89,12 +88,8 @@ def main() -> None:
     neg_q = [crop(audio(r), n)[0] for r in rng.choice(np.array(ooi, dtype=object), args.negatives // 2)]
     neg_q += [dialogue(n) for _ in range(args.negatives - len(neg_q))]
 
-    with tempfile.TemporaryDirectory() as tmp:
-        store = open_index(Path(tmp) / "db", preset=p, create=True)
-        for r in music:
-            lm = fingerprint(resample(audio(r), SR, p.sample_rate), p)
-            store.add_track(TrackMeta(r["id"], "", r["duration_s"], r["id"]), lm.hashes, lm.times)
-        store.compact(force=True)
+    store, _ = open_corpus_index(root, args.preset, log=lambda m: print(m, file=sys.stderr))  # as bgmid evaluate's
+    with store:
         results = {}
         for cfg in args.configs.split(";"):
             d, f, sh = (float(v) for v in cfg.split(","))
@@ -105,7 +100,7 @@ def main() -> None:
                 if not v.scores.size:
                     return 0, 1.0, None
                 second = float(v.scores[1]) if v.scores.size > 1 else 1.0
-                return int(v.scores[0]), v.scores[0] / max(1.0, second), store.track(int(v.track_ids[0])).title
+                return int(v.scores[0]), v.scores[0] / max(1.0, second), store.track(int(v.track_ids[0])).content_hash
 
             rows = []  # (score, ratio, correct, kind)
             for x in neg_q:

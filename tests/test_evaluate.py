@@ -297,3 +297,41 @@ def test_ablation_runs_are_planned_and_resumable(tmp_path, monkeypatch):
     assert [display_name(p) for p in paths] == [c[0] for c in calls]
     calls.clear()
     assert train_ablations(["hop"], None, tmp_path, log=lambda _m: None) == paths[3:] and not calls
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the library's corpus index (what the benchmarks use) and the repeat criterion
+
+
+def test_corpus_index_items_and_decoys(data_root):
+    from bgmid.evaluate.library import indexed_items, open_corpus_index
+    from bgmid.match import Matcher
+
+    ids = [r["id"] for r in indexed_items(corpus.load_manifest(data_root))]
+    store, info = open_corpus_index(data_root, "p1", items=ids[:3][::-1], log=None)
+    with store:
+        assert sorted(t.content_hash for t in store.tracks()) == sorted(ids[:3])
+        assert all(t.extra["item_id"] == t.content_hash for t in store.tracks())  # what cue sheets look for
+    again, _ = open_corpus_index(data_root, "p1", items=ids[:3], log=None)  # a set: the same cached index
+    assert again.path == store.path
+    again.close()
+    store, info = open_corpus_index(data_root, "p1", fill_to=12, decoy_seed=3, log=None)
+    with store:
+        tracks = store.tracks()
+        assert len(tracks) == 12 and sum(t.content_hash.startswith("decoy") for t in tracks) == 7
+        assert info["decoys"] == {"fill_to": 12, "seed": 3, "real_tracks": 5} and info["tracks"] == 12
+        x = np.asarray(corpus.load_item(data_root, ids[1], 16000)[16000 * 5:16000 * 17], np.float32) / 32768
+        m = Matcher(store).identify(x, 16000)
+        assert m and store.track(m[0].track_id).content_hash == ids[1]  # decoys never match real music
+
+
+def test_repeat_criterion_on_a_loop():
+    from bgmid.evaluate.repeats import is_repeat
+
+    sr = 16000
+    a, b = _music(11, 10.0, sr), _music(12, 20.0, sr)
+    x = np.concatenate([a, a, b])  # the first 10 s loop once, then other music
+    assert is_repeat(x, 1.0, 11.0, 8.0)  # the loop's second pass holds the same music
+    assert not is_repeat(x, 1.0, 24.0, 8.0)  # another place does not
+    x16 = (x * 32767).astype(np.int16)  # the corpus cache's int16 is read as is
+    assert is_repeat(x16, 1.0, 11.0, 8.0) and not is_repeat(x16, 1.0, 24.0, 8.0)

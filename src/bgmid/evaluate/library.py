@@ -190,7 +190,7 @@ def build_corpus_index(
     """Index the corpus's music for ``preset`` (or reuse the cached index); return the index folder.
 
     ``db_dir`` overrides where the index goes (default ``ROOT/index/<preset>-<key>``). ``jobs`` worker processes
-    fingerprint in parallel. ``items`` lists the item ids to index (default :func:`indexed_items`); ``fill_to``
+    fingerprint in parallel. ``items`` names the item ids to index (default :func:`indexed_items`); ``fill_to``
     pads with decoys up to that many tracks (see the module docstring). A finished index has ``built.json``
     (tracks, hours, CPU seconds, x real time of the real tracks) next to it; an unfinished one is completed on
     the next call.
@@ -228,7 +228,8 @@ def build_corpus_index(
 
 
 def _records(root: Path, manifest: dict, ids: Sequence[str] | None) -> list[dict]:
-    """The manifest records to index: ``ids`` in the given order, or :func:`indexed_items`."""
+    """The manifest records to index, sorted by id (an index is a set of tracks: the same set is the same cached
+    index whatever order it was named in): ``ids``, or :func:`indexed_items`."""
     if ids is None:
         recs = indexed_items(manifest)
     else:
@@ -237,7 +238,7 @@ def _records(root: Path, manifest: dict, ids: Sequence[str] | None) -> list[dict
         if unknown:
             raise BgmidError(f"corpus items not in the manifest: {', '.join(unknown[:5])}"
                              f"{' ...' if len(unknown) > 5 else ''}")
-        recs = [by_id[i] for i in dict.fromkeys(ids)]
+        recs = [by_id[i] for i in sorted(set(ids))]
     if not recs:
         raise BgmidError(f"{root}: the corpus has no indexable music (all music is 'ooi' or none was fetched).")
     return recs
