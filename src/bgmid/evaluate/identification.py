@@ -104,8 +104,6 @@ DEFAULT_RATIOS = (1.0, 1.5, 2.0)
 TIMING_CLIPS = 40
 
 
-
-
 @dataclass(frozen=True)
 class QuerySpec:
     """Query-side fingerprint options (no new index needed); ``label`` names them in tables."""
@@ -192,7 +190,6 @@ def fixed_set_key(root: Path, set_name: str, sample_rate: int = EVAL_SR) -> str:
     split = set_name.split("_", 1)[0]
     p = root / "fixed" / str(int(sample_rate)) / split / f"{set_name}.csv"
     return f"{set_name}-{file_digest(p)[:12]}"
-
 
 
 # --------------------------------------------------------------------------------------------------

@@ -276,7 +276,6 @@ def _best_record(report: dict, best: tuple, max_false: float) -> dict:
     }
 
 
-
 # --------------------------------------------------------------------------------------------------
 # SDR vs identification
 
