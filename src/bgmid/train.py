@@ -13,6 +13,10 @@ and the checkpoint carries weights, EMA, optimizer, step, schedule horizon, torc
 so stopping and resuming gives the same loss sequence as an uninterrupted run. Checkpoints are written
 atomically every ``ckpt_every_s`` seconds (``last.pt``, full state) and whenever validation improves
 (``best.pt``, release format with EMA weights, loadable by :func:`bgmid.separation.load_separator`).
+
+Validation and model cards use the one SI-SDR (:func:`bgmid.metrics.si_sdr`, means removed first); checkpoints
+record the first 16 hex digits of :func:`bgmid.data.corpus.manifest_sha256`; torch threads follow
+:func:`bgmid.separation.torch_threads` (``cfg.threads`` for the run, restored after).
 """
 
 from __future__ import annotations
