@@ -14,6 +14,7 @@ from signals import synth_speech
 
 from bgmid.audio import resample
 from bgmid.data import corpus, mixing
+from bgmid.errors import BgmidError
 
 
 def fast_music(seed: int, duration_s: float, sr: int = 22050) -> np.ndarray:
@@ -193,3 +194,108 @@ def test_fixed_sets_lowpass_band_limited_speech(tmp_path):
         assert 3000 <= lp <= 4000 and float(c.meta["speech_band_hz"]) == lp
         f, p = welch(c.music, fs=16000, nperseg=1024)
         assert p[f > lp + 1000].sum() < 1e-4 * p.sum()
+
+
+def _file_digests(d: Path) -> dict[str, str]:
+    import hashlib
+
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.iterdir())
+            if p.suffix in (".csv", ".npy")}
+
+
+def _envelope_lag_s(y: np.ndarray, x: np.ndarray, sr: int, max_s: float = 0.1) -> float:
+    """Lag (s, positive: ``y`` late) between the 10 ms amplitude envelopes of ``y`` and ``x``."""
+    from scipy.signal import fftconvolve
+
+    h = np.ones(sr // 100) / (sr // 100)
+    ey, ex = (fftconvolve(np.abs(v), h, mode="same") for v in (y, x))
+    ey, ex = ey - ey.mean(), ex - ex.mean()
+    m = int(max_s * sr)
+    cc = np.correlate(ey, ex[m:-m], mode="valid")
+    return (int(np.argmax(cc)) - m) / sr
+
+
+def test_fixed_sets_conditions(tmp_path):
+    """Conditions add sets of the same clips with their truth; the unchanged sets stay byte for byte."""
+    from bgmid.data import transforms
+
+    root = make_fake_cache(tmp_path / "c", n_music=14, music_s=40.0)
+    quiet = dict(log=lambda m: None)
+    mixing.build_fixed_sets(root, "test", (16000,), n_clips=4, **quiet)
+    d = root / "fixed" / "16000" / "test"
+    before = _file_digests(d)
+    conds = ["speed+4.2", "tempo-3", "pitch+1", "broadcast", "short5"]
+    counts = mixing.build_fixed_sets(root, "test", (16000,), n_clips=4, conditions=conds, **quiet)
+    after = _file_digests(d)
+    assert {k: after[k] for k in before} == before  # existing sets unchanged and reproducible
+    names = mixing.condition_set_names("test", conds)
+    assert names == ["test_0dB_speed+4.2", "test_-10dB_speed+4.2", "test_-10dB_tempo-3", "test_-10dB_pitch+1",
+                     "test_-10dB_broadcast", "test_speech_broadcast", "test_-10dB_short5"]
+    assert all(counts[n] == 4 for n in names)
+    assert mixing.split_condition("test_-10dB_speed+4.2") == ("test_-10dB", "speed+4.2")
+    assert mixing.split_condition("test_speech_broadcast") == ("test_speech", "broadcast")
+    assert mixing.split_condition("test_ooi_-10dB") == ("test_ooi_-10dB", "")
+    info = json.loads((d / "info.json").read_text())
+    assert info["conditions"] == conds and set(names) <= set(info["sets"])
+
+    sr = 16000
+    cor = mixing.Corpus(root, sr)
+    base = mixing.load_fixed_set(root, "test_-10dB", sr)
+    assert all(c.speed == 1.0 and c.tempo == 1.0 and c.pitch_semitones == 0.0 and c.condition == "" for c in base)
+    for name in names:
+        clips = mixing.load_fixed_set(root, name, sr)
+        snr = float(name.split("_")[1][:-2]) if "dB" in name else None
+        for c, b in zip(clips, base, strict=True):
+            np.testing.assert_allclose(c.mix, c.music + c.speech, atol=1e-6)
+            if snr is not None:
+                assert abs(mixing.snr_db(c.music, c.speech) - snr) < 1e-3
+                assert c.meta["music_track_id"] == b.meta["music_track_id"]
+    # ground truth: clip time t plays the track at track_offset_s + speed·tempo·t
+    for c in mixing.load_fixed_set(root, "test_-10dB_speed+4.2", sr):
+        assert c.speed == pytest.approx(25 / 24) and c.condition == "speed+4.2" and c.mix.size == 12 * sr
+        a = int(round(float(c.meta["track_offset_s"]) * sr))
+        ref = transforms.speed(cor.crop(c.meta["music_track_id"], a, int(12 * sr * 25 / 24) + 10), sr, 25 / 24)
+        ref = ref[: 12 * sr]
+        assert np.corrcoef(ref[sr:-sr], c.music[sr:-sr])[0, 1] > 0.99
+    for c in mixing.load_fixed_set(root, "test_-10dB_tempo-3", sr):
+        assert c.tempo == pytest.approx(0.97) and c.speed == 1.0
+        # the exact time map is a resampling by 0.97: the energy envelopes line up with it (chords every 0.5 s)
+        a = int(round(float(c.meta["track_offset_s"]) * sr))
+        exact = transforms.speed(cor.crop(c.meta["music_track_id"], a, int(12 * sr * 0.97) + 10), sr, 0.97)
+        assert abs(_envelope_lag_s(c.music, exact[: 12 * sr], sr)) <= 0.012
+    for c in mixing.load_fixed_set(root, "test_-10dB_pitch+1", sr):
+        assert c.pitch_semitones == 1.0 and c.tempo == 1.0 and c.mix.size == 12 * sr
+    for c, b in zip(mixing.load_fixed_set(root, "test_-10dB_broadcast", sr), base, strict=True):
+        assert c.meta["track_offset_s"] == b.meta["track_offset_s"]
+        # processed, but the same music, aligned: cross-correlation peaks at lag 0 (±2 ms)
+        m = sr // 20
+        cc = np.correlate(c.music, b.music[m:-m], mode="valid")
+        assert abs(int(np.argmax(cc)) - m) <= 0.002 * sr
+        assert np.corrcoef(c.music, b.music)[0, 1] > 0.5
+    neg = mixing.load_fixed_set(root, "test_speech_broadcast", sr)
+    plain = mixing.load_fixed_set(root, "test_speech", sr)
+    for c, p in zip(neg, plain, strict=True):
+        assert not np.any(c.music) and np.any(c.speech) and c.meta["music_track_id"] == ""
+        assert 0.5 < np.corrcoef(c.speech, p.speech)[0, 1] < 0.9999  # the dialogue, processed
+    for c in mixing.load_fixed_set(root, "test_-10dB_short5", sr):
+        assert c.mix.size == 5 * sr and float(c.meta["clip_s"]) == 5.0
+        piece = cor.crop(c.meta["music_track_id"], int(round(float(c.meta["track_offset_s"]) * sr)), 5 * sr)
+        assert np.corrcoef(piece, c.music)[0, 1] > 0.999  # the excerpt starts at its stated track offset
+        assert mixing._active(c.speech, sr) > 0.3
+    with pytest.raises(BgmidError, match="test_-10dB_speed"):
+        mixing.load_fixed_set(root, "test_-10dB_tempo+5", sr)  # not built; the message lists what is there
+    with pytest.raises(BgmidError, match="unknown condition"):
+        mixing.build_fixed_sets(root, "test", (16000,), n_clips=2, conditions=["warp9"], **quiet)
+
+
+def test_cli_mix_conditions(tmp_path, capsys):
+    from bgmid.cli import main
+
+    root = make_fake_cache(tmp_path / "c", n_music=14, music_s=30.0)
+    assert main(["data", "mix", "--root", str(root), "--sr", "16000", "--splits", "test", "--clips", "2",
+                 "--conditions", "speed-4", "aac64"]) == 0
+    out = capsys.readouterr().out
+    assert "test_0dB_speed-4 test_-10dB_speed-4 test_-10dB_aac64" in out
+    c = mixing.load_fixed_set(root, "test_0dB_speed-4", 16000)[0]
+    assert c.speed == pytest.approx(0.96) and c.meta["speed"] == "0.96"
+    assert main(["data", "mix", "--root", str(root), "--conditions", "nope"]) == 2

@@ -36,6 +36,9 @@ __all__ = [
     "build_fixed_sets",
     "load_fixed_set",
     "fixed_set_names",
+    "condition_set_names",
+    "split_condition",
+    "resolve_conditions",
     "source_band_hz",
 ]
 
@@ -413,10 +416,54 @@ def _clip_slots(recs: Sequence[dict], clip_s: float, rng: np.random.Generator, n
     return out
 
 
-def fixed_set_names(split: str = "test", snrs: Sequence[float] = (0, -10, -20)) -> list[str]:
-    """Names of the fixed sets of a split, e.g. ``test_0dB``, ``test_music``, ``test_ooi_-10dB``."""
+def fixed_set_names(split: str = "test", snrs: Sequence[float] = (0, -10, -20),
+                    conditions: Sequence[str] = ()) -> list[str]:
+    """Names of the fixed sets of a split, e.g. ``test_0dB``, ``test_music``, ``test_ooi_-10dB``, then those of
+    ``conditions`` (:func:`condition_set_names`; none by default)."""
     return ([f"{split}_{s:g}dB" for s in snrs] + [f"{split}_music", f"{split}_speech", f"{split}_ooi"]
-            + [f"{split}_ooi_{s:g}dB" for s in snrs[:2]])
+            + [f"{split}_ooi_{s:g}dB" for s in snrs[:2]] + condition_set_names(split, conditions))
+
+
+def resolve_conditions(names: Sequence[str]) -> list[str]:
+    """Condition names checked against :data:`bgmid.data.transforms.CONDITIONS` (``all`` = every one), in
+    the registry's order, without repeats."""
+    from bgmid.data.transforms import CONDITIONS, get_condition
+
+    want = set()
+    for n in names:
+        if n == "all":
+            want.update(CONDITIONS)
+        else:
+            want.add(get_condition(n).name)
+    return [n for n in CONDITIONS if n in want]
+
+
+def condition_set_names(split: str, conditions: Sequence[str]) -> list[str]:
+    """Fixed-set names of ``conditions`` (see :data:`bgmid.data.transforms.CONDITIONS`): the mixture at each of
+    the condition's SNRs, ``<split>_<snr>dB_<condition>`` (``test_-10dB_speed+4.2``, ``test_0dB_speed+4.2``,
+    ``test_-10dB_short5``), and for processing conditions with speech negatives the processed speech-only set,
+    ``<split>_speech_<condition>`` (``test_speech_broadcast``)."""
+    from bgmid.data.transforms import get_condition
+
+    out = []
+    for name in resolve_conditions(conditions):
+        c = get_condition(name)
+        out += [f"{split}_{s:g}dB_{c.name}" for s in c.snrs_db]
+        if c.speech_negatives:
+            out.append(f"{split}_speech_{c.name}")
+    return out
+
+
+def split_condition(name: str) -> tuple[str, str]:
+    """``(base set name, condition)`` of a fixed-set name: ``test_-10dB_speed+4.2`` -> ``("test_-10dB",
+    "speed+4.2")``, ``test_speech_broadcast`` -> ``("test_speech", "broadcast")``, ``test_-10dB`` ->
+    ``("test_-10dB", "")``."""
+    from bgmid.data.transforms import CONDITIONS
+
+    head, _, tail = name.rpartition("_")
+    if head and tail in CONDITIONS:
+        return head, tail
+    return name, ""
 
 
 CSV_FIELDS = (
@@ -424,6 +471,47 @@ CSV_FIELDS = (
     "music_gain", "speech_gain", "speech_source", "speech_lines", "speech_band_hz", "lowpass_hz",
     "clip_s", "sample_rate",
 )
+
+#: Extra columns of a condition's sets: the condition, its ground-truth factors (clip time ``τ`` plays the track
+#: at ``track_offset_s + speed·tempo·τ``, frequencies ×``speed·2**(pitch_semitones/12)``) and the arrays the
+#: clips are read from (``<music_array>.npy``, ``<speech_array>.npy`` in the set's folder).
+CONDITION_FIELDS = ("condition", "speed", "tempo", "pitch_semitones", "music_array", "speech_array")
+
+#: Source context (s) cropped on each side of a clip before a condition's transform, then cut away: filters
+#: start and end on real music, not on the clip's edges.
+_CONTEXT_S = 0.5
+
+
+def _crop_padded(cor: Corpus, item_id: str, start: int, n: int) -> np.ndarray:
+    """``n`` float32 samples of an item from ``start`` (may be negative), zero-padded outside the item."""
+    lead = max(0, -start)
+    seg = cor.crop(item_id, start + lead, n - lead)
+    return np.concatenate([np.zeros(lead, np.float32), seg]) if lead else seg
+
+
+def _condition_music(cor: Corpus, item_id: str, off_s: float, cond, n: int) -> np.ndarray:
+    """``n`` samples of the condition applied to the track from ``off_s``: clip time ``τ`` plays the track at
+    ``off_s + cond.time_factor·τ`` (so ``n·time_factor`` samples of source, plus context, are transformed)."""
+    from bgmid.data.transforms import _fit
+
+    sr = cor.sr
+    f = cond.time_factor
+    ctx = int(round(_CONTEXT_S * sr))
+    src = _crop_padded(cor, item_id, int(round(off_s * sr)) - ctx, int(math.ceil(n * f)) + 2 * ctx)
+    y = cond.apply(src, sr)
+    return _fit(y[int(round(ctx / f)) :], n)
+
+
+def _excerpt_start(speech: np.ndarray, sr: int, n_out: int, step_s: float = 0.5) -> int:
+    """Start (samples) of the ``n_out``-sample window of a clip with the most speech activity, on a ``step_s``
+    grid; ties go to the window nearest the clip's centre (a cut of a dialogue scene, not of its pause)."""
+    last = speech.size - n_out
+    if last <= 0:
+        return 0
+    step = max(1, int(round(step_s * sr)))
+    starts = list(range(0, last + 1, step))
+    centre = last / 2
+    return max(starts, key=lambda a: (round(_active(speech[a : a + n_out], sr), 3), -abs(a - centre)))
 
 
 def build_fixed_sets(
@@ -436,6 +524,7 @@ def build_fixed_sets(
     seed: int = 0,
     wideband_hz: float = 5000.0,
     level_dbfs: float = -20.0,
+    conditions: Sequence[str] = (),
     log=print,
 ) -> dict[str, int]:
     """Write the fixed sets of ``split`` (``test`` or ``val``) under ``ROOT/fixed/<rate>/<split>/``.
@@ -448,9 +537,20 @@ def build_fixed_sets(
     used when there are any in the split; if a clip's speech band is below 90 % of the Nyquist frequency,
     its music and speech are both low-passed to that band so that music above the dialogue's band
     cannot be identified for free. Each CSV row records ``speech_band_hz`` and ``lowpass_hz`` (0: none).
+
+    ``conditions`` (names in :data:`bgmid.data.transforms.CONDITIONS`, ``all`` for every one; none by default, so
+    the sets above are unchanged) add sets of the same clips "as broadcasters air them", named by
+    :func:`condition_set_names`: the clip's music is transformed (``speed``, ``tempo``, ``pitch``, ``broadcast``,
+    ``aac64``; from ``clip_s·speed·tempo`` s of the track) and then low-passed like its base clip and mixed with
+    the same speech at each of the condition's SNRs (-10 dB; speed changes also 0 dB); ``short5`` cuts the
+    mixture to 5 s (the window with the most speech; SNR exact over the excerpt); ``broadcast`` also writes the
+    speech-only set through the chain (``<split>_speech_broadcast``). Their arrays are ``music_<condition>.npy``
+    (and ``speech_<condition>.npy``), their CSVs add :data:`CONDITION_FIELDS`; ``track_offset_s`` is the track
+    time of the clip's time 0 in the track's own time line.
     Returns {set name: clips}.
     """
     root = Path(root) if root else default_root()
+    cond_names = resolve_conditions(conditions)
     base = Corpus(root, 16000)
     music = sorted(base.items("music", split), key=lambda r: r["id"])
     ooi = sorted(base.items("music", "ooi"), key=lambda r: r["id"])
@@ -555,24 +655,111 @@ def build_fixed_sets(
             name = f"{split}_ooi_{snr:g}dB"
             write(name, [row(name, k, tr, off, snr, *gains(O[k], S[k], snr), meta[k])
                          for k, (tr, off) in enumerate(oslots)])
-        (out / "info.json").write_text(json.dumps({
+        for cname in cond_names:
+            _write_condition_sets(cor, out, split, cname, meta, M, S, n, clip_s, gains, row, counts, log)
+        info = {
             "split": split, "sample_rate": sr, "clip_s": clip_s, "clips": len(meta), "ooi_clips": len(oslots),
             "snrs": list(snrs), "speech_bands_hz": {s: bands[s] for s in use}, "seed": seed,
-            "level_dbfs": level_dbfs, "sets": fixed_set_names(split, snrs),
-        }, indent=1))
+            "level_dbfs": level_dbfs, "sets": fixed_set_names(split, snrs, cond_names),
+        }
+        if cond_names:
+            info["conditions"] = cond_names
+        (out / "info.json").write_text(json.dumps(info, indent=1))
         log(f"  {out}: {len(meta)} clips from {len({id(m['tr']) for m in meta})} tracks, "
             f"{len(oslots)} out-of-index clips")
     return counts
 
 
+def _save_npy(path: Path, arr: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, arr)
+    os.replace(tmp, path)
+
+
+def _write_condition_sets(cor: Corpus, out: Path, split: str, cname: str, meta: list[dict], M: np.ndarray,
+                          S: np.ndarray, n: int, clip_s: float, gains, row, counts: dict[str, int], log) -> None:
+    """The sets of one condition (see :func:`build_fixed_sets`): arrays, then one CSV per set."""
+    import time
+
+    from bgmid.data.transforms import _fit, get_condition
+
+    t0 = time.time()
+    cond = get_condition(cname)
+    sr = cor.sr
+    extra = {"condition": cond.name, "speed": f"{cond.speed:.8g}", "tempo": f"{cond.tempo:.8g}",
+             "pitch_semitones": f"{cond.pitch_semitones:g}", "music_array": f"music_{cond.name}",
+             "speech_array": "speech"}
+    offs = [mt["off"] for mt in meta]
+    if cond.excerpt_s:  # a cut of the base clip: music and speech windows, each back at unit RMS
+        n_out = min(n, int(round(cond.excerpt_s * sr)))
+        Mc = np.zeros((len(meta), n_out), np.float32)
+        Sc = np.zeros((len(meta), n_out), np.float32)
+        for k in range(len(meta)):
+            a = _excerpt_start(S[k], sr, n_out)
+            m, s = M[k, a : a + n_out], S[k, a : a + n_out]
+            Mc[k], Sc[k] = m / _rms(m), s / _rms(s)
+            offs[k] = meta[k]["off"] + a / sr
+        extra["speech_array"] = f"speech_{cond.name}"
+        _save_npy(out / f"speech_{cond.name}.npy", Sc)
+        set_clip_s = n_out / sr
+    else:
+        Mc = np.zeros((len(meta), n), np.float32)
+        for k, mt in enumerate(meta):
+            m = _condition_music(cor, mt["tr"]["id"], mt["off"], cond, n)
+            if mt["lp"]:
+                m = _lowpass(m, sr, mt["lp"])
+            Mc[k] = m / _rms(m)
+        set_clip_s = clip_s
+    _save_npy(out / f"music_{cond.name}.npy", Mc)
+
+    def write(name: str, rows: list[dict]) -> None:
+        tmp = out / f".{name}.csv.tmp"
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=CSV_FIELDS + CONDITION_FIELDS)
+            w.writeheader()
+            w.writerows(rows)
+        os.replace(tmp, out / f"{name}.csv")
+        counts[name] = len(rows)
+
+    for snr in cond.snrs_db:
+        name = f"{split}_{snr:g}dB_{cond.name}"
+        rows = []
+        for k, mt in enumerate(meta):
+            r = row(name, k, mt["tr"], offs[k], snr, *gains(Mc[k], Sc[k] if cond.excerpt_s else S[k], snr), mt)
+            rows.append({**r, "clip_s": set_clip_s, **extra})
+        write(name, rows)
+    if cond.speech_negatives:  # the dialogue through the same processing, music-free (false-match checks)
+        Sp = np.zeros_like(S)
+        for k, mt in enumerate(meta):
+            s = _fit(cond.apply(S[k], sr), S.shape[1])
+            if mt["lp"]:
+                s = _lowpass(s, sr, mt["lp"])
+            Sp[k] = s / _rms(s)
+        _save_npy(out / f"speech_{cond.name}.npy", Sp)
+        name = f"{split}_speech_{cond.name}"
+        write(name, [{**row(name, k, None, 0.0, "-inf", *gains(None, Sp[k], None), mt), **extra,
+                      "music_array": "", "speech_array": f"speech_{cond.name}"} for k, mt in enumerate(meta)])
+    log(f"  {out}: condition {cond.name} ({cond.description}) in {time.time() - t0:.1f} s")
+
+
 @dataclass
 class FixedClip:
-    """One clip of a fixed set: float32 arrays at the set's rate and the ground truth."""
+    """One clip of a fixed set: float32 arrays at the set's rate and the ground truth.
+
+    A condition's clip (:func:`condition_set_names`) plays the track at ``track_offset_s + speed·tempo·τ`` at
+    clip time ``τ`` (``meta["track_offset_s"]``), with frequencies ×``speed·2**(pitch_semitones/12)``; the
+    clips of the unchanged sets have ``condition == ""`` and factors 1, 1, 0.
+    """
 
     mix: np.ndarray
     music: np.ndarray  #: the music as it is in the mixture (zeros for speech-only)
     speech: np.ndarray  #: the speech as it is in the mixture (zeros for music-only)
     meta: dict  #: the CSV row (music_track_id, track_offset_s, snr_db, speech_band_hz, lowpass_hz, ...)
+    speed: float = 1.0  #: resampling factor (tempo and pitch), e.g. 25/24 for the PAL speed-up
+    tempo: float = 1.0  #: tempo factor with pitch kept (time compression)
+    pitch_semitones: float = 0.0  #: transposition with tempo kept
+    condition: str = ""  #: the condition's name (transforms.CONDITIONS), "" for the unchanged sets
 
 
 def load_fixed_set(root: str | os.PathLike | None, name: str, sample_rate: int = 16000,
@@ -584,22 +771,28 @@ def load_fixed_set(root: str | os.PathLike | None, name: str, sample_rate: int =
     split = name.split("_", 1)[0]
     d = root / "fixed" / str(int(sample_rate)) / split
     if not (d / f"{name}.csv").exists():
+        have = sorted(p.stem for p in d.glob("*.csv")) if d.is_dir() else []
         raise BgmidError(f"{d / (name + '.csv')}: no such fixed set. Run 'bgmid data mix --root {root} "
-                         f"--sr {sample_rate}'; sets: {', '.join(fixed_set_names(split))}.")
+                         f"--sr {sample_rate}' (add '--conditions NAME...' for the conditions' sets); sets: "
+                         f"{', '.join(have or fixed_set_names(split))}.")
     with open(d / f"{name}.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     if limit is not None:
         rows = rows[:limit]
-    is_ooi = "_ooi" in name
-    M = np.load(d / ("ooi.npy" if is_ooi else "music.npy"), mmap_mode="r")
-    S = np.load(d / "speech.npy", mmap_mode="r")
+    is_ooi = "_ooi" in split_condition(name)[0]
+    first = rows[0] if rows else {}
+    M = np.load(d / f"{first.get('music_array') or ('ooi' if is_ooi else 'music')}.npy", mmap_mode="r")
+    S = np.load(d / f"{first.get('speech_array') or 'speech'}.npy", mmap_mode="r")
     out = []
     for r in rows:
         k = int(r["clip"])
         gm, gs = float(r["music_gain"]), float(r["speech_gain"])
         m = (np.asarray(M[k]) * np.float32(gm)).astype(np.float32)
         s = (np.asarray(S[k]) * np.float32(gs)).astype(np.float32)
-        out.append(FixedClip(mix=m + s, music=m, speech=s, meta=r))
+        out.append(FixedClip(mix=m + s, music=m, speech=s, meta=r, speed=float(r.get("speed") or 1.0),
+                             tempo=float(r.get("tempo") or 1.0),
+                             pitch_semitones=float(r.get("pitch_semitones") or 0.0),
+                             condition=r.get("condition") or ""))
     return out
 
 
