@@ -62,3 +62,68 @@ def test_programme_without_music(cache, tmp_path):
     assert programmes.read_cue_sheet(cue_csv) == []
     info = json.loads(wav.with_suffix(".json").read_text())
     assert {p["kind"] for p in info["passages"]} <= {"dialogue", "silence"}
+
+
+def test_programme_speed_maps_truth(cache, tmp_path):
+    """``data programme --speed R``: the whole programme R times faster; cue times / R, track offsets kept."""
+    from bgmid.cli import main
+    from bgmid.data import transforms
+
+    r = 1.0416667
+    wav0, csv0 = programmes.generate_programme(cache, duration_s=240.0, seed=4, out=tmp_path / "p.wav",
+                                               cue_s=(8.0, 30.0))
+    assert main(["data", "programme", "--root", str(cache), "--duration", "240", "--seed", "4", "--speed",
+                 str(r), "--out", str(tmp_path / "fast.wav")]) == 0
+    # the CLI's programme uses the default cue lengths: compare with the library call of the same arguments
+    wav1, csv1 = programmes.generate_programme(cache, duration_s=240.0, seed=4, out=tmp_path / "f2.wav",
+                                               cue_s=(8.0, 30.0), speed=r)
+    assert (tmp_path / "fast.cues.csv").exists()
+    y0, sr = sf.read(wav0, dtype="float32")
+    y1, _ = sf.read(wav1, dtype="float32")
+    assert abs(y1.size / sr - 240.0 / r) < 1e-3
+    c0, c1 = programmes.read_cue_sheet(csv0), programmes.read_cue_sheet(csv1)
+    assert len(c0) == len(c1) >= 2
+    for a, b in zip(c0, c1, strict=True):
+        assert b.track_id == a.track_id and b.track_offset_s == a.track_offset_s  # the track's own time line
+        assert b.programme_start_s == pytest.approx(a.programme_start_s / r, abs=1e-5)
+        assert b.programme_end_s == pytest.approx(a.programme_end_s / r, abs=1e-5)
+    info = json.loads(wav1.with_suffix(".json").read_text())
+    assert info["speed"] == r and info["tempo"] == 1.0 and info["pitch_semitones"] == 0.0
+    assert info["duration_s"] == pytest.approx(240.0 / r, abs=1e-3)
+    with open(csv1) as f:
+        header = f.readline().strip().split(",")
+    assert header == list(programmes.CUE_FIELDS) + ["speed", "tempo", "pitch_semitones"]
+    with open(csv0) as f:
+        assert f.readline().strip().split(",") == list(programmes.CUE_FIELDS)  # default output as before
+    assert "speed" not in json.loads(wav0.with_suffix(".json").read_text())
+    # the audio agrees with the truth: at aired time t the programme plays the track, sped up, at
+    # track_offset_s + r·(t - programme_start_s)
+    cor = Corpus(cache, sr)
+    checked = 0
+    for c in c1:
+        if c.programme_end_s - c.programme_start_s < 4.0:
+            continue
+        checked += 1
+        n = int((c.programme_end_s - c.programme_start_s) * sr)
+        piece = transforms.speed(cor.crop(c.track_id, int(round(c.track_offset_s * sr)), int(n * r) + 10), sr, r)[:n]
+        a = int(round(c.programme_start_s * sr))
+        lo, hi = int((c.fade_in_s + 0.1) * sr), n - int((c.fade_out_s + 0.1) * sr)
+        seg, ref = y1[a + lo : a + hi], piece[lo:hi]
+        wrong = transforms.speed(cor.crop(c.track_id, int(round((c.track_offset_s + 5.25) * sr)), int(n * r) + 10),
+                                 sr, r)[lo:hi]
+        assert abs(np.dot(seg, ref)) > 2 * abs(np.dot(seg, wrong)), c
+        lag = np.argmax(np.correlate(y1[a + lo - 80 : a + hi + 80], ref, mode="valid")) - 80
+        assert abs(lag) <= 2  # within 2 samples of the stated time
+    assert checked >= 2
+
+
+def test_programme_tempo_pitch_options(cache, tmp_path):
+    wav, cue_csv = programmes.generate_programme(cache, duration_s=60.0, seed=5, out=tmp_path / "t.wav",
+                                                 tempo=1.03, pitch_semitones=-1.0)
+    y, sr = sf.read(wav, dtype="float32")
+    assert abs(y.size / sr - 60.0 / 1.03) < 0.01
+    info = json.loads(wav.with_suffix(".json").read_text())
+    assert info["tempo"] == 1.03 and info["pitch_semitones"] == -1.0 and info["speed"] == 1.0
+    assert all(p["end_s"] <= 60.0 / 1.03 + 1e-3 for p in info["passages"])
+    default = programmes.generate_programme(cache, duration_s=60.0, seed=5, tempo=1.03)[0]
+    assert default.name == "prog_5_tempo1.03.wav"

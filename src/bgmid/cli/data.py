@@ -44,6 +44,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--wav", type=int, default=0, metavar="N",
                    help="also write the first N clips of each test set as WAV under ROOT/listen/")
+    m.add_argument("--conditions", nargs="+", default=[], metavar="NAME",
+                   help="also write the same clips as broadcasters air them (default: none, the sets above are "
+                   "unchanged): " + _conditions_help() + "; 'all' for every one. Sets are named "
+                   "SPLIT_-10dB_NAME (speed changes also SPLIT_0dB_NAME) and SPLIT_speech_broadcast; their CSVs "
+                   "add speed, tempo, pitch_semitones (clip time t plays the track at "
+                   "track_offset_s + speed*tempo*t seconds)")
     m.set_defaults(func=_mix)
 
     g = dsub.add_parser("programme", help="generate a broadcast-like test programme and its cue sheet")
@@ -54,6 +60,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--sr", type=int, default=16000, help="sample rate (16000 or 22050 cached; others resampled)")
     g.add_argument("--split", default="test", help="music/speech split to draw from (default test)")
     g.add_argument("--no-music", action="store_true", help="a programme without music (false-alarm check)")
+    g.add_argument("--speed", type=_ratio, default=1.0, metavar="R",
+                   help="air the whole programme R times faster, tempo and pitch x R (a ratio, e.g. 25/24 or "
+                   "1.0416667 = PAL speed-up of a 24 fps film, 24/25 = 0.96); the cue sheet's programme times "
+                   "are divided by R, track offsets stay in the track's own seconds (default 1: unchanged)")
+    g.add_argument("--tempo", type=_ratio, default=1.0, metavar="R",
+                   help="time-compress the whole programme: tempo x R with pitch kept (ffmpeg atempo; e.g. 1.03 "
+                   "= 3 %% faster); programme times divided by R (default 1)")
+    g.add_argument("--pitch", type=float, default=0.0, metavar="SEMITONES",
+                   help="transpose the whole programme by SEMITONES with tempo kept (default 0)")
     g.set_defaults(func=_programme)
 
     s = dsub.add_parser("info", help="print the corpus summary (tracks, hours per split, speech per source)")
@@ -61,6 +76,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=_info)
 
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+
+def _ratio(text: str) -> float:
+    """A positive ratio: ``1.0416667`` or ``25/24``."""
+    try:
+        if "/" in text:
+            a, b = text.split("/", 1)
+            v = float(a) / float(b)
+        else:
+            v = float(text)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"{text!r}: not a ratio (e.g. 1.0416667 or 25/24)") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be > 0")
+    return v
+
+
+def _conditions_help() -> str:
+    from bgmid.data.transforms import CONDITIONS
+
+    return "; ".join(f"{c.name} ({c.description})" for c in CONDITIONS.values()).replace("%", "%%")
 
 
 def _root(p: argparse.ArgumentParser) -> None:
@@ -100,13 +136,18 @@ def _mix(args: argparse.Namespace) -> int:
     from bgmid.data import mixing
 
     t0 = time.time()
+    conditions = mixing.resolve_conditions(args.conditions)  # unknown names fail before any work
     for split in args.splits:
-        mixing.build_fixed_sets(args.root, split, args.sr, n_clips=args.clips, seed=args.seed)
+        counts = mixing.build_fixed_sets(args.root, split, args.sr, n_clips=args.clips, seed=args.seed,
+                                         conditions=conditions)
+        if conditions:
+            names = mixing.condition_set_names(split, conditions)
+            print(f"{split}: condition sets ({counts[names[0]]} clips each): {' '.join(names)}")
         if args.wav and split == "test":
             from bgmid.data.corpus import default_root
 
             root = args.root or default_root()
-            for name in mixing.fixed_set_names(split):
+            for name in mixing.fixed_set_names(split, conditions=conditions):
                 mixing.export_wavs(root, name, args.sr[0], Path(root) / "listen", args.wav)
     print(f"fixed sets written in {time.time() - t0:.0f} s")
     return 0
@@ -117,7 +158,8 @@ def _programme(args: argparse.Namespace) -> int:
 
     wav, cues = programmes.generate_programme(
         args.root, duration_s=args.duration, seed=args.seed, sample_rate=args.sr, split=args.split,
-        with_music=not args.no_music, out=args.out)
+        with_music=not args.no_music, out=args.out, speed=args.speed, tempo=args.tempo,
+        pitch_semitones=args.pitch)
     print(f"programme: {wav}\ncue sheet: {cues}")
     return 0
 

@@ -9,6 +9,12 @@ no music at all, on which any reported cue is a false alarm.
 Level convention: a cue's ``level_db = 10·log10(P_music / P_dialogue)``, where ``P_music`` is the mean
 power of the cue piece at full level (fades excluded) and ``P_dialogue`` the mean power of the programme's
 dialogue passages (pauses included) — the same convention as the SNR of the fixed sets.
+
+Aired changed (issue 12): ``speed``, ``tempo`` and ``pitch_semitones`` transform the finished programme as a
+whole (:mod:`bgmid.data.transforms`: a 24 fps film aired at 25 fps is ``speed=25/24``). The cue sheet then
+gives programme times in the aired programme (the generated times divided by ``speed·tempo``) and track
+offsets in the track's own time line: at aired time ``t`` a cue plays its track at
+``track_offset_s + speed·tempo·(t - programme_start_s)``.
 """
 
 from __future__ import annotations
@@ -94,6 +100,9 @@ def generate_programme(
     cues_per_10min: float = 6.0,
     dialogue_dbfs: float = -23.0,
     wideband_hz: float = 5000.0,
+    speed: float = 1.0,
+    tempo: float = 1.0,
+    pitch_semitones: float = 0.0,
 ) -> tuple[Path, Path]:
     """Write a programme WAV and its cue-sheet CSV (plus ``.json`` with passages); return both paths.
 
@@ -101,7 +110,18 @@ def generate_programme(
     monitoring benchmark), speech from ``split``'s wideband sources where there are any. Cues do not
     overlap each other. Dialogue is scaled to ``dialogue_dbfs`` (RMS over dialogue passages); the whole
     programme is scaled down if it would clip (levels relative to speech are unchanged).
+
+    ``speed`` (ratio: tempo and pitch, 25/24 = PAL speed-up), ``tempo`` (ratio, pitch kept) and
+    ``pitch_semitones`` (tempo kept) transform the whole programme after it is made, in that order (the same
+    draws as the unchanged programme, so the same cues). Times in the cue sheet, passages and fades are divided
+    by ``speed·tempo``; ``track_offset_s`` is unchanged (the track's own time line). The factors are recorded in
+    the ``.json`` and, when any is not the identity, as extra ``speed, tempo, pitch_semitones`` columns of the cue
+    sheet CSV. With the defaults the output is exactly as without these options. Default file name:
+    ``prog_<seed>[_nomusic][_speedR][_tempoR][_pitchS].wav``.
     """
+    changed = (speed, tempo, pitch_semitones) != (1.0, 1.0, 0.0)
+    if speed <= 0 or tempo <= 0:
+        raise BgmidError(f"speed and tempo must be > 0 (got {speed}, {tempo})")
     root = Path(root) if root else default_root()
     cor = Corpus(root, sample_rate)
     sr = cor.sr
@@ -173,24 +193,60 @@ def generate_programme(
     y *= np.float32(scale)
     from bgmid.audio import write_wav
 
-    out = Path(out) if out else root / "programmes" / f"prog_{seed}{'' if with_music else '_nomusic'}.wav"
+    name = f"prog_{seed}{'' if with_music else '_nomusic'}"
+    if changed:
+        y, cues, passages = _air(y, sr, cues, passages, speed, tempo, pitch_semitones)
+        peak = float(np.max(np.abs(y))) if y.size else 0.0
+        if peak > 0.99:  # resampling and atempo can overshoot the 0.99 peak a little
+            y *= np.float32(0.99 / peak)
+            scale *= 0.99 / peak
+        name += "".join(f"_{k}{v:.6g}" for k, v, one in (("speed", speed, 1.0), ("tempo", tempo, 1.0),
+                                                          ("pitch", pitch_semitones, 0.0)) if v != one)
+    out = Path(out) if out else root / "programmes" / f"{name}.wav"
     out.parent.mkdir(parents=True, exist_ok=True)
     write_wav(out, y, sr)
     cue_path = out.with_suffix(".cues.csv")
     tmp = cue_path.with_name(cue_path.name + ".tmp")
+    factors = {"speed": speed, "tempo": tempo, "pitch_semitones": pitch_semitones}
     with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=CUE_FIELDS)
+        w = csv.DictWriter(f, fieldnames=CUE_FIELDS + (tuple(factors) if changed else ()))
         w.writeheader()
         for c in cues:
-            w.writerow(asdict(c))
+            w.writerow({**asdict(c), **({k: f"{v:.10g}" for k, v in factors.items()} if changed else {})})
     os.replace(tmp, cue_path)
-    out.with_suffix(".json").write_text(json.dumps({
+    info = {
         "duration_s": duration_s, "sample_rate": sr, "seed": seed, "split": split, "with_music": with_music,
         "dialogue_dbfs": dialogue_dbfs + 20 * math.log10(scale), "scale": scale, "speech_sources": wide,
         "passages": [{"kind": k, "start_s": round(a, 3), "end_s": round(b, 3)} for k, a, b in passages],
         "cues": [asdict(c) for c in cues],
-    }, indent=1))
+    }
+    if changed:
+        info.update(factors, aired_duration_s=round(y.size / sr, 6), generated_duration_s=duration_s,
+                    duration_s=round(y.size / sr, 6))
+    out.with_suffix(".json").write_text(json.dumps(info, indent=1))
     return out, cue_path
+
+
+def _air(y: np.ndarray, sr: int, cues: list[Cue], passages: list[tuple[str, float, float]], speed: float,
+         tempo: float, pitch_semitones: float) -> tuple[np.ndarray, list[Cue], list[tuple[str, float, float]]]:
+    """The finished programme transformed as aired, with its cue and passage times mapped to the aired time line
+    (divided by ``speed·tempo``; track offsets unchanged)."""
+    from dataclasses import replace
+
+    from bgmid.data import transforms
+
+    if speed != 1.0:
+        y = transforms.speed(y, sr, speed)
+    if tempo != 1.0:
+        y = transforms.tempo(y, sr, tempo)
+    if pitch_semitones != 0.0:
+        y = transforms.pitch(y, sr, pitch_semitones)
+    f = speed * tempo
+    cues = [replace(c, programme_start_s=round(c.programme_start_s / f, 6),
+                    programme_end_s=round(c.programme_end_s / f, 6), fade_in_s=round(c.fade_in_s / f, 3),
+                    fade_out_s=round(c.fade_out_s / f, 3)) for c in cues]
+    passages = [(k, a / f, b / f) for k, a, b in passages]
+    return y, cues, passages
 
 
 def read_cue_sheet(path: str | os.PathLike) -> list[Cue]:
