@@ -13,20 +13,27 @@ one block plus the decoder state in memory.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import warnings
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from bgmid.errors import BgmidError
+from bgmid.paths import shown
 
 __all__ = [
     "AudioError",
     "AudioInfo",
+    "AudioWarning",
+    "Blocker",
     "info",
     "load",
+    "read_tags",
+    "require_regular_file",
     "stream",
+    "stream_samples",
     "resample",
     "write_wav",
     "AUDIO_EXTENSIONS",
@@ -43,6 +50,10 @@ class AudioError(BgmidError):
     """A file could not be read as audio. The message names the file and says what to do."""
 
 
+class AudioWarning(UserWarning):
+    """A file was read, but not all of it: truncated or damaged after some audio. The message names the file."""
+
+
 @dataclass(frozen=True)
 class AudioInfo:
     """What a file holds, read from its header (cheap: nothing is decoded)."""
@@ -55,25 +66,99 @@ class AudioInfo:
     container: str
 
 
-def _open(path: str | os.PathLike):
+def require_regular_file(path: str | os.PathLike) -> None:
+    """Refuse at once what is not a regular file: reading a FIFO, a device or a socket would block forever
+    (or never end), so ``pipe.wav`` must fail with a message rather than hang ``index``/``identify``/``monitor``.
+
+    Symlinks are followed; a loop or a dangling link is named as such.
+    """
+    import stat
+
+    from bgmid.paths import shown
+
+    p = os.fspath(path)
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        if os.path.islink(p):
+            raise AudioError(f"{shown(p)}: is a symbolic link to a missing file ({shown(os.readlink(p))}).") from None
+        raise AudioError(f"{shown(p)}: no such file. Check the path.") from None
+    except OSError as exc:
+        if exc.errno == 40:  # ELOOP
+            raise AudioError(f"{shown(p)}: symbolic link loop; fix or remove the link.") from None
+        raise AudioError(f"{shown(p)}: cannot read ({exc.strerror}); check permissions.") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise AudioError(f"{shown(p)}: is a folder, not an audio file.")
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode)
+                else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "not a regular file")
+        raise AudioError(
+            f"{shown(p)}: is {kind}, not a regular file; reading it could block forever. "
+            "Save the audio to a file first."
+        )
+
+
+def _av_open(path: str):
+    """``av.open`` for reading that never fails on a file's tags: metadata bytes that are not UTF-8 (Latin-1
+    Vorbis comments, ID3 tags written on old systems) come through as surrogate escapes, decoded by
+    :func:`decode_tag`."""
     import av
 
-    p = str(path)
-    if not os.path.exists(p):
-        raise AudioError(f"{p}: no such file. Check the path.")
-    if os.path.isdir(p):
-        raise AudioError(f"{p}: is a folder, not an audio file.")
+    return av.open(path, mode="r", metadata_errors="surrogateescape")
+
+
+def _open(path: str | os.PathLike):
+    require_regular_file(path)
+    p = os.fspath(path)
     try:
-        container = av.open(p, mode="r")
+        container = _av_open(p)
+    except OSError as exc:  # PyAV's PermissionError, FileNotFoundError, OSError (EIO, ...) are OSErrors
+        reason = exc.strerror or str(exc)
+        raise AudioError(f"{shown(p)}: cannot read ({reason}); check permissions.") from exc
     except Exception as exc:  # PyAV raises many error types (InvalidDataError, FFmpegError, ...)
         raise AudioError(
-            f"{p}: cannot be decoded as audio ({exc.__class__.__name__}: {exc}). "
+            f"{shown(p)}: cannot be decoded as audio ({exc.__class__.__name__}: {exc}). "
             "Is it a complete audio or video file? Re-encode it (e.g. to FLAC or WAV) and try again."
         ) from exc
     if not container.streams.audio:
         container.close()
-        raise AudioError(f"{p}: contains no audio stream (only {len(container.streams)} other streams).")
+        raise AudioError(f"{shown(p)}: contains no audio stream (only {len(container.streams)} other streams).")
     return container
+
+
+def decode_tag(value: object) -> str:
+    """A metadata value as text: UTF-8 when its bytes are UTF-8, else Windows-1252, else Latin-1 (which
+    decodes any bytes), so an old file's tags read as 'Café', not as mojibake or an error."""
+    text = str(value)
+    try:
+        raw = text.encode("utf-8", errors="surrogateescape")
+    except UnicodeEncodeError:  # surrogates that are not escapes: keep what we have, printable
+        return text.encode("utf-8", errors="replace").decode("utf-8")
+    for enc in ("utf-8", "cp1252", "latin-1"):
+        try:
+            return raw.decode(enc)
+        except UnicodeDecodeError:
+            continue
+    return raw.decode("latin-1")  # pragma: no cover - latin-1 decodes every byte
+
+
+def read_tags(path: str | os.PathLike) -> tuple[str, dict]:
+    """Title and other tags (artist, album, composer, isrc, date, genre) from the file's metadata; the file
+    name (shown readably) when it has no title tag. Tags in any legacy encoding are decoded (see
+    :func:`decode_tag`); a file whose metadata cannot be read at all gets its name and no tags."""
+    extra: dict = {}
+    try:
+        with _av_open(os.fspath(path)) as c:
+            tags = {str(k).lower(): v for k, v in (c.metadata or {}).items()}
+            if c.streams.audio:
+                tags.update({str(k).lower(): v for k, v in (c.streams.audio[0].metadata or {}).items()})
+    except Exception:
+        tags = {}
+    for k in ("artist", "album", "composer", "isrc", "date", "genre"):
+        if tags.get(k):
+            extra[k] = decode_tag(tags[k])
+    title = decode_tag(tags["title"]) if tags.get("title") else ""
+    return title or shown(Path(os.fspath(path)).stem), extra
 
 
 def info(path: str | os.PathLike) -> AudioInfo:
@@ -81,11 +166,7 @@ def info(path: str | os.PathLike) -> AudioInfo:
     container = _open(path)
     try:
         st = container.streams.audio[0]
-        duration = 0.0
-        if st.duration is not None and st.time_base is not None:
-            duration = float(st.duration * st.time_base)
-        elif container.duration is not None:
-            duration = container.duration / 1_000_000.0
+        duration = _declared_duration(container)
         ctx = st.codec_context
         return AudioInfo(
             path=str(path),
@@ -108,26 +189,49 @@ def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     return soxr.resample(np.asarray(x, dtype=np.float32), sr_in, sr_out, quality="HQ").astype(np.float32)
 
 
+def _declared_duration(container) -> float:
+    """Seconds the container says its first audio stream lasts (0.0 when it does not say)."""
+    st = container.streams.audio[0]
+    if st.duration is not None and st.time_base is not None:
+        return max(0.0, float(st.duration * st.time_base))
+    if container.duration is not None:
+        return max(0.0, container.duration / 1_000_000.0)
+    return 0.0
+
+
+#: A file is reported truncated when it decodes to less than this share of its declared duration ...
+TRUNCATED_SHARE = 0.98
+#: ... and at least this many seconds short (codec priming and padding make a few ms normal).
+TRUNCATED_MIN_S = 1.0
+
+
 def _decoded_blocks(path: str | os.PathLike, start_s: float = 0.0) -> Iterator[tuple[np.ndarray, int]]:
     """Yield (mono float32 samples, native sample rate) as the decoder produces them.
 
     Channels are averaged to mono. Errors in the middle of a stream (a truncated or corrupt file) raise
     :class:`AudioError` naming the file, except that a file which yielded audio before the damage keeps what
-    was read: broadcasters' recordings are often cut off at the end and that audio is still useful.
+    was read (broadcasters' recordings are often cut off at the end and that audio is still useful), with an
+    :class:`AudioWarning` saying how much was used. So does a file that ends cleanly well before the duration
+    its header declares (a truncated MP3 or FLAC). A caller that stops early (``load`` with a duration) gets
+    no warning.
     """
     import av
 
     container = _open(path)
     produced = False
+    n_out = 0  # samples yielded (at the native rate)
+    rate = 0
     try:
         st = container.streams.audio[0]
         st.thread_type = "AUTO"
+        declared = _declared_duration(container)
         if start_s > 0:
             try:
                 container.seek(int(start_s * 1_000_000), any_frame=False, backward=True)
             except Exception:  # unseekable streams: decode from the start and drop samples
                 pass
         resampler = av.AudioResampler(format="flt", layout="mono")
+        damage = None
         try:
             for frame in container.decode(st):
                 sr = frame.sample_rate
@@ -140,17 +244,32 @@ def _decoded_blocks(path: str | os.PathLike, start_s: float = 0.0) -> Iterator[t
                         t0 = start_s
                     if arr.size:
                         produced = True
+                        n_out += arr.size
+                        rate = out.sample_rate
                         yield arr, sr
             for out in resampler.resample(None):
                 arr = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
                 if arr.size:
                     produced = True
+                    n_out += arr.size
+                    rate = out.sample_rate
                     yield arr, out.sample_rate
         except av.error.FFmpegError as exc:
             if not produced:
                 raise AudioError(
-                    f"{path}: decoding failed ({exc}). The file is corrupt or not audio; re-encode or replace it."
+                    f"{shown(path)}: decoding failed ({exc}). The file is corrupt or not audio; "
+                    "re-encode or replace it."
                 ) from exc
+            damage = exc
+        got = start_s + (n_out / rate if rate else 0.0)
+        short = declared > 0 and got < TRUNCATED_SHARE * declared and declared - got > TRUNCATED_MIN_S
+        if damage is not None or short:
+            of = f" of {declared:.1f} s" if declared > got else ""
+            why = f" ({damage.__class__.__name__}: {damage})" if damage is not None else ""
+            warnings.warn(AudioWarning(
+                f"{shown(path)}: truncated or damaged after {got:.1f} s{of}{why}; only the first {got:.1f} s "
+                "are used"
+            ), stacklevel=2)
     finally:
         container.close()
 
@@ -179,7 +298,7 @@ def load(
         if need is not None and got >= need:
             break
     if native is None:
-        raise AudioError(f"{path}: holds no decodable audio samples (empty or silent stream).")
+        raise AudioError(f"{shown(path)}: holds no decodable audio samples (empty or silent stream).")
     x = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
     if need is not None:
         x = x[:need]
@@ -206,27 +325,62 @@ def stream(
         yield start / sr, x
 
 
+class Blocker:
+    """Cut consecutive pieces of one signal into blocks of ``block`` samples starting every ``hop`` samples.
+
+    The one place that lays out overlapping blocks: :func:`stream_samples` (decoded files), the monitor's
+    in-memory signals and the streamed fingerprinter (:class:`~bgmid.fingerprint.landmarks.LandmarkStream`)
+    all use it. :meth:`push` a piece, get the blocks it completed as ``(start, block)`` (start in samples);
+    :meth:`finish` gives the tail: the last, shorter block when it holds samples no earlier block held (or
+    when nothing was emitted yet). Blocks are copies, so callers own them.
+    """
+
+    def __init__(self, block: int, hop: int):
+        if not 0 < hop <= block:
+            raise ValueError(f"hop must be in (0, block], got hop={hop}, block={block}")
+        self.block, self.hop = block, hop
+        self.buf = np.zeros(0, np.float32)
+        self.pos = 0  #: sample index of buf[0]
+        self.total = 0  #: samples pushed so far
+
+    def push(self, y: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+        y = np.asarray(y, np.float32).reshape(-1)
+        self.total += y.size
+        self.buf = np.concatenate([self.buf, y]) if self.buf.size else y.copy()
+        while self.buf.size >= self.block:
+            yield self.pos, self.buf[: self.block].copy()
+            self.buf = self.buf[self.hop :]
+            self.pos += self.hop
+
+    def finish(self) -> Iterator[tuple[int, np.ndarray]]:
+        if self.buf.size > 0 and (self.buf.size > self.block - self.hop or self.pos == 0):
+            yield self.pos, self.buf.copy()
+        self.buf = self.buf[:0]
+
+
+def blocks_of(pieces: Iterable[np.ndarray], block: int, hop: int) -> Iterator[tuple[int, np.ndarray]]:
+    """``(start, block)`` over consecutive sample ``pieces`` of one signal, laid out by :class:`Blocker`."""
+    b = Blocker(block, hop)
+    for y in pieces:
+        yield from b.push(y)
+    yield from b.finish()
+
+
 def stream_samples(path: str | os.PathLike, sr: int, block: int, hop: int) -> Iterator[tuple[int, np.ndarray]]:
     """Like :func:`stream` with block length, hop and start positions counted in samples at ``sr``."""
+    blocker = Blocker(block, hop)  # checks hop and block before anything is decoded
+    return blocks_of(resampled_pieces(path, sr), blocker.block, blocker.hop)
+
+
+def resampled_pieces(path: str | os.PathLike, sr: int) -> Iterator[np.ndarray]:
+    """The decoded file at ``sr`` Hz as consecutive pieces of about half a second (streamed soxr resampling,
+    so piece edges carry no filter artefacts; the pieces concatenate to what :func:`load` returns)."""
     import soxr
 
-    if not 0 < hop <= block:
-        raise ValueError(f"hop must be in (0, block], got hop={hop}, block={block}")
     pending: list[np.ndarray] = []
     n_pending = 0
-    buf = np.zeros(0, np.float32)
-    pos = 0  # sample index (at sr) of buf[0]
     rs = None
     native = None
-
-    def take(y: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
-        nonlocal buf, pos
-        buf = np.concatenate([buf, y.astype(np.float32, copy=False)])
-        while buf.size >= block:
-            yield pos, buf[:block].copy()
-            buf = buf[hop:]
-            pos += hop
-
     for arr, rate in _decoded_blocks(path):
         if native is None:
             native = rate
@@ -238,18 +392,11 @@ def stream_samples(path: str | os.PathLike, sr: int, block: int, hop: int) -> It
         if n_pending >= rate // 2:
             y = np.concatenate(pending)
             pending, n_pending = [], 0
-            yield from take(rs.resample_chunk(y) if rs is not None else y)
+            yield rs.resample_chunk(y) if rs is not None else y
     if native is None:
-        raise AudioError(f"{path}: holds no decodable audio samples (empty or silent stream).")
+        raise AudioError(f"{shown(path)}: holds no decodable audio samples (empty or silent stream).")
     y = np.concatenate(pending) if pending else np.zeros(0, np.float32)
-    yield from take(rs.resample_chunk(y, last=True) if rs is not None else y)
-    # the tail: blocks that start before the end and were not yet emitted as full blocks
-    while buf.size > 0 and (buf.size > block - hop or pos == 0):
-        yield pos, buf[:block].copy()
-        if buf.size <= block:
-            break
-        buf = buf[hop:]
-        pos += hop
+    yield rs.resample_chunk(y, last=True) if rs is not None else y
 
 
 def write_wav(path: str | os.PathLike, x: np.ndarray, sr: int, subtype: str = "PCM_16") -> Path:
@@ -260,22 +407,29 @@ def write_wav(path: str | os.PathLike, x: np.ndarray, sr: int, subtype: str = "P
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(p.name + ".part")
     data = np.clip(np.asarray(x, dtype=np.float32), -1.0, 1.0)
-    sf.write(str(tmp), data, sr, subtype=subtype, format="WAV")
-    os.replace(tmp, p)
+    try:  # a bytes name: soundfile encodes str names strictly (undecodable bytes of a file name would fail)
+        sf.write(os.fsencode(tmp), data, sr, subtype=subtype, format="WAV")
+        os.replace(tmp, p)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
     return p
 
 
 def iter_audio_files(paths: list[str | os.PathLike]) -> Iterator[Path]:
     """Expand files and folders (recursively, sorted) into audio file paths.
 
-    Named files are yielded whatever their extension (content decides); inside folders only files with a
-    known audio/video extension or with no extension at all (as in some game packages) are taken.
+    Named files are yielded whatever their extension (content decides); inside folders only entries with a
+    known audio/video extension or with no extension at all (as in some game packages) are taken. Entries of
+    a folder that are not regular files but look like audio (a FIFO ``feed.wav``, a broken symbolic link) are
+    yielded too, so that the reader refuses them by name (:func:`require_regular_file`) instead of skipping
+    them silently; folders (also linked ones) are not.
     """
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
             for q in sorted(p.rglob("*")):
-                if q.is_file() and (q.suffix.lower() in AUDIO_EXTENSIONS or q.suffix == ""):
+                if not q.is_dir() and (q.suffix.lower() in AUDIO_EXTENSIONS or q.suffix == ""):
                     yield q
         else:
             yield p

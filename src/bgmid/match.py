@@ -14,16 +14,27 @@ while chance votes do not line up.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
+from typing import Protocol
 
 import numpy as np
 
 from bgmid.audio import resample
-from bgmid.fingerprint.landmarks import Landmarks, fingerprint
+from bgmid.fingerprint.landmarks import Landmarks, LandmarkStream, fingerprint
 from bgmid.fingerprint.presets import QueryOptions
 from bgmid.index.base import STOP_FACTOR, Store
 from bgmid.index.base import stop_word_limit as index_stop_word_limit
+from bgmid.paths import shown
+
+
+class Separator(Protocol):
+    """What fusion (here and in :mod:`bgmid.monitor`) needs from a separator (see ``bgmid.separation``)."""
+
+    sample_rate: int
+
+    def separate(self, mono: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
 
 __all__ = ["CALIBRATION", "STOP_FACTOR", "Match", "Matcher", "accept", "confidence", "stop_word_limit", "vote"]
 
@@ -61,7 +72,10 @@ class Match:
     confidence: float  #: calibrated probability that the match is right, 0..1
 
     def to_dict(self) -> dict:
+        """The JSON contract's match object; ``path`` as valid UTF-8 (undecodable bytes of a file name as
+        U+FFFD, see :func:`bgmid.paths.shown`)."""
         d = asdict(self)
+        d["path"] = shown(self.path)
         for k in ("track_offset_s", "query_start_s", "query_end_s"):
             d[k] = round(d[k], 3)
         d["confidence"] = round(d["confidence"], 4)
@@ -308,7 +322,13 @@ class Matcher:
             )
         return out, v
 
-    def refine_offset(self, ys: Sequence[np.ndarray], match: Match, votes: Votes) -> Match:
+    def refine_offset(
+        self,
+        ys: Sequence[np.ndarray] | None,
+        match: Match,
+        votes: Votes,
+        analyse: Callable[[int], Landmarks] | None = None,
+    ) -> Match:
         """Settle the track offset of ``match`` when its track aligns with the query at several offsets.
 
         Music that repeats itself (loops, choruses, a steady beat) aligns with the query wherever it repeats.
@@ -317,8 +337,9 @@ class Matcher:
         way); a repeat a non-integer number of frames away can then align *better* than the truth. So when
         an offset other than the winner reaches ``QueryOptions.refine_fraction`` of its aligned count, the query is
         analysed again at ``refine_phases - 1`` further sub-hop phases and every candidate offset keeps its
-        best count over all phases. ``ys``: the query signals at the preset's rate. Costs nothing on
-        unambiguous queries.
+        best count over all phases. ``ys``: the query signals at the preset's rate; or ``analyse(k)``: the
+        pooled landmarks of phase ``k`` (of ``refine_phases``) when the signals are not in memory (a streamed
+        query, :meth:`identify_stream`). Costs nothing on unambiguous queries.
         """
         n_phases = self.options.refine_phases
         if n_phases <= 1 or votes.postings is None:
@@ -331,7 +352,7 @@ class Matcher:
             return match
         best = np.array([_aligned(rows, off, c) for c in cands], np.int64)
         for k in range(1, n_phases):
-            lm = self._analyse(ys, [k], n_phases)
+            lm = analyse(k) if analyse is not None else self._analyse(ys, [k], n_phases)
             r_k, t_k, tt_k = self.store.lookup(lm.hashes, max_postings=self.max_postings)
             mine = t_k == match.track_id
             o_k = tt_k[mine] - lm.times.astype(np.int64)[r_k[mine]]
@@ -353,3 +374,96 @@ class Matcher:
         if matches:
             matches[0] = self.refine_offset(ys, matches[0], votes)
         return matches
+
+    def identify_file(
+        self,
+        path,
+        top: int = 1,
+        separator: Separator | None = None,
+        block_s: float = 60.0,
+        context_s: float = 3.0,
+    ) -> list[Match]:
+        """Identify a query file of any length, streamed: memory stays flat however long it is.
+
+        Same matches as :meth:`identify` on the loaded file (fused with ``separator``'s music when given),
+        see :meth:`identify_stream`.
+        """
+        from bgmid.audio import resampled_pieces
+
+        sr = int(separator.sample_rate) if separator is not None else self.preset.sample_rate
+        return self.identify_stream(resampled_pieces(path, sr), sr, top, separator, block_s, context_s)
+
+    def identify_stream(
+        self,
+        pieces: Iterable[np.ndarray],
+        sr: int,
+        top: int = 1,
+        separator: Separator | None = None,
+        block_s: float = 60.0,
+        context_s: float = 3.0,
+    ) -> list[Match]:
+        """Identify one query given as consecutive mono ``pieces`` at ``sr`` Hz, with bounded memory.
+
+        Every analysis :meth:`identify` would make of the whole signal (each STFT phase, and the refinement
+        phases, since the signal cannot be read twice) runs as a :class:`LandmarkStream`, so the landmarks
+        are exactly those of the whole signal; they are small (a hash and a frame each) and are pooled and
+        matched once at the end. With a ``separator`` (``sr`` must be its rate), the query is separated in
+        blocks of ``block_s`` seconds with ``context_s`` seconds of context each side, and each block's own
+        part of the music estimate is kept: a query no longer than one block is separated whole, so the
+        matches equal :meth:`identify`'s on ``[mix, music]``; longer ones differ from a whole-signal
+        separation only as much as the separator's output depends on far context.
+        """
+        import soxr
+
+        from bgmid.audio import blocks_of
+
+        p, o = self.preset, self.options
+        n_sh, n_ref = max(1, o.shifts), self.options.refine_phases
+        main = [int(round(k * p.hop / n_sh)) for k in range(n_sh)]
+        refine = {k: int(round(k * p.hop / n_ref)) for k in range(1, n_ref)} if n_ref > 1 else {}
+        shifts = sorted(set(main) | set(refine.values()))
+        signals = 1 if separator is None else 2  # the mix, and the separated music
+        streams = {(i, sh): LandmarkStream(p, o.density_factor, o.fanout_factor, block_s, skip=sh)
+                   for i in range(signals) for sh in shifts}
+        to_preset = [soxr.ResampleStream(sr, p.sample_rate, 1, dtype="float32", quality="HQ")
+                     if sr != p.sample_rate else None for _ in range(signals)]
+
+        def feed(i: int, y: np.ndarray, last: bool = False) -> None:
+            y = np.asarray(y, np.float32)
+            if to_preset[i] is not None:
+                y = to_preset[i].resample_chunk(y, last=last)
+            for sh in shifts:
+                streams[(i, sh)].feed(y)
+
+        if separator is None:
+            for y in pieces:
+                feed(0, y)
+        else:
+            core, ctx = max(1, int(round(block_s * sr))), max(0, int(round(context_s * sr)))
+            held = None
+            for blk in blocks_of(pieces, core + 2 * ctx, core):
+                if held is not None:
+                    self._separated_part(separator, *held, ctx, core, False, feed)
+                held = blk
+            if held is not None:
+                self._separated_part(separator, *held, ctx, core, True, feed)
+        for i in range(signals):
+            feed(i, np.zeros(0, np.float32), last=True)
+        lms = {key: ls.finish() for key, ls in streams.items()}
+        pooled = _pool([lms[(i, sh)] for sh in main for i in range(signals)])
+        matches, votes = self._match(pooled, top, None)
+        if matches:
+            matches[0] = self.refine_offset(
+                None, matches[0], votes, analyse=lambda k: _pool([lms[(i, refine[k])] for i in range(signals)])
+            )
+        return matches
+
+    @staticmethod
+    def _separated_part(separator, start: int, x: np.ndarray, ctx: int, core: int, last: bool, feed) -> None:
+        """Separate one block and feed the samples it owns (its core; the first block also its head, the last
+        one everything to the end) of the mix (signal 0) and the music (signal 1)."""
+        a = 0 if start == 0 else ctx
+        b = x.size if last else ctx + core
+        music, _ = separator.separate(x)
+        feed(0, x[a:b])
+        feed(1, np.asarray(music, np.float32)[a:b])

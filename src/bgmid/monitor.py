@@ -41,15 +41,14 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
-from bgmid.audio import resample
+from bgmid.audio import blocks_of, resample
 from bgmid.fingerprint.landmarks import Landmarks, fingerprint, hash_bits
 from bgmid.fingerprint.presets import Preset, QueryOptions
 from bgmid.index.base import Store
-from bgmid.match import _pool, best_offsets, confidence, near_counts
+from bgmid.match import Separator, _pool, best_offsets, confidence, near_counts
 
 __all__ = [
     "Cue",
@@ -78,14 +77,6 @@ FEATURED_SURVIVAL = 0.35
 
 #: Floor of the level-based music-to-speech estimate (dB): below it the music adds no measurable level.
 MSR_FLOOR_DB = -20.0
-
-
-class Separator(Protocol):
-    """What the monitor needs from a separator (see ``bgmid.separation``)."""
-
-    sample_rate: int
-
-    def separate(self, mono: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 @dataclass(frozen=True)
@@ -539,16 +530,6 @@ def _frame_step(preset: Preset, sr: int) -> int:
     return preset.sample_rate // math.gcd(num, preset.sample_rate)
 
 
-def _array_blocks(x: np.ndarray, block: int, hop: int) -> Iterator[tuple[int, np.ndarray]]:
-    """Blocks of an in-memory signal laid out like :func:`bgmid.audio.stream_samples`."""
-    pos = 0
-    while True:
-        yield pos, x[pos : pos + block]
-        if pos + block >= x.size:
-            return
-        pos += hop
-
-
 def _db(p: np.ndarray) -> np.ndarray:
     return (10 * np.log10(np.maximum(p, 1e-12))).astype(np.float32)
 
@@ -594,7 +575,7 @@ class Monitor:
         """Monitor an in-memory mono signal (tests, notebooks)."""
         y = resample(np.asarray(x, np.float32), sr, self.sr)
         block, hop = self._block_samples()
-        return self._run(name, _array_blocks(y, block, hop), None)
+        return self._run(name, blocks_of([y], block, hop), None)
 
     # internals
     def _block_samples(self) -> tuple[int, int]:

@@ -23,6 +23,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from bgmid.fingerprint.presets import Preset
 
 __all__ = [
+    "LandmarkStream",
     "Landmarks",
     "find_peaks",
     "fingerprint",
@@ -193,6 +194,88 @@ def fingerprint(
     return pair_peaks(t, f, preset, fanout=int(round(preset.fanout * fanout_factor)))
 
 
+class LandmarkStream:
+    """Landmarks of a signal given in consecutive pieces, with memory bounded by one block.
+
+    Gives the same landmarks as :func:`fingerprint` on the whole signal (after dropping its first ``skip``
+    samples, as ``fingerprint(x[skip:])`` does): block ``k`` decides the peaks of frames
+    ``[k*core + ctx, (k+1)*core + ctx)`` (block 0 also the first ``ctx`` frames, the last block everything to
+    the end) and sees ``ctx`` frames of context either side; cuts fall on one-second peak-thinning
+    boundaries; pairs are formed with a lag of one block so targets across a cut are found. Blocks are laid
+    out by :class:`bgmid.audio.Blocker`. :meth:`feed` pieces at ``preset.sample_rate``, then :meth:`finish`.
+    """
+
+    def __init__(
+        self,
+        preset: Preset,
+        density_factor: float = 1.0,
+        fanout_factor: float = 1.0,
+        block_s: float = 60.0,
+        skip: int = 0,
+    ):
+        from bgmid.audio import Blocker
+
+        self.preset = preset
+        hop, fps = preset.hop, frames_per_second(preset)
+        self.ctx = -(-(peak_context(preset) + preset.n_fft // hop + 1) // fps) * fps  # context frames, whole s
+        self.core = max(int(round(block_s)) * fps, 2 * self.ctx, -(-(preset.dt_max + 1) // fps) * fps)
+        block = (self.core + 2 * self.ctx - 1) * hop + preset.n_fft
+        self.blocker = Blocker(block, self.core * hop)
+        self.density = preset.density * density_factor
+        self.fanout = int(round(preset.fanout * fanout_factor))
+        self.skip = int(skip)
+        self.n_samples = 0  #: samples analysed so far (after ``skip``)
+        self._held: tuple[int, np.ndarray] | None = None
+        self._out_h: list[np.ndarray] = []
+        self._out_t: list[np.ndarray] = []
+        self._prev_t = np.zeros(0, np.int64)
+        self._prev_f = np.zeros(0, np.int32)
+
+    def feed(self, x: np.ndarray) -> None:
+        """Analyse the next piece of the signal (mono float at the preset's rate)."""
+        if self.skip:
+            drop = min(self.skip, x.size)
+            x, self.skip = x[drop:], self.skip - drop
+        for blk in self.blocker.push(x):
+            self._take(blk)
+
+    def finish(self) -> Landmarks:
+        """All landmarks of the signal fed (times in frames from its first analysed sample)."""
+        for blk in self.blocker.finish():
+            self._take(blk)
+        if self._held is not None:
+            self._block(*self._held, last=True)
+            self._held = None
+        lm = pair_peaks(self._prev_t, self._prev_f, self.preset, self.fanout)
+        self._out_h.append(lm.hashes)
+        self._out_t.append(lm.times)
+        self._prev_t, self._prev_f = self._prev_t[:0], self._prev_f[:0]
+        out = Landmarks(np.concatenate(self._out_h), np.concatenate(self._out_t).astype(np.int32))
+        self._out_h, self._out_t = [], []
+        return out
+
+    def _take(self, blk: tuple[int, np.ndarray]) -> None:
+        if self._held is not None:  # a block is processed once the next exists: the last one owns the end
+            self._block(*self._held, last=False)
+        self._held = blk
+
+    def _block(self, start: int, x: np.ndarray, last: bool) -> None:
+        p = self.preset
+        self.n_samples = max(self.n_samples, start + x.size)
+        g0 = start // p.hop  # global frame of this block's first spectrogram row
+        own_lo = 0 if g0 == 0 else g0 + self.ctx
+        own_hi = np.iinfo(np.int64).max if last else g0 + self.ctx + self.core
+        t, f, sc = peak_candidates(spectrogram(x, p), p)
+        t = t.astype(np.int64) + g0
+        keep = (t >= own_lo) & (t < own_hi)
+        t, f = thin_peaks(t[keep], f[keep], sc[keep], p, self.density)
+        lm = pair_peaks(np.concatenate([self._prev_t, t]), np.concatenate([self._prev_f, f]), p, self.fanout)
+        mine = lm.times < own_lo
+        self._out_h.append(lm.hashes[mine])
+        self._out_t.append(lm.times[mine])
+        self._prev_t, self._prev_f = t, f
+
+
 def fingerprint_file(
     path,
     preset: Preset,
@@ -202,51 +285,13 @@ def fingerprint_file(
 ) -> tuple[Landmarks, float]:
     """Landmarks of a whole file, streamed in blocks (memory stays flat for hour-long files).
 
-    Gives the same landmarks as :func:`fingerprint` on the whole decoded signal: block ``k`` decides the
-    peaks of frames ``[k*core + ctx, (k+1)*core + ctx)`` (block 0 also the first ``ctx`` frames, the last
-    block everything to the end) and sees ``ctx`` frames of context either side; cuts fall on one-second
-    peak-thinning boundaries; pairs are formed with a lag of one block so targets across a cut are found.
+    Gives the same landmarks as :func:`fingerprint` on the whole decoded signal (see :class:`LandmarkStream`).
     Returns ``(landmarks, duration_s)``.
     """
-    from bgmid.audio import stream_samples
+    from bgmid.audio import resampled_pieces
 
-    hop, fps = preset.hop, frames_per_second(preset)
-    ctx = -(-(peak_context(preset) + preset.n_fft // hop + 1) // fps) * fps  # context frames, whole seconds
-    core = max(int(round(block_s)) * fps, 2 * ctx, -(-(preset.dt_max + 1) // fps) * fps)
-    block = (core + 2 * ctx - 1) * hop + preset.n_fft
-    density = preset.density * density_factor
-    fanout = int(round(preset.fanout * fanout_factor))
-    out_h: list[np.ndarray] = []
-    out_t: list[np.ndarray] = []
-    prev_t = np.zeros(0, np.int32)
-    prev_f = np.zeros(0, np.int32)
-    n_samples = 0
-
-    def with_last(it):
-        held = None
-        for item in it:
-            if held is not None:
-                yield held, False
-            held = item
-        if held is not None:
-            yield held, True
-
-    for (start, x), last in with_last(stream_samples(path, preset.sample_rate, block, core * hop)):
-        n_samples = max(n_samples, start + x.size)
-        g0 = start // hop  # global frame of this block's first spectrogram row
-        own_lo = 0 if g0 == 0 else g0 + ctx
-        own_hi = np.iinfo(np.int64).max if last else g0 + ctx + core
-        spec = spectrogram(x, preset)
-        t, f, sc = peak_candidates(spec, preset)
-        t = t.astype(np.int64) + g0
-        keep = (t >= own_lo) & (t < own_hi)
-        t, f = thin_peaks(t[keep], f[keep], sc[keep], preset, density)
-        lm = pair_peaks(np.concatenate([prev_t, t]), np.concatenate([prev_f, f]), preset, fanout)
-        mine = lm.times < own_lo
-        out_h.append(lm.hashes[mine])
-        out_t.append(lm.times[mine])
-        prev_t, prev_f = t, f
-    lm = pair_peaks(prev_t, prev_f, preset, fanout)
-    out_h.append(lm.hashes)
-    out_t.append(lm.times)
-    return Landmarks(np.concatenate(out_h), np.concatenate(out_t).astype(np.int32)), n_samples / preset.sample_rate
+    ls = LandmarkStream(preset, density_factor, fanout_factor, block_s)
+    for y in resampled_pieces(path, preset.sample_rate):
+        ls.feed(y)
+    lm = ls.finish()
+    return lm, ls.n_samples / preset.sample_rate
