@@ -166,7 +166,8 @@ def test_cli_streams_compressed_video_container(built_index, tmp_path, capsys):
 
 
 def test_cli_errors_name_the_problem(built_index, tmp_path, capsys):
-    assert main(["monitor", "--db", str(built_index), str(tmp_path / "missing.wav")]) == 2
+    # an unreadable input is named and skipped (issue 10: the others still get their cue sheets): status 1
+    assert main(["monitor", "--db", str(built_index), "--separator", "none", str(tmp_path / "missing.wav")]) == 1
     assert "missing.wav" in capsys.readouterr().err
     assert main(["monitor", "--db", str(built_index), "--separator", "nosuchmodel", str(tmp_path / "x.wav")]) == 2
     assert "nosuchmodel" in capsys.readouterr().err

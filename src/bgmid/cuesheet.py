@@ -33,6 +33,7 @@ import numpy as np
 
 from bgmid.errors import BgmidError
 from bgmid.monitor import Cue, MonitorConfig, MonitorResult
+from bgmid.paths import shown
 
 __all__ = [
     "CSV_FIELDS",
@@ -83,8 +84,9 @@ def parse_timecode(text: str | float) -> float:
 
 
 def programme_title(path: str) -> str:
-    """A programme's title for the cue sheet: its file name without extension."""
-    return Path(path).stem if path and not path.startswith("<") else path
+    """A programme's title for the cue sheet: its file name without extension (valid UTF-8: undecodable bytes
+    of the name as U+FFFD, see :func:`bgmid.paths.shown`)."""
+    return shown(Path(path).stem) if path and not path.startswith("<") else shown(path)
 
 
 def cue_to_dict(cue: Cue) -> dict:
@@ -92,7 +94,7 @@ def cue_to_dict(cue: Cue) -> dict:
     return {
         "seq": cue.seq,
         "track_id": cue.track_id,
-        "path": cue.path,
+        "path": shown(cue.path),
         "title": cue.title,
         "programme_start_s": round(cue.programme_start_s, 3),
         "programme_end_s": round(cue.programme_end_s, 3),
@@ -113,7 +115,7 @@ def cue_to_dict(cue: Cue) -> dict:
 def result_to_dict(result: MonitorResult, title: str | None = None) -> dict:
     """One programme's cue sheet as the JSON contract's object."""
     return {
-        "programme": result.programme,
+        "programme": shown(result.programme),
         "programme_title": title or programme_title(result.programme),
         "duration_s": round(result.duration_s, 3),
         "separator": result.separator,
@@ -136,7 +138,7 @@ def csv_rows(results: Sequence[MonitorResult]) -> tuple[list[str], list[dict]]:
         for c in r.cues:
             d = cue_to_dict(c)
             row = {k: d.get(k, "") for k in CSV_FIELDS}
-            row.update(programme=r.programme, programme_title=programme_title(r.programme),
+            row.update(programme=shown(r.programme), programme_title=programme_title(r.programme),
                        duration_tc=timecode(c.duration_s), msr_db="" if d["msr_db"] is None else d["msr_db"])
             for k in meta_keys:
                 v = c.extra.get(k, "")
@@ -160,8 +162,12 @@ def _atomic_write(path: str | os.PathLike, text: str) -> Path:
     if p.parent and not p.parent.exists():
         p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(p.name + ".part")
-    tmp.write_text(text)
-    os.replace(tmp, p)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, p)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
     return p
 
 

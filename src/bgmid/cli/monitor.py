@@ -26,7 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog=(
             "Output: a table on the terminal; --out FILE.csv or FILE.json writes the cue sheet (JSON: one object "
             "per programme, a list for several). --truth scores the cue sheet (BAF seconds-level P/R/F1, cue "
-            "recall, boundary error). Example: bgmid monitor --db lib/ show.mp4 --out show.csv --plot show.png"
+            "recall, boundary error). An unreadable input is named on stderr and skipped (the others still get "
+            "their output) and makes the exit status 1. "
+            "Example: bgmid monitor --db lib/ show.mp4 --out show.csv --plot show.png"
         ),
     )
     add_db_argument(p)
@@ -63,12 +65,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
-    from bgmid.audio import info
+    from bgmid.audio import AudioError, info
+    from bgmid.cli.common import audio_warnings
     from bgmid.cuesheet import evaluate, format_metrics, format_table, read_truth, result_to_dict, write_csv, write_json
     from bgmid.errors import BgmidError
     from bgmid.fingerprint.presets import QueryOptions
     from bgmid.index import open_index
     from bgmid.monitor import Monitor
+    from bgmid.paths import shown
 
     if args.out and Path(args.out).suffix.lower() not in (".csv", ".json"):
         raise BgmidError(f"--out {args.out}: name a .csv or .json file (the extension picks the format).")
@@ -81,22 +85,38 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     sep = resolve_separator(args.separator, args.device)
     sep_name = "none" if sep is None else getattr(sep, "name", args.separator)
     truth_all = read_truth(args.truth) if args.truth else None
-    durations = [info(path).duration_s for path in args.inputs]  # fails early, naming an unreadable file
+    failed: list[str] = []  # a bad input is named and skipped; the others still get their cue sheets
+
+    def fail(path: str, exc: Exception) -> None:
+        print(f"bgmid monitor: skipped: {exc}", file=sys.stderr, flush=True)
+        failed.append(path)
+
     results = []
     total = None
-    with open_index(args.db, preset=args.preset) as store:
+    with open_index(args.db, preset=args.preset) as store, audio_warnings("monitor"):
+        durations: list[tuple[str, float]] = []
+        for path in args.inputs:  # header reads: an unreadable input is named before any work
+            try:
+                durations.append((path, info(path).duration_s))
+            except AudioError as exc:
+                fail(path, exc)
         mon = Monitor(store, sep, config, QueryOptions(shifts=args.shifts), separator_name=sep_name)
-        bar = progress(total=round(sum(durations), 1) or None, desc="monitor", unit="s")
+        bar = progress(total=round(sum(d for _, d in durations), 1) or None, desc="monitor", unit="s")
         done = 0.0
         with bar:
-            for path in args.inputs:
-                bar.set_postfix_str(Path(path).name[-30:])
+            for path, duration in durations:
+                bar.set_postfix_str(shown(Path(path).name)[-30:])
 
                 def tick(sec: float, base: float = done) -> None:
                     bar.n = round(base + sec, 1)
                     bar.refresh()
 
-                res = mon.run(path, on_progress=tick)
+                try:
+                    res = mon.run(path, on_progress=tick)
+                except AudioError as exc:
+                    fail(path, exc)
+                    done += duration
+                    continue
                 done += res.duration_s
                 results.append(res)
         for k, res in enumerate(results):
@@ -126,10 +146,14 @@ def cmd_monitor(args: argparse.Namespace) -> int:
                     out = out.with_name(f"{out.stem}-{tag}{out.suffix}")
                 truth = read_truth(args.truth, programme=res.programme) if args.truth else None
                 plot_timeline(res, out, truth=truth)
-                print(f"plot: {out}", file=sys.stderr)
+                print(f"plot: {shown(out)}", file=sys.stderr)
     if total is not None and len(results) > 1:
         print(format_metrics(total, label="all programmes"), file=sys.stderr if args.json else sys.stdout)
-    if args.out:
+    if args.out and results:
         (write_json if Path(args.out).suffix.lower() == ".json" else write_csv)(results, args.out)
-        print(f"cue sheet: {args.out} ({sum(len(r.cues) for r in results)} cues)", file=sys.stderr)
+        print(f"cue sheet: {shown(args.out)} ({sum(len(r.cues) for r in results)} cues)", file=sys.stderr)
+    if failed:
+        print(f"bgmid monitor: {len(failed)} of {len(args.inputs)} inputs failed: "
+              + ", ".join(shown(f) for f in failed), file=sys.stderr)
+        return 1
     return 0

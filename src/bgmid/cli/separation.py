@@ -9,8 +9,13 @@ import sys
 def register(sub: argparse._SubParsersAction) -> None:
     from bgmid.separation.registry import DEFAULT_MODEL, MODELS
 
-    p = sub.add_parser("separate", help="split audio files into music and speech (writes NAME.music.wav, "
-                       "NAME.speech.wav)")
+    p = sub.add_parser(
+        "separate", help="split audio files into music and speech (writes NAME.music.wav, NAME.speech.wav)",
+        description="Split audio/video files into music and speech: OUT/NAME.music.wav and OUT/NAME.speech.wav "
+        "(NAME: the input's file name without extension). Inputs that share a NAME (a/x.wav, b/x.wav) get "
+        "distinct names in input order (x, x-2, x-3, ...), so none overwrites another; each output is written "
+        "whole or not at all. An unreadable input is named on stderr and skipped (exit status 1).",
+    )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="audio/video files or folders")
     p.add_argument("--model", default=DEFAULT_MODEL, choices=list(MODELS), help=f"default {DEFAULT_MODEL}")
     p.add_argument("--weights", help="checkpoint file (default: the shipped models/<model>-lite.pt)")
@@ -45,22 +50,32 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_separate(args: argparse.Namespace) -> int:
     import torch
 
-    from bgmid.audio import iter_audio_files
-    from bgmid.separation.apply import separate_file
+    from bgmid.audio import AudioError, iter_audio_files
+    from bgmid.cli.common import audio_warnings
+    from bgmid.paths import shown
+    from bgmid.separation.apply import separate_file, unique_stems
     from bgmid.separation.registry import load_separator
 
     torch.set_num_threads(max(1, args.threads))
     sep = load_separator(args.model, device=args.device, weights=args.weights)
     total_s = total_wall = 0.0
-    for path in iter_audio_files(args.inputs):
-        r = separate_file(sep.model, path, args.out, chunk=args.chunk, device=args.device)
-        total_s += r.seconds
-        total_wall += r.wall_s
-        print(f"{path}: {r.seconds:.1f} s in {r.wall_s:.1f} s ({r.x_real_time:.1f}x real time) -> "
-              f"{r.music_path}, {r.speech_path}")
+    inputs = list(iter_audio_files(args.inputs))
+    failed = 0
+    with audio_warnings("separate"):
+        for path, stem in zip(inputs, unique_stems(inputs), strict=True):
+            try:
+                r = separate_file(sep.model, path, args.out, chunk=args.chunk, device=args.device, stem=stem)
+            except AudioError as exc:
+                print(f"bgmid separate: skipped: {exc}", file=sys.stderr, flush=True)
+                failed += 1
+                continue
+            total_s += r.seconds
+            total_wall += r.wall_s
+            print(f"{shown(path)}: {r.seconds:.1f} s in {r.wall_s:.1f} s ({r.x_real_time:.1f}x real time) -> "
+                  f"{shown(r.music_path)}, {shown(r.speech_path)}", flush=True)
     if total_wall > 0:
         print(f"{sep.name}: {total_s:.1f} s of audio at {total_s / total_wall:.1f}x real time", file=sys.stderr)
-    return 0
+    return 1 if failed else 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:

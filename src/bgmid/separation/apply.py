@@ -173,11 +173,37 @@ class FileResult:
         return self.seconds / self.wall_s if self.wall_s > 0 else math.inf
 
 
+def output_stem(path: str | os.PathLike) -> str:
+    """The name a file's stems are written under: its file name without extension (the whole name when it
+    has none, as game packages' OGG files)."""
+    return Path(path).stem if Path(path).suffix else Path(path).name
+
+
+def unique_stems(paths: Iterable[str | os.PathLike]) -> list[str]:
+    """:func:`output_stem` of each path, made distinct: inputs sharing a name (``a/x.wav``, ``b/x.wav``) get
+    ``x``, ``x-2``, ``x-3`` ... in input order, skipping any name another input already has, so no input's
+    stems overwrite another's."""
+    stems = [output_stem(p) for p in paths]
+    taken = set(stems)
+    seen: set[str] = set()
+    out = []
+    for stem in stems:
+        name, k = stem, 1
+        while name in seen or (name != stem and name in taken):
+            k += 1
+            name = f"{stem}-{k}"
+        seen.add(name)
+        out.append(name)
+    return out
+
+
 def separate_file(model: torch.nn.Module, path: str | os.PathLike, out_dir: str | os.PathLike,
                   chunk: int | None = None, batch: int = 4, block_s: float = 30.0,
-                  device: str | torch.device = "cpu") -> FileResult:
+                  device: str | torch.device = "cpu", stem: str | None = None) -> FileResult:
     """Separate any audio/video file into ``<stem>.music.wav`` and ``<stem>.speech.wav`` (16-bit, model rate)
-    under ``out_dir``, streaming: decoded, separated and written block by block (flat memory)."""
+    under ``out_dir``, streaming: decoded, separated and written block by block (flat memory). ``stem``
+    defaults to :func:`output_stem`. The files appear complete or not at all: they are written as ``*.part``
+    and renamed at the end; on any error the ``*.part`` files are removed."""
     import soundfile as sf
 
     from bgmid.audio import stream
@@ -185,19 +211,27 @@ def separate_file(model: torch.nn.Module, path: str | os.PathLike, out_dir: str 
     sr = int(model.sample_rate)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    stem = Path(path).stem if Path(path).suffix else Path(path).name
+    stem = output_stem(path) if stem is None else stem
     paths = (out / f"{stem}.music.wav", out / f"{stem}.speech.wav")
     tmps = [p.with_name(p.name + ".part") for p in paths]
     t0 = time.perf_counter()
     n = 0
     blocks = (b for _, b in stream(path, sr, block_s))
-    with sf.SoundFile(str(tmps[0]), "w", sr, 1, "PCM_16", format="WAV") as fm, \
-            sf.SoundFile(str(tmps[1]), "w", sr, 1, "PCM_16", format="WAV") as fs:
-        for piece in separate_stream(blocks, model_fn(model, device), default_plan(model, chunk), batch):
-            piece = np.clip(piece, -1.0, 1.0)
-            fm.write(piece[0])
-            fs.write(piece[1])
-            n += piece.shape[1]
-    for tmp, p in zip(tmps, paths, strict=True):
-        os.replace(tmp, p)
+    done = False
+    try:
+        # bytes paths: soundfile encodes str names strictly, which fails on undecodable bytes of a file name
+        with sf.SoundFile(os.fsencode(tmps[0]), "w", sr, 1, "PCM_16", format="WAV") as fm, \
+                sf.SoundFile(os.fsencode(tmps[1]), "w", sr, 1, "PCM_16", format="WAV") as fs:
+            for piece in separate_stream(blocks, model_fn(model, device), default_plan(model, chunk), batch):
+                piece = np.clip(piece, -1.0, 1.0)
+                fm.write(piece[0])
+                fs.write(piece[1])
+                n += piece.shape[1]
+        for tmp, p in zip(tmps, paths, strict=True):
+            os.replace(tmp, p)
+        done = True
+    finally:
+        if not done:
+            for tmp in tmps:
+                tmp.unlink(missing_ok=True)
     return FileResult(paths[0], paths[1], n / sr, time.perf_counter() - t0)
