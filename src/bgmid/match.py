@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Protocol
 
 import numpy as np
@@ -70,6 +70,11 @@ class Match:
     query_end_s: float  #: end of the last matching landmark's frame
     score: int  #: hashes aligned on the winning offset
     confidence: float  #: calibrated probability that the match is right, 0..1
+    #: how the query differs from the track (see :class:`bgmid.alterations.Alteration`): playback speed,
+    #: tempo (pitch kept) and transposition (tempo kept); ``track_offset_s`` is in the track's own time line
+    speed: float = 1.0
+    tempo: float = 1.0
+    pitch_semitones: float = 0.0
 
     def to_dict(self) -> dict:
         """The JSON contract's match object; ``path`` as valid UTF-8 (undecodable bytes of a file name as
@@ -79,6 +84,8 @@ class Match:
         for k in ("track_offset_s", "query_start_s", "query_end_s"):
             d[k] = round(d[k], 3)
         d["confidence"] = round(d["confidence"], 4)
+        d["speed"], d["tempo"] = round(self.speed, 5), round(self.tempo, 5)
+        d["pitch_semitones"] = round(self.pitch_semitones, 3)
         return d
 
 
@@ -253,6 +260,40 @@ def _pool(parts: Sequence[Landmarks]) -> Landmarks:
     return Landmarks((key >> np.uint64(32)).astype(np.uint32), (key & np.uint64(0xFFFFFFFF)).astype(np.int32))
 
 
+#: An unaltered match whose offset drifts by at least this much per query frame (0.75 %: the time step of the
+#: alteration grid is 2 %, an unaltered query tolerates +-1 %) is re-verified as a tempo change.
+TEMPO_DRIFT = 0.0075
+
+
+def _drift(votes: Votes, track_id: int, q_times: np.ndarray, window: int = 24) -> float:
+    """Relative offset drift of ``track_id``'s postings over the query (offset change per query frame).
+
+    A tempo-changed query still matches unaltered (time is the tolerant axis), but its offset walks: the
+    modes of the offset histograms of the query's two halves, near the winning offset, give the slope.
+    """
+    if votes.postings is None:
+        return 0.0
+    rows, tids, off = votes.postings
+    sel = tids == track_id
+    if sel.sum() < 20:
+        return 0.0
+    qt, off = np.asarray(q_times, np.int64)[rows[sel]], off[sel]
+    o = votes.offsets[list(votes.track_ids).index(track_id)]
+    near = np.abs(off - o) <= window
+    qt, off = qt[near], off[near]
+    mid = np.median(qt)
+    halves = [(qt < mid), (qt >= mid)]
+    if min(h.sum() for h in halves) < 8:
+        return 0.0
+    modes, centres = [], []
+    for h in halves:
+        u, c = np.unique(off[h], return_counts=True)
+        modes.append(float(u[np.argmax(c)]))
+        centres.append(float(np.median(qt[h])))
+    span = centres[1] - centres[0]
+    return (modes[1] - modes[0]) / span if span > 0 else 0.0
+
+
 def stop_word_limit(store: Store) -> int:
     """Postings above which a query hash is skipped in ``store`` (see :data:`bgmid.index.base.STOP_FACTOR`)."""
     return index_stop_word_limit(store.n_hashes, store.preset)
@@ -366,14 +407,68 @@ class Matcher:
         return match
 
     def identify(self, signals: np.ndarray | Sequence[np.ndarray], sr: int, top: int = 1) -> list[Match]:
-        """Identify one query given as one signal or several aligned analyses of it (e.g. mix + separated)."""
+        """Identify one query given as one signal or several aligned analyses of it (e.g. mix + separated).
+
+        Unaltered first (the common case costs nothing more); when that finds nothing, the speed, tempo and
+        pitch changes of :mod:`bgmid.alterations` are searched (``QueryOptions.alterations``). Short queries
+        (``short_query_s``) are analysed more densely.
+        """
         if isinstance(signals, np.ndarray) and signals.ndim == 1:
             signals = [signals]
         ys = [resample(s, sr, self.preset.sample_rate) for s in signals]
-        matches, votes = self._match(self._query_landmarks(ys), top, None)
+        o = self.options
+        short = bool(ys) and ys[0].size < o.short_query_s * self.preset.sample_rate
+        if short:
+            o = replace(o, density_factor=o.density_factor * o.short_density, shifts=max(2, o.shifts))
+        m = self if o is self.options else Matcher(self.store, o)
+        lm = m._query_landmarks(ys)
+        matches, votes = m._match(lm, top, None)
         if matches:
-            matches[0] = self.refine_offset(ys, matches[0], votes)
+            drift = _drift(votes, matches[0].track_id, lm.times) if o.alterations else 0.0
+            if abs(drift) >= TEMPO_DRIFT:
+                matches = m._identify_altered(ys, top, tempo=1.0 + drift) or matches
+            else:
+                matches[0] = m.refine_offset(ys, matches[0], votes)
+        elif o.alterations:
+            matches = m._identify_altered(ys, top)
         return matches
+
+    def _identify_altered(self, ys: Sequence[np.ndarray], top: int, tempo: float | None = None) -> list[Match]:
+        """Search speed/tempo/pitch alterations, verify the best candidates with the full match decision.
+
+        The query's peaks are found once (every signal, pooled); :func:`bgmid.alterations.search` proposes the
+        three best (track, alteration) pairs from rare hashes; each is verified with all query hashes undone
+        at that alteration (the best one also half a grid step either side in frequency), and the best
+        accepted match wins. Reported query times are the query's own; the track offset is the track's.
+        ``tempo``: a tempo change already measured from an unaltered match's drift (:func:`_drift`): only it
+        is verified, at that factor and +-0.5 %.
+        """
+        from bgmid.alterations import Alteration, QueryPeaks, default_grid, query_peaks, refine, search, undo
+
+        p, o = self.preset, self.options
+        fanout = int(round(p.fanout * o.fanout_factor))
+        peaks = QueryPeaks.pool([query_peaks(y, p, p.density * o.density_factor) for y in ys])
+        best: tuple[int, list[Match], object] | None = None
+        if tempo is not None:
+            plan = [[Alteration(tempo=tempo * f) for f in (1.0, 1.005, 0.995)]]
+        else:
+            plan = [refine(c.alteration) if n == 0 else [c.alteration]
+                    for n, c in enumerate(search(self.store, peaks, default_grid(), fanout, top=3))]
+        for alts in plan:
+            for alt in alts:
+                if alt.is_none:
+                    continue  # the unaltered query found nothing already
+                found, _ = self._match(undo(peaks, alt, p, fanout), top, None)
+                if found and (best is None or found[0].score > best[0]):
+                    best = (found[0].score, found, alt)
+        if best is None:
+            return []
+        _, found, alt = best
+        for m in found:
+            m.query_start_s /= alt.time_factor
+            m.query_end_s /= alt.time_factor
+            m.speed, m.tempo, m.pitch_semitones = alt.speed, alt.tempo, alt.pitch_semitones
+        return found
 
     def identify_file(
         self,

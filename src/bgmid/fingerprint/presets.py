@@ -49,6 +49,13 @@ class QueryOptions:
     min_aligned: int = 0  #: aligned hashes needed to report a match (0: the preset's calibrated default)
     refine_phases: int = 3  #: sub-hop phases tried when the matched track aligns at several offsets (1: off)
     refine_fraction: float = 0.4  #: ... at another offset with at least this share of the best count
+    #: when the unaltered query finds nothing, search for speed (+-6 %), tempo (+-5 %) and pitch (+-2
+    #: semitones) changes as broadcasts apply them (:mod:`bgmid.alterations`); False: unaltered only
+    alterations: bool = True
+    #: queries shorter than this (s) are analysed at ``short_density`` times the density and two phases: a
+    #: 5 s cue has less than half the evidence of a 12 s query
+    short_query_s: float = 8.0
+    short_density: float = 1.5
 
 
 PRESETS: dict[str, Preset] = {

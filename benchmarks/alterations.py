@@ -1,0 +1,94 @@
+"""Music as broadcasters air it (issue 12): identification under speed, tempo, pitch and processing changes.
+
+Uses the fixed sets of ``bgmid data mix --conditions all`` (the test split's clips, music altered before it is
+mixed with speech; see docs/data.md) and the corpus index of ``bgmid.evaluate.library``. Each clip is
+identified with ``Matcher.identify`` (the ``bgmid identify`` path, no separator) twice: with today's
+unaltered matching (``QueryOptions(alterations=False)``, the "before") and with the alteration search (the
+default). A clip counts as found when the top match is its track with the track offset within 0.2 s of the
+truth; the estimate's error is the relative error of its time and frequency factors.
+
+    .venv/bin/bgmid data mix --splits test --sr 16000 --clips 100 --conditions all
+    .venv/bin/python benchmarks/alterations.py --clips 100 --out benchmarks/results/alterations-p1.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bgmid.alterations import Alteration
+from bgmid.data.corpus import default_root
+from bgmid.data.mixing import load_fixed_set
+from bgmid.evaluate.library import open_corpus_index
+from bgmid.fingerprint.presets import QueryOptions
+from bgmid.match import Matcher
+
+POSITIVE = ["test_0dB", "test_-10dB", "test_-20dB", "test_music",
+            "test_0dB_speed+4.2", "test_-10dB_speed+4.2", "test_-10dB_speed-4", "test_0dB_speed-4",
+            "test_-10dB_speed+6", "test_-10dB_speed-6", "test_-10dB_tempo+3", "test_-10dB_tempo-3",
+            "test_-10dB_tempo+5", "test_-10dB_tempo-5", "test_-10dB_pitch+1", "test_-10dB_pitch-1",
+            "test_-10dB_pitch+2", "test_-10dB_pitch-2", "test_-10dB_broadcast", "test_-10dB_aac64",
+            "test_-10dB_short5"]
+NEGATIVE = ["test_speech", "test_speech_broadcast", "test_ooi", "test_ooi_-10dB"]
+
+
+def run_set(store, item_of: dict, clips, options: QueryOptions, sr: int) -> dict:
+    m = Matcher(store, options)
+    found, errs, ms, matched = 0, [], [], 0
+    for c in clips:
+        t0 = time.perf_counter()
+        res = m.identify(c.mix, sr)
+        ms.append(1000 * (time.perf_counter() - t0))
+        if not res:
+            continue
+        matched += 1
+        top = res[0]
+        if item_of.get(top.track_id) == c.meta.get("music_track_id") and \
+                abs(top.track_offset_s - float(c.meta["track_offset_s"])) <= 0.2:
+            found += 1
+            got = Alteration(top.speed, top.tempo, top.pitch_semitones)
+            true = Alteration(c.speed, c.tempo, c.pitch_semitones)
+            errs.append(max(abs(got.freq_factor / true.freq_factor - 1), abs(got.time_factor / true.time_factor - 1)))
+    n = len(clips)
+    return {"clips": n, "found": round(found / max(n, 1), 4), "matched": round(matched / max(n, 1), 4),
+            "factor_error_median": round(float(np.median(errs)), 5) if errs else None,
+            "factor_error_max": round(float(np.max(errs)), 5) if errs else None,
+            "ms_median": round(float(np.median(ms)), 1), "ms_p90": round(float(np.percentile(ms, 90)), 1)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--root", default=str(default_root()))
+    ap.add_argument("--preset", default="p1")
+    ap.add_argument("--clips", type=int, default=100, help="clips per set (first N)")
+    ap.add_argument("--sets", nargs="*", default=None, help="sets to run (default: all of them)")
+    ap.add_argument("--out", default=None, help="write the JSON report here")
+    args = ap.parse_args()
+    sr = 16000
+    store, info = open_corpus_index(args.root, args.preset, log=None)
+    item_of = {t.track_id: t.extra.get("item_id") for t in store.tracks()}
+    report = {"preset": args.preset, "tracks": len(item_of), "sets": {}}
+    for name in args.sets or POSITIVE + NEGATIVE:
+        try:
+            clips = load_fixed_set(args.root, name, sr, limit=args.clips)
+        except Exception as exc:  # a set that was not built
+            print(f"{name}: skipped ({exc})")
+            continue
+        row = {"before": run_set(store, item_of, clips, QueryOptions(alterations=False), sr),
+               "after": run_set(store, item_of, clips, QueryOptions(), sr)}
+        report["sets"][name] = row
+        key = "matched" if name in NEGATIVE else "found"
+        print(f"{name:28s} {key} {row['before'][key]:.3f} -> {row['after'][key]:.3f}   "
+              f"ms {row['before']['ms_median']} -> {row['after']['ms_median']}   "
+              f"factor err {row['after']['factor_error_median']}", flush=True)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""Speed, tempo and pitch changes: undoing a known one, finding an unknown one, and identify reporting it."""
+
+import numpy as np
+import pytest
+import soundfile as sf
+from conftest import SR
+
+from bgmid.alterations import NONE, Alteration, default_grid, query_peaks, search, undo
+from bgmid.audio import resample
+from bgmid.data import transforms
+from bgmid.index import open_index
+from bgmid.match import Matcher
+
+CASES = [("speed", 25 / 24), ("speed", 0.96), ("tempo", 1.03), ("tempo", 0.97), ("pitch", 1.0), ("pitch", -2.0)]
+
+
+def _excerpt(music_dir, name="track03.flac", start_s=8.0, dur_s=14.0):
+    x, sr = sf.read(music_dir / name, dtype="float32")
+    return x[int(start_s * sr): int((start_s + dur_s) * sr)], sr
+
+
+def _alter(x, sr, kind, v):
+    y = getattr(transforms, kind)(x, sr, v)
+    return y[: int(12 * sr)]
+
+
+def _truth(kind, v) -> Alteration:
+    return {"speed": Alteration(speed=v), "tempo": Alteration(tempo=v), "pitch": Alteration(pitch_semitones=v)}[kind]
+
+
+def test_grid_covers_the_ranges_at_the_tolerated_steps():
+    g = default_grid()
+    assert g[0] == NONE and len(set(g)) == len(g)
+    f = sorted(a.freq_factor for a in g if a.tempo == 1.0)
+    assert f[0] < 2 ** (-2 / 12) + 1e-9 and f[-1] > 2 ** (2 / 12) - 1e-9
+    assert max(np.diff(np.log(f))) <= np.log(1.0101)  # 1 % in frequency
+    t = sorted(a.tempo for a in g)
+    assert t[0] <= 0.95 and t[-1] >= 1.05
+
+
+@pytest.mark.parametrize("kind,v", CASES)
+def test_undoing_the_true_alteration_restores_the_match(built_index, music_dir, kind, v):
+    x, sr = _excerpt(music_dir)
+    y = resample(_alter(x, sr, kind, v), sr, 11025)
+    with open_index(built_index) as store:
+        m = Matcher(store)
+        o = m.options
+        peaks = query_peaks(y, store.preset, store.preset.density * o.density_factor)
+        fanout = int(round(store.preset.fanout * o.fanout_factor))
+        plain = m.match_landmarks(undo(peaks, NONE, store.preset, fanout))
+        fixed = m.match_landmarks(undo(peaks, _truth(kind, v), store.preset, fanout))
+        assert fixed and fixed[0].title == "track03"
+        assert abs(fixed[0].track_offset_s - 8.0) < 0.1
+        assert not plain or plain[0].score < fixed[0].score / 2
+
+
+@pytest.mark.parametrize("kind,v", CASES)
+def test_search_finds_track_and_alteration(built_index, music_dir, kind, v):
+    x, sr = _excerpt(music_dir)
+    y = resample(_alter(x, sr, kind, v), sr, 11025)
+    with open_index(built_index) as store:
+        peaks = query_peaks(y, store.preset, store.preset.density * 2)
+        cands = search(store, peaks, default_grid(), fanout=10)
+        best = cands[0]
+        assert store.track(best.track_id).title == "track03"
+        true = _truth(kind, v)
+        assert abs(np.log(best.alteration.freq_factor / true.freq_factor)) < 0.0075
+        assert abs(np.log(best.alteration.time_factor / true.time_factor)) < 0.015
+
+
+@pytest.mark.parametrize("kind,v", CASES)
+def test_identify_reports_the_alteration_and_the_track_time(built_index, music_dir, kind, v):
+    x, sr = _excerpt(music_dir)
+    y = _alter(x, sr, kind, v)
+    with open_index(built_index) as store:
+        (m,) = Matcher(store).identify(y, sr)
+    assert m.title == "track03" and abs(m.track_offset_s - 8.0) < 0.15
+    true = _truth(kind, v)
+    got = Alteration(m.speed, m.tempo, m.pitch_semitones)
+    assert abs(got.freq_factor / true.freq_factor - 1) < 0.005  # the estimator within 0.5 %
+    assert abs(got.time_factor / true.time_factor - 1) < 0.01
+    assert m.to_dict()["speed"] == round(m.speed, 5)
+
+
+def test_unaltered_queries_report_no_alteration(built_index, music_dir):
+    x, sr = _excerpt(music_dir)
+    with open_index(built_index) as store:
+        (m,) = Matcher(store).identify(x[: 12 * sr], sr)
+    assert (m.speed, m.tempo, m.pitch_semitones) == (1.0, 1.0, 0.0)
+
+
+def test_altered_speech_and_unknown_music_give_no_match(built_index):
+    from signals import synth_music, synth_speech
+
+    rng = np.random.default_rng(0)
+    with open_index(built_index) as store:
+        m = Matcher(store)
+        for y in (synth_speech(7, 14.0, SR), synth_music(999, 14.0, SR)):
+            for kind, v in CASES:
+                z = _alter(y, SR, kind, v)
+                assert m.identify(z + 0.001 * rng.standard_normal(z.size).astype(np.float32), SR) == []
