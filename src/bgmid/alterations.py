@@ -31,7 +31,7 @@ import numpy as np
 from bgmid.fingerprint.landmarks import Landmarks, pair_peaks, peak_candidates, spectrogram, thin_peaks
 from bgmid.fingerprint.presets import Preset
 
-__all__ = ["Alteration", "NONE", "QueryPeaks", "default_grid", "query_peaks", "search", "undo"]
+__all__ = ["Alteration", "NONE", "QueryPeaks", "default_grid", "query_peaks", "refine", "search", "tempo_grid", "undo"]
 
 
 @dataclass(frozen=True)
@@ -87,6 +87,13 @@ def default_grid(max_speed: float = 0.06, max_tempo: float = 0.05, max_semitones
     n = int(np.ceil(max_semitones / step_st))
     grid += [Alteration(pitch_semitones=float(k * step_st)) for k in range(-n, n + 1) if k]
     return grid
+
+
+def tempo_grid(max_tempo: float = 0.06, step: float = 0.01) -> list[Alteration]:
+    """Tempo changes only, on a finer grid: searched when an unaltered match drifts (the frequency is right,
+    only the time factor is to be found)."""
+    n = int(round(max_tempo / step))
+    return [NONE] + [Alteration(tempo=1 + k * step) for k in range(-n, n + 1) if k]
 
 
 @dataclass(frozen=True)
@@ -172,8 +179,12 @@ def search(store, peaks: QueryPeaks, grid: Sequence[Alteration], fanout: int, ma
     return [Candidate(int(track[i]), grid[int((uk[i] >> 22) & 1023)], int(counts[i])) for i in best]
 
 
-def refine(alt: Alteration, step: float = 0.01) -> list[Alteration]:
-    """``alt`` and its frequency neighbours half a grid step away (the verification points)."""
+def refine(alt: Alteration, step: float = 0.01, time: bool = False) -> list[Alteration]:
+    """``alt`` and its neighbours half a grid step away (the verification points): in frequency, or with
+    ``time`` in tempo."""
     if alt.is_none:
         return [alt]
+    if time:
+        return [alt, Alteration(alt.speed, alt.tempo * (1 + step / 2), alt.pitch_semitones),
+                Alteration(alt.speed, alt.tempo * (1 - step / 2), alt.pitch_semitones)]
     return [alt, alt.with_freq(1 + step / 2), alt.with_freq(1 - step / 2)]
