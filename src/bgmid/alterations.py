@@ -188,3 +188,128 @@ def refine(alt: Alteration, step: float = 0.01, time: bool = False) -> list[Alte
         return [alt, Alteration(alt.speed, alt.tempo * (1 + step / 2), alt.pitch_semitones),
                 Alteration(alt.speed, alt.tempo * (1 - step / 2), alt.pitch_semitones)]
     return [alt, alt.with_freq(1 + step / 2), alt.with_freq(1 - step / 2)]
+
+
+# -- programmes: one alteration for the whole programme -----------------------------------------------------
+
+
+def estimate_programme(identify, x: np.ndarray, sr: int, window_s: float = 12.0, windows: int = 10,
+                       min_agree: int = 2) -> tuple[Alteration, list[dict]]:
+    """The alteration of a programme, from ``windows`` excerpts of its first minutes ``x`` (mono, ``sr`` Hz).
+
+    A sped-up film is sped up throughout, so the monitor estimates once and undoes it for the whole stream.
+    ``identify(excerpt, sr) -> list[Match]`` is the query pipeline (with its separator, if any). The answer
+    is the alteration whose matches carry the most aligned hashes, when at least ``min_agree`` excerpts
+    agree on it (within 0.6 % in time and frequency); otherwise the programme is taken as unaltered. Returns
+    it and the evidence (one dict per matched excerpt).
+    """
+    n = int(window_s * sr)
+    if x.size < n:
+        starts = [0]
+    else:
+        starts = np.linspace(0, x.size - n, max(1, windows)).astype(int).tolist()
+    seen: list[tuple[Alteration, int]] = []
+    evidence = []
+    for a in starts:
+        found = identify(x[a:a + n], sr)
+        if not found:
+            continue
+        m = found[0]
+        alt = Alteration(m.speed, m.tempo, m.pitch_semitones)
+        seen.append((alt, m.score))
+        evidence.append({"start_s": round(a / sr, 2), "track_id": m.track_id, "score": m.score, **alt.to_dict()})
+        if len(seen) >= 3 and all(s[0].is_none for s in seen):
+            break  # three unaltered matches: not worth searching further
+    best, best_w = NONE, 0
+    for alt, _ in seen:
+        agree = [(b, w) for b, w in seen if abs(np.log(b.time_factor / alt.time_factor)) < 0.006
+                 and abs(np.log(b.freq_factor / alt.freq_factor)) < 0.006]
+        weight = sum(w for _, w in agree)
+        if len(agree) >= min_agree and weight > best_w:
+            tf = float(np.exp(np.average([np.log(b.time_factor) for b, _ in agree], weights=[w for _, w in agree])))
+            ff = float(np.exp(np.average([np.log(b.freq_factor) for b, _ in agree], weights=[w for _, w in agree])))
+            best, best_w = _from_factors(tf, ff, alt), weight
+    return best, evidence
+
+
+def _from_factors(time_factor: float, freq_factor: float, like: Alteration) -> Alteration:
+    """An alteration of ``like``'s kind with these factors (speed when both move together)."""
+    if like.is_none:
+        return NONE
+    if like.pitch_semitones == 0.0 and like.tempo == 1.0:
+        return Alteration(speed=freq_factor, tempo=time_factor / freq_factor)
+    if like.speed == 1.0 and like.pitch_semitones == 0.0:
+        return Alteration(tempo=time_factor) if abs(freq_factor - 1) < 0.003 else \
+            Alteration(tempo=time_factor, pitch_semitones=12 * np.log2(freq_factor))
+    return Alteration(tempo=time_factor, pitch_semitones=12 * np.log2(freq_factor))
+
+
+def undo_pieces(pieces, sr: int, alt: Alteration):
+    """Undo ``alt`` on a stream of mono pieces at ``sr`` Hz (yields pieces): the aired programme back on the
+    track's scale, so the monitor matches it as if unaltered (its times are then ``time_factor`` times the
+    programme's). Speed and transposition by streamed soxr resampling (exact), tempo with ffmpeg's
+    ``atempo`` (the WSOLA time stretch broadcast tools use), streamed through one filter graph."""
+    import soxr
+
+    if alt.is_none:
+        yield from pieces
+        return
+    ratio = alt.freq_factor  # resampling slows by this and lowers the pitch by it
+    rs = soxr.ResampleStream(sr, sr * ratio, 1, dtype="float32", quality="HQ")
+    stretch = ratio / alt.time_factor  # then atempo restores the remaining tempo difference
+    graph = _AtempoStream(sr, stretch) if abs(stretch - 1) > 1e-6 else None
+    for last, piece in _flag_last(pieces):
+        y = rs.resample_chunk(np.asarray(piece, np.float32), last=last)
+        if graph is not None:
+            y = graph.push(y, last)
+        if y.size:
+            yield y
+
+
+def _flag_last(it):
+    it = iter(it)
+    try:
+        prev = next(it)
+    except StopIteration:
+        return
+    for cur in it:
+        yield False, prev
+        prev = cur
+    yield True, prev
+
+
+class _AtempoStream:
+    """ffmpeg's ``atempo`` on a stream of mono float32 pieces (PyAV filter graph, pushed and pulled)."""
+
+    def __init__(self, sr: int, factor: float):
+        import fractions
+
+        import av
+
+        self.av, self.sr, self.tb, self.pos = av, sr, fractions.Fraction(1, sr), 0
+        self.g = av.filter.Graph()
+        src = self.g.add_abuffer(format="flt", sample_rate=sr, layout="mono")
+        f = self.g.add("atempo", f"{factor:.6f}")
+        self.sink = self.g.add("abuffersink")
+        src.link_to(f)
+        f.link_to(self.sink)
+        self.src = src
+        self.g.configure()
+
+    def push(self, y: np.ndarray, last: bool) -> np.ndarray:
+        av = self.av
+        if y.size:
+            fr = av.AudioFrame.from_ndarray(y[None, :].astype(np.float32), format="flt", layout="mono")
+            fr.sample_rate, fr.pts, fr.time_base = self.sr, self.pos, self.tb
+            self.pos += y.size
+            self.src.push(fr)
+        if last:
+            self.src.push(None)
+        out = []
+        while True:
+            try:
+                fr = self.sink.pull()
+            except (av.error.BlockingIOError, av.error.EOFError):
+                break
+            out.append(fr.to_ndarray().reshape(-1).astype(np.float32))
+        return np.concatenate(out) if out else np.zeros(0, np.float32)
