@@ -20,8 +20,9 @@ def test_identify_json_contract(built_index, tmp_path, capsys):
     assert [d["query"] for d in lines] == [str(tmp_path / "q.wav"), str(tmp_path / "speech.wav")]
     best = lines[0]["matches"][0]
     assert set(best) == {"track_id", "path", "title", "track_offset_s", "query_start_s", "query_end_s",
-                         "score", "confidence"}
+                         "score", "confidence", "speed", "tempo", "pitch_semitones"}
     assert best["title"] == "track06" and abs(best["track_offset_s"] - 14.0) < 0.1
+    assert (best["speed"], best["tempo"], best["pitch_semitones"]) == (1.0, 1.0, 0.0)  # aired as indexed
     assert lines[1]["matches"] == []
 
 
