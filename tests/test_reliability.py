@@ -105,7 +105,7 @@ def test_two_writers_never_index_a_file_twice(music_dir, tmp_path, split, querie
     procs = [subprocess.Popen([*CLI, "index", "--db", str(db), "--json", *map(str, ins)], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for ins in inputs]
     outs = [p.communicate(timeout=300) for p in procs]
-    for p, (out, err) in zip(procs, outs, strict=True):
+    for p, (_out, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err
         _no_traceback(err)
     waited = [err for _, err in outs if "is writing" in err]
