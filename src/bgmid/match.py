@@ -1,14 +1,22 @@
-"""Matching: look up a query's hashes, vote on (track, time offset), report the best tracks.
+"""The query side: analyse a signal, look its hashes up, score (track, time offset), report the best tracks.
+
+One pipeline serves a single query (:class:`Matcher`, ``bgmid identify``) and the sliding windows of a programme
+(:mod:`bgmid.monitor`) alike:
+
+1. :func:`analyse` -- landmarks of one or several signals on one time line (the unprocessed mix and the
+   separated music, each at ``QueryOptions.shifts`` sub-hop STFT phases), pooled by :func:`pool_landmarks`:
+   their votes for the true (track, offset) add up, while chance votes do not line up.
+2. :func:`lookup` -- every posting of the query's hashes, skipping the index's stop words
+   (:func:`stop_word_limit`), as :class:`Postings` (query row, track, query frame, offset).
+3. :func:`score_offsets` -- per track, the best offset and the distinct query landmarks aligned on it (+-1 frame),
+   with the first and last aligned query frame: a :class:`Votes`. :func:`vote` is 2 and 3 for one query.
+4. :func:`accept` / :func:`confidence` -- the calibrated decision (:data:`CALIBRATION`).
 
 A reference track that really plays in the query produces many hashes whose reference time minus query time is
 the same constant (the offset); chance coincidences spread over all offsets. So the evidence for a track is the
 largest number of hashes that agree on one offset (allowing +-1 frame of jitter). A match is reported only
 when that count clears a threshold that chance practically never reaches (see :data:`CALIBRATION`): a query
 with no indexed music returns nothing, rather than the least bad guess.
-
-Several analyses of the same query time line (the unprocessed mix and the separated music, or several STFT
-phases) are fused by pooling their landmarks before voting: their votes for the true (track, offset) add up,
-while chance votes do not line up.
 """
 
 from __future__ import annotations
@@ -16,27 +24,35 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Protocol
 
 import numpy as np
 
 from bgmid.audio import resample
 from bgmid.fingerprint.landmarks import Landmarks, LandmarkStream, fingerprint
-from bgmid.fingerprint.presets import QueryOptions
+from bgmid.fingerprint.presets import Preset, QueryOptions
 from bgmid.index.base import STOP_FACTOR, Store
 from bgmid.index.base import stop_word_limit as index_stop_word_limit
 from bgmid.paths import shown
+from bgmid.separation.registry import Separator
 
-
-class Separator(Protocol):
-    """What fusion (here and in :mod:`bgmid.monitor`) needs from a separator (see ``bgmid.separation``)."""
-
-    sample_rate: int
-
-    def separate(self, mono: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
-
-
-__all__ = ["CALIBRATION", "STOP_FACTOR", "Match", "Matcher", "accept", "confidence", "stop_word_limit", "vote"]
+__all__ = [
+    "CALIBRATION",
+    "STOP_FACTOR",
+    "Match",
+    "Matcher",
+    "Postings",
+    "Votes",
+    "accept",
+    "analyse",
+    "best_offsets",
+    "confidence",
+    "lookup",
+    "near_counts",
+    "pool_landmarks",
+    "score_offsets",
+    "stop_word_limit",
+    "vote",
+]
 
 #: Decision and confidence model, fitted by ``benchmarks/query_tuning.py`` on the real corpus (12 s clips;
 #: positives clean / white noise at 0 dB / speech at -10 dB; negatives speech-only and never-indexed music).
@@ -116,6 +132,24 @@ def accept(score: np.ndarray | int, ratio: np.ndarray | float, min_aligned: int 
 
 
 @dataclass
+class Postings:
+    """The index's answer to a query's landmarks: parallel int64 arrays over postings."""
+
+    rows: np.ndarray  #: query landmark row
+    tids: np.ndarray  #: track id
+    qt: np.ndarray  #: query frame of the landmark
+    off: np.ndarray  #: offset, frames: track frame - query frame
+
+    def __len__(self) -> int:
+        return int(self.rows.size)
+
+    @classmethod
+    def empty(cls) -> Postings:
+        e = np.zeros(0, np.int64)
+        return cls(e, e, e, e)
+
+
+@dataclass
 class Votes:
     """Per-track best offset from one query: parallel arrays, best track first."""
 
@@ -123,9 +157,14 @@ class Votes:
     offsets: np.ndarray  #: int64 frames (reference frame - query frame)
     scores: np.ndarray  #: int64 aligned hashes (within +-tolerance frames)
     q_first: np.ndarray  #: int64 first aligned query frame
-    q_last: np.ndarray  #: int64 last aligned query frame
+    q_last: np.ndarray  #: int64 last aligned query frame (or the latest ``ends`` given to :func:`score_offsets`)
     #: the postings voted on: (query landmark row, track id, offset frames), for a later look at one track
     postings: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    #: per track, the distinct ids of its aligned landmarks (sorted int64), when :func:`score_offsets` made them
+    aligned: list[np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return int(self.track_ids.size)
 
 
 def near_counts(tids: np.ndarray, offs: np.ndarray, tolerance: int = 1) -> np.ndarray:
@@ -193,6 +232,57 @@ def best_offsets(
     return tracks, offsets, tbest[chosen]
 
 
+def stop_word_limit(store: Store) -> int:
+    """Postings above which a query hash is skipped in ``store`` (see :data:`bgmid.index.base.STOP_FACTOR`)."""
+    return index_stop_word_limit(store.n_hashes, store.preset)
+
+
+def lookup(store: Store, lm: Landmarks, max_postings: int | None = None) -> Postings:
+    """Every posting of ``lm``'s hashes in ``store``, skipping stop words: hashes with more than ``max_postings``
+    postings (default: the index's policy, :func:`stop_word_limit`) and those the index no longer stores.
+    Landmark times may be on any frame grid (a programme's global frames, say): offsets are taken against them."""
+    limit = stop_word_limit(store) if max_postings is None else max_postings
+    rows, tids, ttimes = store.lookup(lm.hashes, max_postings=limit)
+    if rows.size == 0:
+        return Postings.empty()
+    rows = rows.astype(np.int64)
+    qt = np.asarray(lm.times, np.int64)[rows]
+    return Postings(rows, tids.astype(np.int64), qt, ttimes.astype(np.int64) - qt)
+
+
+def score_offsets(
+    p: Postings,
+    top: int,
+    tolerance: int = 1,
+    min_score: int = 0,
+    candidates: int | None = None,
+    ids: np.ndarray | None = None,
+    ends: np.ndarray | None = None,
+) -> Votes:
+    """The offset scorer: per track, its best offset (:func:`best_offsets`) and the distinct query landmarks
+    aligned on it within +-``tolerance`` frames; the ``top`` tracks with at least ``min_score`` of them, best first.
+
+    A hash repeated in the reference must not count twice, so the score counts distinct landmarks: ``ids``
+    (parallel to the postings; default their query rows) name them. ``q_first``/``q_last`` are the first aligned
+    query frame and the latest of ``ends`` (default: the query frames) over the aligned postings; ``aligned``
+    holds each track's aligned ids. ``candidates`` tracks (default ``top``) are looked at by posting count
+    before landmarks are counted. Used by :func:`vote` (one query) and :mod:`bgmid.monitor` (each window).
+    """
+    ids = p.rows if ids is None else ids
+    ends = p.qt if ends is None else ends
+    b_track, b_off, _ = best_offsets(p.tids, p.off, candidates or top, tolerance, min_count=min_score)
+    found: list[tuple[int, int, int, int, int, np.ndarray]] = []
+    for tr, o in zip(b_track, b_off, strict=True):  # a handful of tracks, not a hot loop
+        sel = (p.tids == tr) & (np.abs(p.off - o) <= tolerance)
+        a = np.unique(ids[sel])
+        if a.size >= min_score:
+            found.append((int(tr), int(o), int(a.size), int(p.qt[sel].min()), int(ends[sel].max()), a))
+    found.sort(key=lambda r: -r[2])  # stable: of equal scores, the track with more postings first
+    found = found[:top]
+    cols = [np.array([r[k] for r in found], np.int64) for k in range(5)]
+    return Votes(*cols, postings=(p.rows, p.tids, p.off), aligned=[r[5] for r in found])
+
+
 def vote(
     store: Store,
     lm: Landmarks,
@@ -200,24 +290,14 @@ def vote(
     tolerance: int = 1,
     max_postings: int | None = None,
 ) -> Votes:
-    """Count, per track, the hashes that agree on the best offset; return the ``top`` tracks."""
-    rows, tids, ttimes = store.lookup(lm.hashes, max_postings=max_postings)
-    empty = np.zeros(0, np.int64)
-    if rows.size == 0:
+    """Count, per track, the hashes that agree on the best offset; return the ``top`` tracks
+    (:func:`lookup` with the index's stop-word policy unless ``max_postings`` is given, then
+    :func:`score_offsets`)."""
+    p = lookup(store, lm, max_postings)
+    if len(p) == 0:
+        empty = np.zeros(0, np.int64)
         return Votes(empty, empty, empty, empty, empty)
-    qt = lm.times.astype(np.int64)[rows]
-    off = ttimes - qt
-    b_track, b_off, _ = best_offsets(tids, off, top, tolerance)
-    q_first = np.empty(b_track.size, np.int64)
-    q_last = np.empty(b_track.size, np.int64)
-    scores = np.empty(b_track.size, np.int64)
-    for n, (tr, o) in enumerate(zip(b_track, b_off, strict=True)):  # a handful of tracks, not a hot loop
-        sel = (tids == tr) & (np.abs(off - o) <= tolerance)
-        # one vote per query landmark (a hash repeated in the reference must not count twice)
-        scores[n] = np.unique(rows[sel]).size
-        q_first[n], q_last[n] = qt[sel].min(), qt[sel].max()
-    order = np.argsort(-scores, kind="stable")
-    return Votes(b_track[order], b_off[order], scores[order], q_first[order], q_last[order], (rows, tids, off))
+    return score_offsets(p, top, tolerance)
 
 
 def _offset_candidates(off: np.ndarray, fraction: float, limit: int = 64) -> np.ndarray:
@@ -250,7 +330,7 @@ def _aligned(rows: np.ndarray, off: np.ndarray, at: int, tolerance: int = 1) -> 
     return int(np.unique(rows[np.abs(off - at) <= tolerance]).size)
 
 
-def _pool(parts: Sequence[Landmarks]) -> Landmarks:
+def pool_landmarks(parts: Sequence[Landmarks]) -> Landmarks:
     """Union of landmarks on one time line; a (hash, time) found in several analyses counts once."""
     h = np.concatenate([p.hashes for p in parts]).astype(np.uint64)
     t = np.concatenate([p.times for p in parts]).astype(np.int64)
@@ -258,6 +338,30 @@ def _pool(parts: Sequence[Landmarks]) -> Landmarks:
         return Landmarks(np.zeros(0, np.uint32), np.zeros(0, np.int32))
     key = np.unique((h << np.uint64(32)) | (t.astype(np.uint64) & np.uint64(0xFFFFFFFF)))
     return Landmarks((key >> np.uint64(32)).astype(np.uint32), (key & np.uint64(0xFFFFFFFF)).astype(np.int32))
+
+
+def analyse(
+    signals: Sequence[np.ndarray],
+    preset: Preset,
+    options: QueryOptions,
+    phases: Sequence[int] | None = None,
+    n_phases: int | None = None,
+) -> Landmarks:
+    """Query landmarks of ``signals`` (aligned analyses of one query at the preset's rate: the mix, the
+    separated music), pooled on one time line (:func:`pool_landmarks`).
+
+    Each signal is analysed from sample ``round(k * hop / n_phases)`` for each ``k`` in ``phases`` (default:
+    all ``options.shifts`` phases); times stay on phase 0's frame grid, since a shift below one hop is within the
+    +-1 frame tolerance. With ``options``' density and fanout factors (queries use more peaks and pairs than the
+    index, so that the reference's sparser pairs are among theirs despite noise).
+    """
+    n = max(1, options.shifts) if n_phases is None else n_phases
+    parts = []
+    for k in range(n) if phases is None else phases:
+        shift = int(round(k * preset.hop / n))
+        for y in signals:
+            parts.append(fingerprint(y[shift:], preset, options.density_factor, options.fanout_factor))
+    return pool_landmarks(parts)
 
 
 #: An unaltered match whose aligned landmarks span less than this share of the query, or whose offset walks
@@ -295,11 +399,6 @@ def _drifting(match: Match, votes: Votes, q_times: np.ndarray, query_s: float, w
     return span > 0 and abs(modes[1] - modes[0]) / span >= TEMPO_DRIFT
 
 
-def stop_word_limit(store: Store) -> int:
-    """Postings above which a query hash is skipped in ``store`` (see :data:`bgmid.index.base.STOP_FACTOR`)."""
-    return index_stop_word_limit(store.n_hashes, store.preset)
-
-
 class Matcher:
     """Identify queries against a :class:`~bgmid.index.base.Store`."""
 
@@ -315,19 +414,7 @@ class Matcher:
 
     def _query_landmarks(self, ys: Sequence[np.ndarray]) -> Landmarks:
         """Pooled landmarks of signals at the preset's rate, at this matcher's ``shifts`` analysis phases."""
-        n = max(1, self.options.shifts)
-        return self._analyse(ys, range(n), n)
-
-    def _analyse(self, ys: Sequence[np.ndarray], phases: Sequence[int], n_phases: int) -> Landmarks:
-        """Pooled landmarks of signals ``ys`` (at the preset's rate) analysed from sample
-        ``round(k * hop / n_phases)`` for each ``k`` in ``phases``."""
-        p, o = self.preset, self.options
-        parts = []
-        for k in phases:
-            shift = int(round(k * p.hop / n_phases))
-            for y in ys:  # times stay on frame k's grid: a shift < hop is within the +-1 frame tolerance
-                parts.append(fingerprint(y[shift:], p, o.density_factor, o.fanout_factor))
-        return _pool(parts)
+        return analyse(ys, self.preset, self.options)
 
     def match_landmarks(self, lm: Landmarks, top: int = 1, min_aligned: int | None = None) -> list[Match]:
         """Matches for pooled landmarks, best first; empty when nothing passes :func:`accept`.
@@ -369,7 +456,7 @@ class Matcher:
         ys: Sequence[np.ndarray] | None,
         match: Match,
         votes: Votes,
-        analyse: Callable[[int], Landmarks] | None = None,
+        phase: Callable[[int], Landmarks] | None = None,
     ) -> Match:
         """Settle the track offset of ``match`` when its track aligns with the query at several offsets.
 
@@ -379,7 +466,7 @@ class Matcher:
         way); a repeat a non-integer number of frames away can then align *better* than the truth. So when
         an offset other than the winner reaches ``QueryOptions.refine_fraction`` of its aligned count, the query is
         analysed again at ``refine_phases - 1`` further sub-hop phases and every candidate offset keeps its
-        best count over all phases. ``ys``: the query signals at the preset's rate; or ``analyse(k)``: the
+        best count over all phases. ``ys``: the query signals at the preset's rate; or ``phase(k)``: the
         pooled landmarks of phase ``k`` (of ``refine_phases``) when the signals are not in memory (a streamed
         query, :meth:`identify_stream`). Costs nothing on unambiguous queries.
         """
@@ -394,14 +481,14 @@ class Matcher:
             return match
         best = np.array([_aligned(rows, off, c) for c in cands], np.int64)
         for k in range(1, n_phases):
-            lm = analyse(k) if analyse is not None else self._analyse(ys, [k], n_phases)
-            r_k, t_k, tt_k = self.store.lookup(lm.hashes, max_postings=self.max_postings)
-            mine = t_k == match.track_id
-            o_k = tt_k[mine] - lm.times.astype(np.int64)[r_k[mine]]
+            lm = phase(k) if phase is not None else analyse(ys, self.preset, self.options, [k], n_phases)
+            p_k = lookup(self.store, lm, self.max_postings)
+            mine = p_k.tids == match.track_id
+            r_k, o_k = p_k.rows[mine], p_k.off[mine]
             # frame j of phase k starts k/n_phases of a hop after frame j of phase 0, so its offsets read
             # that much higher: count each candidate's +-1 window around the nearest whole frame
             shift = int(round(k / n_phases))
-            best = np.maximum(best, [_aligned(r_k[mine], o_k, c + shift) for c in cands])
+            best = np.maximum(best, [_aligned(r_k, o_k, c + shift) for c in cands])
         win = int(np.argmax(best))
         match.track_offset_s = float(cands[win]) * self.preset.frame_s
         match.score = max(match.score, int(best[win]))  # aligned hashes at the reported offset, best phase
@@ -559,11 +646,11 @@ class Matcher:
         for i in range(signals):
             feed(i, np.zeros(0, np.float32), last=True)
         lms = {key: ls.finish() for key, ls in streams.items()}
-        pooled = _pool([lms[(i, sh)] for sh in main for i in range(signals)])
+        pooled = pool_landmarks([lms[(i, sh)] for sh in main for i in range(signals)])
         matches, votes = self._match(pooled, top, None)
         if matches:
             matches[0] = self.refine_offset(
-                None, matches[0], votes, analyse=lambda k: _pool([lms[(i, refine[k])] for i in range(signals)])
+                None, matches[0], votes, phase=lambda k: pool_landmarks([lms[(i, refine[k])] for i in range(signals)])
             )
         return matches
 

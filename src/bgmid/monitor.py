@@ -48,7 +48,8 @@ from bgmid.audio import blocks_of, resample
 from bgmid.fingerprint.landmarks import Landmarks, fingerprint, hash_bits
 from bgmid.fingerprint.presets import Preset, QueryOptions
 from bgmid.index.base import Store
-from bgmid.match import Separator, _pool, best_offsets, confidence, near_counts
+from bgmid.match import Separator, best_offsets, confidence, near_counts
+from bgmid.match import pool_landmarks as _pool
 
 __all__ = [
     "Cue",

@@ -433,7 +433,7 @@ def _identify_clips(fs: FixedSet, sep: str, ests: Sequence[np.ndarray | None], p
                     inputs: Sequence[str], lib: Library, mixes: MixLandmarks, repeat: RepeatCheck
                     ) -> dict[str, list[Row]]:
     """Rows of every clip of ``fs`` for one preset and query; ``ests`` at the preset's rate (None: the mix)."""
-    from bgmid.match import _pool as pool_landmarks
+    from bgmid.match import pool_landmarks
 
     matcher = lib.matchers[(preset, label)]
     psr = matcher.preset.sample_rate
