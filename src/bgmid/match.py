@@ -148,6 +148,15 @@ class Postings:
         e = np.zeros(0, np.int64)
         return cls(e, e, e, e)
 
+    def take(self, i: slice | np.ndarray) -> Postings:
+        """The postings at ``i`` (a slice, a mask or indices)."""
+        return Postings(self.rows[i], self.tids[i], self.qt[i], self.off[i])
+
+    def __add__(self, other: Postings) -> Postings:
+        """These postings followed by ``other``'s."""
+        return Postings(*(np.concatenate([a, b]) for a, b in zip(
+            (self.rows, self.tids, self.qt, self.off), (other.rows, other.tids, other.qt, other.off), strict=True)))
+
 
 @dataclass
 class Votes:
@@ -245,9 +254,9 @@ def lookup(store: Store, lm: Landmarks, max_postings: int | None = None) -> Post
     rows, tids, ttimes = store.lookup(lm.hashes, max_postings=limit)
     if rows.size == 0:
         return Postings.empty()
-    rows = rows.astype(np.int64)
+    rows = np.asarray(rows, np.int64)
     qt = np.asarray(lm.times, np.int64)[rows]
-    return Postings(rows, tids.astype(np.int64), qt, ttimes.astype(np.int64) - qt)
+    return Postings(rows, np.asarray(tids, np.int64), qt, np.asarray(ttimes, np.int64) - qt)
 
 
 def score_offsets(

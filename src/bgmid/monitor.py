@@ -35,21 +35,19 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from bgmid.audio import blocks_of, resample
-from bgmid.fingerprint.landmarks import Landmarks, fingerprint, hash_bits
+from bgmid.fingerprint.landmarks import Landmarks, hash_dt
 from bgmid.fingerprint.presets import Preset, QueryOptions
 from bgmid.index.base import Store
-from bgmid.match import Separator, best_offsets, confidence, near_counts
-from bgmid.match import pool_landmarks as _pool
+from bgmid.match import Postings, analyse, confidence, lookup, near_counts, score_offsets
+from bgmid.separation.registry import Separator, torch_threads
 
 __all__ = [
     "Cue",
@@ -248,7 +246,7 @@ def window_votes(
     min_score: int,
     tolerance: int = 1,
 ) -> list[tuple[int, int, int, int, int, np.ndarray]]:
-    """Per-track best offset from one window's postings, like :func:`bgmid.match.vote`.
+    """Per-track best offset from one window's postings: :func:`bgmid.match.score_offsets` as plain tuples.
 
     Inputs are parallel arrays over postings: query frame, track id, offset (frames), query landmark id and the
     frame where the landmark ends. Returns up to ``top`` tuples ``(track, offset, score, first_frame,
@@ -257,14 +255,11 @@ def window_votes(
     """
     if qt.size == 0:
         return []
-    out = []
-    for tr, o, _ in zip(*best_offsets(tids, offs, top=max(top, 1) * 2, tolerance=tolerance, min_count=min_score)):
-        sel = (tids == tr) & (np.abs(offs - o) <= tolerance)
-        ids = np.unique(lids[sel])  # distinct landmarks: a hash repeated in the reference counts once
-        if ids.size >= min_score:
-            out.append((int(tr), int(o), int(ids.size), int(qt[sel].min()), int(ends[sel].max()), ids))
-    out.sort(key=lambda r: -r[2])
-    return out[:top]
+    v = score_offsets(Postings(lids, tids, qt, offs), top, tolerance, min_score, candidates=2 * max(top, 1),
+                      ids=lids, ends=ends)
+    return [(int(t), int(o), int(s), int(f0), int(f1), a)
+            for t, o, s, f0, f1, a in zip(v.track_ids, v.offsets, v.scores, v.q_first, v.q_last, v.aligned or [],
+                                          strict=True)]
 
 
 def merge_segments(hits: Iterable[WindowHit], config: MonitorConfig = MonitorConfig()) -> list[Segment]:
@@ -535,11 +530,94 @@ def _db(p: np.ndarray) -> np.ndarray:
     return (10 * np.log10(np.maximum(p, 1e-12))).astype(np.float32)
 
 
+class _WindowVoter:
+    """Sliding windows over a programme's postings: a rolling buffer, sorted by programme frame, from which every
+    window (``window_s`` every ``hop_s``) is scored (:func:`bgmid.match.score_offsets`) once all its postings are
+    in; postings before the next window's start are dropped, so memory stays at about one block."""
+
+    def __init__(self, preset: Preset, config: MonitorConfig):
+        self.preset, self.config = preset, config
+        self.win_f = int(round(config.window_s / preset.frame_s))
+        self.hop_f = max(1, int(round(config.hop_s / preset.frame_s)))
+        self.postings, self.ids, self.ends = Postings.empty(), np.zeros(0, np.int64), np.zeros(0, np.int64)
+        self.next_win = 0  #: start frame of the next window to score
+        self.n_windows = 0
+        self.hits: list[WindowHit] = []
+
+    def add(self, p: Postings, ids: np.ndarray, ends: np.ndarray) -> None:
+        """Append a block's postings (sorted by query frame, all after those already in)."""
+        self.postings += p
+        self.ids, self.ends = np.concatenate([self.ids, ids]), np.concatenate([self.ends, ends])
+
+    def emit(self, upto: int | None, end_frame: int = 0) -> None:
+        """Score every window that ends by frame ``upto``; ``None``: every window left, the programme having
+        ``end_frame`` frames (the last one ends there)."""
+        c, buf = self.config, self.postings
+        # only postings whose near_counts bound can reach a qualifying vote in some window (a window sees a
+        # subset of the buffer, so the bound over the whole buffer is conservative): far fewer to sort
+        cand = near_counts(buf.tids, buf.off) >= c.weak_score
+        p = buf.take(cand)
+        ids, ends = self.ids[cand], self.ends[cand]
+        while True:
+            w0, w1 = self.next_win, self.next_win + self.win_f
+            if upto is not None and w1 > upto:
+                break
+            # at the end: stop once the previous window already reached the last frame
+            if upto is None and (w0 >= end_frame or (w0 > 0 and w1 - self.hop_f >= end_frame)):
+                break
+            i0, i1 = np.searchsorted(p.qt, w0), np.searchsorted(p.qt, w1)
+            w = slice(i0, i1)
+            self._score(p.take(w), ids[w], ends[w], w0, min(w1, end_frame) if upto is None else w1)
+            self.next_win += self.hop_f
+        keep = np.searchsorted(buf.qt, self.next_win)
+        self.postings = buf.take(slice(keep, None))
+        self.ids, self.ends = self.ids[keep:], self.ends[keep:]
+
+    def _score(self, w: Postings, ids: np.ndarray, ends: np.ndarray, w0: int, w_end: int) -> None:
+        """One window's hits: its ``top`` tracks with at least ``weak_score`` aligned landmarks."""
+        c, p = self.config, self.preset
+        self.n_windows += 1
+        if len(w) == 0:
+            return
+        fs, tail = p.frame_s, p.n_fft / p.sample_rate
+        v = score_offsets(w, c.top, min_score=c.weak_score, candidates=2 * max(c.top, 1), ids=ids, ends=ends)
+        for tr, o, s, f0, f1, a in zip(v.track_ids, v.offsets, v.scores, v.q_first, v.q_last, v.aligned or [],
+                                       strict=True):
+            self.hits.append(WindowHit(w0 * fs, w_end * fs, int(tr), int(o), int(s), int(f0) * fs,
+                                      int(f1) * fs + tail, a))
+
+
+class _Levels:
+    """Mean power per second of each analysed signal (mix; with a separator, music and speech too)."""
+
+    def __init__(self, sr: int):
+        self.sr = sr
+        self.power = {k: _PerSecond() for k in ("mix", "music", "speech")}
+        self.n_samples = 0  #: programme samples accounted for so far
+
+    def add(self, signals: dict[str, np.ndarray], start: int, a: int, b: int) -> None:
+        """Samples ``a:b`` of a block starting at programme sample ``start`` (the block's own audio)."""
+        self.n_samples = start + b
+        sec = (np.arange(start + a, start + b) // self.sr).astype(np.int64)
+        for key, y in signals.items():
+            self.power[key].add(sec, np.square(y[a:b], dtype=np.float64))
+
+    def curves(self) -> dict[str, np.ndarray | None]:
+        """dBFS per second of each signal (None: not analysed); the last second is averaged over its samples."""
+        n_sec = int(math.ceil(self.n_samples / self.sr))
+        per_sec = np.full(n_sec, float(self.sr))
+        if n_sec:
+            per_sec[-1] = self.n_samples - (n_sec - 1) * self.sr
+        return {k: (_db(acc.values(n_sec) / np.maximum(per_sec, 1)) if acc.used else None)
+                for k, acc in self.power.items()}
+
+
 class Monitor:
     """Stream programmes through separation, fingerprinting and window matching; produce cues.
 
-    ``separator`` is any object with ``sample_rate`` and ``separate(mono) -> (music, speech)``; ``None`` matches
-    the raw mix only (much faster, weaker under loud speech).
+    ``separator`` is any :class:`~bgmid.separation.Separator` (``sample_rate`` and ``separate(mono) -> (music,
+    speech)``); ``None`` matches the raw mix only (much faster, weaker under loud speech). The query side
+    (analysis, lookup, scoring) is :mod:`bgmid.match`'s; this class adds the blocks, the windows and the cues.
     """
 
     def __init__(
@@ -562,7 +640,7 @@ class Monitor:
         self.core_frames = max(step, int(round(c.block_s / p.frame_s / step)) * step)
         self.ctx_frames = max(step, int(math.ceil(c.context_s / p.frame_s / step)) * step)
         self.samples_per_frame = p.hop * self.sr / p.sample_rate  # exact at multiples of ``step``
-        self._dt_mask = (1 << hash_bits(p)[2]) - 1
+        self.max_postings = self.config.max_postings
 
     # public entry points
     def run(self, path: str | os.PathLike, on_progress: Callable[[float], None] | None = None) -> MonitorResult:
@@ -585,21 +663,34 @@ class Monitor:
 
     def _analyse(self, x: np.ndarray) -> tuple[Landmarks, dict[str, np.ndarray]]:
         """Pooled landmarks of a block (raw mix, plus separated music with a separator) and its signals."""
-        p, o = self.preset, self.options
         sig = {"mix": x}
-        analyses = [x]
         if self.separator is not None:
-            with _torch_threads(self.config.separator_threads):
+            with torch_threads(self.config.separator_threads):
                 music, speech = self.separator.separate(x)
             sig["music"], sig["speech"] = np.asarray(music, np.float32), np.asarray(speech, np.float32)
-            analyses.append(sig["music"])
-        parts = []
-        for a in analyses:
-            y = resample(a, self.sr, p.sample_rate)
-            for k in range(max(1, o.shifts)):
-                shift = int(round(k * p.hop / max(1, o.shifts)))
-                parts.append(fingerprint(y[shift:], p, o.density_factor, o.fanout_factor))
-        return _pool(parts), sig
+        ys = [resample(sig[k], self.sr, self.preset.sample_rate) for k in ("mix", "music") if k in sig]
+        return analyse(ys, self.preset, self.options), sig
+
+    def _owned(self, start: int, x: np.ndarray, lm: Landmarks, last: bool) -> tuple[Landmarks, int, int, int]:
+        """Block ownership: the landmarks anchored in the block's own frames (its core; the first block also
+        its head, the last one everything to the end), on the programme's frame grid; the block's own samples
+        ``a:b``; and the first frame it does not own (every window ending by then has all its postings)."""
+        k0 = int(round(start / self.samples_per_frame))  # programme frame of the block's first sample
+        own_lo = 0 if k0 == 0 else k0 + self.ctx_frames
+        own_hi = k0 + int(x.size / self.samples_per_frame) + 1 if last else k0 + self.ctx_frames + self.core_frames
+        t = lm.times.astype(np.int64) + k0
+        keep = (t >= own_lo) & (t < own_hi)
+        a = int(round(own_lo * self.samples_per_frame)) - start
+        b = x.size if last else min(x.size, int(round(own_hi * self.samples_per_frame)) - start)
+        return Landmarks(lm.hashes[keep], t[keep]), a, b, own_hi
+
+    def _postings(self, lm: Landmarks) -> tuple[Postings, np.ndarray, np.ndarray]:
+        """One index lookup per landmark: postings sorted by programme frame, each with its landmark's id
+        (:func:`landmark_id`) and the frame where the landmark ends (its target peak)."""
+        p = lookup(self.store, lm, self.max_postings)
+        order = np.argsort(p.qt, kind="stable")
+        p = p.take(order)
+        return p, landmark_id(p.qt, p.rows), p.qt + hash_dt(lm.hashes[p.rows], self.preset)
 
     def _run(
         self,
@@ -608,107 +699,37 @@ class Monitor:
         on_progress: Callable[[float], None] | None,
     ) -> MonitorResult:
         t_start = time.perf_counter()
-        p, c = self.preset, self.config
-        fs = p.frame_s
-        win_f = int(round(c.window_s / fs))
-        hop_f = max(1, int(round(c.hop_s / fs)))
-        # rolling postings buffer (sorted by query frame)
-        buf = {k: np.zeros(0, np.int64) for k in ("qt", "tid", "off", "lid", "end")}
-        next_win = 0  # start frame of the next window to vote
-        hits: list[WindowHit] = []
-        n_windows = 0
-        power = {k: _PerSecond() for k in ("mix", "music", "speech")}
-        total_samples = 0
-        end_frame = 0  # programme length in frames, known once the last block is in
-
-        def emit_windows(upto: int | None) -> None:
-            """Vote every window that ends by frame ``upto`` (None: every window left, to the end)."""
-            nonlocal next_win, n_windows, buf
-            # only postings that can belong to a qualifying vote: far fewer to sort in every window
-            # only postings whose near_counts bound can reach a qualifying vote in some window (a window sees a
-            # subset of the buffer, so the bound over the whole buffer is conservative)
-            cand = near_counts(buf["tid"], buf["off"]) >= c.weak_score
-            qt = buf["qt"][cand]
-            f = {k: v[cand] for k, v in buf.items()}
-            while True:
-                w0, w1 = next_win, next_win + win_f
-                if upto is not None and w1 > upto:
-                    break
-                # at the end: stop once the previous window already reached the last frame
-                if upto is None and (w0 >= end_frame or (w0 > 0 and w1 - hop_f >= end_frame)):
-                    break
-                i0, i1 = np.searchsorted(qt, w0), np.searchsorted(qt, w1)
-                n_windows += 1
-                for tr, o, s, f0, f1, ids in window_votes(
-                    qt[i0:i1], f["tid"][i0:i1], f["off"][i0:i1], f["lid"][i0:i1], f["end"][i0:i1],
-                    top=c.top, min_score=c.weak_score,
-                ):
-                    w_end = min(w1, end_frame) if upto is None else w1
-                    hits.append(WindowHit(w0 * fs, w_end * fs, tr, o, s, f0 * fs, f1 * fs + p.n_fft / p.sample_rate,
-                                          ids))
-                next_win += hop_f
-            keep = np.searchsorted(buf["qt"], next_win)
-            buf = {k: v[keep:] for k, v in buf.items()}
-
+        voter, levels = _WindowVoter(self.preset, self.config), _Levels(self.sr)
         analysed: Iterable = (
             _prefetch(blocks, lambda b: self._analyse(b[1]))
-            if c.prefetch
+            if self.config.prefetch
             else ((b, self._analyse(b[1])) for b in blocks)
         )
         for ((start, x), (lm, sig)), last in _with_last(analysed):
-            k0 = int(round(start / self.samples_per_frame))  # global frame of the block's first sample
-            n_frames_block = int(x.size / self.samples_per_frame)
-            own_lo = 0 if k0 == 0 else k0 + self.ctx_frames
-            own_hi = k0 + n_frames_block + 1 if last else k0 + self.ctx_frames + self.core_frames
-            t = lm.times.astype(np.int64) + k0
-            keep = (t >= own_lo) & (t < own_hi)
-            hashes, t = lm.hashes[keep], t[keep]
-            # level curves (mean power per second) and raw landmark counts per second, of the block's own audio
-            a = int(round(own_lo * self.samples_per_frame)) - start
-            b = x.size if last else min(x.size, int(round(own_hi * self.samples_per_frame)) - start)
-            total_samples = start + b
-            sec = (np.arange(start + a, start + b) // self.sr).astype(np.int64)
-            for key, y in sig.items():
-                power[key].add(sec, np.square(y[a:b], dtype=np.float64))
-            # one index lookup per landmark
-            rows, tids, ttimes = self.store.lookup(hashes, max_postings=c.max_postings)
-            qt = t[rows]
-            order = np.argsort(qt, kind="stable")
-            rows, tids, ttimes, qt = rows[order], tids[order], ttimes[order], qt[order]
-            dts = (hashes[rows].astype(np.int64) & self._dt_mask)
-            new = {"qt": qt, "tid": tids.astype(np.int64), "off": ttimes - qt, "lid": landmark_id(qt, rows),
-                   "end": qt + dts}
-            buf = {k: np.concatenate([buf[k], new[k]]) for k in buf}
-            end_frame = int(total_samples / self.samples_per_frame) if last else 0
-            emit_windows(None if last else own_hi)
+            own, a, b, own_hi = self._owned(start, x, lm, last)
+            levels.add(sig, start, a, b)
+            voter.add(*self._postings(own))
+            voter.emit(None if last else own_hi, int(levels.n_samples / self.samples_per_frame) if last else 0)
             if on_progress is not None:
-                on_progress(total_samples / self.sr)
-        duration_s = total_samples / self.sr
-        segments = merge_segments(hits, c)
-        cues = segments_to_cues(segments, fs, c, n_windows_total=n_windows)
-        for h in hits:
+                on_progress(levels.n_samples / self.sr)
+        return self._result(name, voter, levels, time.perf_counter() - t_start)
+
+    def _result(self, name: str, voter: _WindowVoter, levels: _Levels, elapsed_s: float) -> MonitorResult:
+        """Cues from the window hits (clipped to the programme, with index metadata and usage) and the curves."""
+        duration_s = levels.n_samples / self.sr
+        cues = segments_to_cues(merge_segments(voter.hits, self.config), self.preset.frame_s, self.config,
+                                n_windows_total=voter.n_windows)
+        for h in voter.hits:
             h.aligned = h.aligned[:0]
-        for cue in cues:
-            over = max(0.0, cue.programme_end_s - duration_s)
-            cue.programme_end_s -= over
-            cue.track_end_s -= over
-            if cue.parts:
-                cue.parts[-1].programme_end_s -= over
-                cue.parts[-1].track_end_s -= over
-        n_sec = int(math.ceil(duration_s))
-        samples_per_sec = np.full(n_sec, float(self.sr))
-        if n_sec:
-            samples_per_sec[-1] = total_samples - (n_sec - 1) * self.sr
-        curves = {
-            k: (_db(power[k].values(n_sec) / np.maximum(samples_per_sec, 1)) if power[k].used else None)
-            for k in power
-        }
         density = {}
         for cue in cues:
+            _clip(cue, duration_s)
             meta = self.store.track(cue.track_id)
             cue.title, cue.path, cue.extra = meta.title, meta.path, dict(meta.extra)
             if meta.duration_s > 0 and meta.n_hashes > 0:
                 density[cue.track_id] = meta.n_hashes / meta.duration_s
+        curves = levels.curves()
+        n_sec = int(math.ceil(duration_s))
         level_db = curves["mix"] if curves["mix"] is not None else np.zeros(n_sec, np.float32)
         estimate_usage(cues, level_db, curves["music"], curves["speech"], density)
         return MonitorResult(
@@ -718,26 +739,21 @@ class Monitor:
             level_db=level_db,
             music_db=curves["music"],
             speech_db=curves["speech"],
-            n_windows=n_windows,
-            elapsed_s=time.perf_counter() - t_start,
+            n_windows=voter.n_windows,
+            elapsed_s=elapsed_s,
             separator=self.separator_name,
-            hits=hits,
+            hits=voter.hits,
         )
 
 
-@contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
-    """Run the body with ``n`` torch intra-op threads (restored after); no-op when torch is not loaded."""
-    torch = sys.modules.get("torch")
-    if not n or torch is None:
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
+def _clip(cue: Cue, duration_s: float) -> None:
+    """End a cue (and its last part) at the programme's end: widening may have carried it past."""
+    over = max(0.0, cue.programme_end_s - duration_s)
+    cue.programme_end_s -= over
+    cue.track_end_s -= over
+    if cue.parts:
+        cue.parts[-1].programme_end_s -= over
+        cue.parts[-1].track_end_s -= over
 
 
 class _PerSecond:

@@ -29,6 +29,7 @@ __all__ = [
     "fingerprint",
     "fingerprint_file",
     "hash_bits",
+    "hash_dt",
     "pair_peaks",
     "spectrogram",
 ]
@@ -53,6 +54,11 @@ def hash_bits(preset: Preset) -> tuple[int, int, int]:
     """Bits used for (anchor bin, bin difference, frame difference) in a hash of ``preset``."""
     n_bins = preset.n_fft // 2 + 1
     return _bits(n_bins), _bits(2 * preset.df_max + 1), _bits(preset.dt_max + 1)
+
+
+def hash_dt(hashes: np.ndarray, preset: Preset) -> np.ndarray:
+    """Frame difference (anchor to target peak) packed in each hash of ``preset`` (int64): where a landmark ends."""
+    return np.asarray(hashes).astype(np.int64) & ((1 << hash_bits(preset)[2]) - 1)
 
 
 #: Magnitude floor of the log spectrogram. Absolute (audio is full scale at 1.0) so that a block of a stream
