@@ -75,8 +75,6 @@ def main(argv: list[str] | None = None) -> int:
                     "were tuned on seeds 1000-1009, use another range for a held-out check)")
     ap.add_argument("--separator", default="none", help="none, a model name or a checkpoint")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--max-postings", type=int, default=MonitorConfig().max_postings,
-                    help="skip hashes with more postings (default: the monitor's)")
     ap.add_argument("--json", type=Path, help="also write the figures as JSON")
     args = ap.parse_args(argv)
 
@@ -91,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     audio_s = wall_s = 0.0
     phantoms_silent = 0
     with store:
-        config = MonitorConfig(max_postings=args.max_postings)
+        config = MonitorConfig()
         mon = Monitor(store, sep, config, QueryOptions(), separator_name=args.separator)
         for wav, cues_csv in pairs:
             t0 = time.perf_counter()

@@ -105,12 +105,6 @@ class MonitorConfig:
     shadow_ratio: float = 2.0  #: drop a cue inside another track's cue that has this many times its evidence there
     shadow_overlap: float = 0.5  #: ... when at least this fraction of the weaker cue lies inside the stronger
     shared_fraction: float = 0.15  #: ... or when this share of its aligned landmarks also align with the stronger
-    #: skip hashes with more postings than this (stop words). Common hashes carry little evidence but most of
-    #: the cost: on the 179-track benchmark index a landmark has 138 postings on average, 94 with this cap;
-    #: 1,000 instead of 20,000 ran 70x instead of 54x real time for the same F1 (0.966 vs 0.969). A compacted
-    #: index no longer stores its stop words (bgmid.index.local), so there the index's own, lower limit
-    #: applies too (200 postings for that index; re-measured F1 unchanged, see docs/monitor.md)
-    max_postings: int | None = 1000
     #: torch intra-op threads while separating. One thread is by far the fastest when the cores are shared
     #: (U-Net lite on 2 busy cores: 45x real time with 1 thread, 2.7x with 2: threads spin waiting for each
     #: other); raise it on an idle machine with many cores. 0 leaves torch's setting alone.
@@ -640,7 +634,6 @@ class Monitor:
         self.core_frames = max(step, int(round(c.block_s / p.frame_s / step)) * step)
         self.ctx_frames = max(step, int(math.ceil(c.context_s / p.frame_s / step)) * step)
         self.samples_per_frame = p.hop * self.sr / p.sample_rate  # exact at multiples of ``step``
-        self.max_postings = self.config.max_postings
 
     # public entry points
     def run(self, path: str | os.PathLike, on_progress: Callable[[float], None] | None = None) -> MonitorResult:
@@ -685,9 +678,11 @@ class Monitor:
         return Landmarks(lm.hashes[keep], t[keep]), a, b, own_hi
 
     def _postings(self, lm: Landmarks) -> tuple[Postings, np.ndarray, np.ndarray]:
-        """One index lookup per landmark: postings sorted by programme frame, each with its landmark's id
+        """One index lookup per landmark, with the index's stop-word policy (as a single query's: on the
+        benchmark the same cues and window hits as the former cap of 1,000 postings, since a compacted index
+        drops its stop words anyway): postings sorted by programme frame, each with its landmark's id
         (:func:`landmark_id`) and the frame where the landmark ends (its target peak)."""
-        p = lookup(self.store, lm, self.max_postings)
+        p = lookup(self.store, lm)
         order = np.argsort(p.qt, kind="stable")
         p = p.take(order)
         return p, landmark_id(p.qt, p.rows), p.qt + hash_dt(lm.hashes[p.rows], self.preset)
