@@ -30,26 +30,26 @@ def test_programme_cues_match_audio(cache, tmp_path):
     cor = Corpus(cache, sr)
     p_dialogue = 10 ** (info["dialogue_dbfs"] / 10)
     for a, b in zip(cues, cues[1:], strict=False):
-        assert a.programme_end_s <= b.programme_start_s  # no overlapping cues
+        assert a.end_s <= b.start_s  # no overlapping cues
     for c in cues:
-        assert -25.0 <= c.level_db <= 5.0 and 5.0 <= c.programme_end_s - c.programme_start_s <= 40.0 + 1e-6
-        n = int(round((c.programme_end_s - c.programme_start_s) * sr))
-        piece = cor.crop(c.track_id, int(round(c.track_offset_s * sr)), n)
+        assert -25.0 <= c.level_db <= 5.0 and 5.0 <= c.end_s - c.start_s <= 40.0 + 1e-6
+        n = int(round((c.end_s - c.start_s) * sr))
+        piece = cor.crop(c.track, int(round(c.track_offset_s * sr)), n)
         # least-squares gain of the track piece in the programme, away from the fades: it must be there,
         # at the stated level relative to the dialogue (speech is uncorrelated with it)
-        a = int(round(c.programme_start_s * sr))
+        a = int(round(c.start_s * sr))
         lo, hi = int((c.fade_in_s + 0.05) * sr), n - int((c.fade_out_s + 0.05) * sr)
         seg, ref = y[a + lo : a + hi], piece[lo:hi]
         g = float(np.dot(seg, ref) / np.dot(ref, ref))
         level = 10 * math.log10(g * g * np.mean(piece.astype(np.float64) ** 2) / p_dialogue)
         assert abs(level - c.level_db) < 1.5, (c, level)
         # and a wrong offset would not fit: the piece 5.25 s later is not in the programme
-        wrong = cor.crop(c.track_id, int(round((c.track_offset_s + 5.25) * sr)), n)[lo:hi]
+        wrong = cor.crop(c.track, int(round((c.track_offset_s + 5.25) * sr)), n)[lo:hi]
         assert abs(np.dot(seg, wrong)) < 0.5 * abs(np.dot(seg, ref))
     # silences not covered by a cue are silent; dialogue passages are not
     for p in info["passages"]:
         a, b = int(p["start_s"] * sr), int(p["end_s"] * sr)
-        covered = any(c.programme_start_s < p["end_s"] and c.programme_end_s > p["start_s"] for c in cues)
+        covered = any(c.start_s < p["end_s"] and c.end_s > p["start_s"] for c in cues)
         if p["kind"] == "silence" and not covered:
             assert np.max(np.abs(y[a:b])) < 1e-3
         if p["kind"] == "dialogue" and b - a > sr:
@@ -84,9 +84,9 @@ def test_programme_speed_maps_truth(cache, tmp_path):
     c0, c1 = programmes.read_cue_sheet(csv0), programmes.read_cue_sheet(csv1)
     assert len(c0) == len(c1) >= 2
     for a, b in zip(c0, c1, strict=True):
-        assert b.track_id == a.track_id and b.track_offset_s == a.track_offset_s  # the track's own time line
-        assert b.programme_start_s == pytest.approx(a.programme_start_s / r, abs=1e-5)
-        assert b.programme_end_s == pytest.approx(a.programme_end_s / r, abs=1e-5)
+        assert b.track == a.track and b.track_offset_s == a.track_offset_s  # the track's own time line
+        assert b.start_s == pytest.approx(a.start_s / r, abs=1e-5)
+        assert b.end_s == pytest.approx(a.end_s / r, abs=1e-5)
     info = json.loads(wav1.with_suffix(".json").read_text())
     assert info["speed"] == r and info["tempo"] == 1.0 and info["pitch_semitones"] == 0.0
     assert info["duration_s"] == pytest.approx(240.0 / r, abs=1e-3)
@@ -101,15 +101,15 @@ def test_programme_speed_maps_truth(cache, tmp_path):
     cor = Corpus(cache, sr)
     checked = 0
     for c in c1:
-        if c.programme_end_s - c.programme_start_s < 4.0:
+        if c.end_s - c.start_s < 4.0:
             continue
         checked += 1
-        n = int((c.programme_end_s - c.programme_start_s) * sr)
-        piece = transforms.speed(cor.crop(c.track_id, int(round(c.track_offset_s * sr)), int(n * r) + 10), sr, r)[:n]
-        a = int(round(c.programme_start_s * sr))
+        n = int((c.end_s - c.start_s) * sr)
+        piece = transforms.speed(cor.crop(c.track, int(round(c.track_offset_s * sr)), int(n * r) + 10), sr, r)[:n]
+        a = int(round(c.start_s * sr))
         lo, hi = int((c.fade_in_s + 0.1) * sr), n - int((c.fade_out_s + 0.1) * sr)
         seg, ref = y1[a + lo : a + hi], piece[lo:hi]
-        wrong = transforms.speed(cor.crop(c.track_id, int(round((c.track_offset_s + 5.25) * sr)), int(n * r) + 10),
+        wrong = transforms.speed(cor.crop(c.track, int(round((c.track_offset_s + 5.25) * sr)), int(n * r) + 10),
                                  sr, r)[lo:hi]
         assert abs(np.dot(seg, ref)) > 2 * abs(np.dot(seg, wrong)), c
         lag = np.argmax(np.correlate(y1[a + lo - 80 : a + hi + 80], ref, mode="valid")) - 80

@@ -38,6 +38,7 @@ from bgmid.paths import shown
 __all__ = [
     "CSV_FIELDS",
     "CueMetrics",
+    "TRUTH_FIELDS",
     "TruthCue",
     "cue_to_dict",
     "evaluate",
@@ -197,9 +198,21 @@ def format_table(result: MonitorResult, width: int = 34) -> str:
 # -- ground truth and scoring ---------------------------------------------------------------------------
 
 
+#: Columns of a ground-truth cue sheet as the programme generator writes it (``bgmid data programme``,
+#: :func:`bgmid.data.programmes.generate_programme`), in order; :func:`read_truth` reads these and other forms.
+TRUTH_FIELDS = (
+    "cue", "track_id", "title", "package", "orig_path", "programme_start_s", "programme_end_s",
+    "track_offset_s", "level_db", "fade_in_s", "fade_out_s", "music_only",
+)
+
+
 @dataclass
 class TruthCue:
-    """A ground-truth cue: which track sounds where."""
+    """A ground-truth cue: which track sounds where (the one ground-truth type: truth files read for scoring
+    and the programme generator's cue sheets alike). A detected cue is :class:`bgmid.monitor.Cue`.
+
+    Times in programme seconds; the music heard at programme time ``t`` (between start and end) is the track at
+    ``track_offset_s + (t - start_s)`` (times the aired speed·tempo, see :mod:`bgmid.data.programmes`)."""
 
     track: str  #: identifier as the truth file gives it (corpus id, file name, title, or index id)
     start_s: float
@@ -209,6 +222,19 @@ class TruthCue:
     level_db: float | None = None  #: music relative to dialogue (dB), where the generator knows it
     music_only: bool = False
     programme: str = ""  #: which programme it belongs to, when a truth file covers several
+    # known where the programme generator wrote the sheet:
+    seq: int = 0  #: position in the programme's cue sheet (column ``cue``, 0-based)
+    package: str = ""  #: corpus package of the track
+    orig_path: str = ""  #: the track's file inside its package
+    fade_in_s: float = 0.0
+    fade_out_s: float = 0.0
+
+    def to_row(self) -> dict:
+        """This cue as a row of :data:`TRUTH_FIELDS` (the generator's CSV and JSON)."""
+        return {"cue": self.seq, "track_id": self.track, "title": self.title, "package": self.package,
+                "orig_path": self.orig_path, "programme_start_s": self.start_s, "programme_end_s": self.end_s,
+                "track_offset_s": self.track_offset_s, "level_db": self.level_db, "fade_in_s": self.fade_in_s,
+                "fade_out_s": self.fade_out_s, "music_only": self.music_only}
 
     @property
     def duration_s(self) -> float:
@@ -262,6 +288,11 @@ def read_truth(path: str | os.PathLike, programme: str | None = None) -> list[Tr
                 level_db=None if lvl is None else float(lvl),
                 music_only=str(_pick(r, "music_only") or "").lower() in ("true", "1", "yes"),
                 programme=str(_pick(r, "programme") or ""),
+                seq=int(seq) if (seq := _pick(r, "cue")) is not None and seq.strip().isdigit() else 0,
+                package=str(_pick(r, "package") or ""),
+                orig_path=str(_pick(r, "orig_path") or ""),
+                fade_in_s=float(_pick(r, "fade_in_s") or 0.0),
+                fade_out_s=float(_pick(r, "fade_out_s") or 0.0),
             )
         )
     if programme is not None and any(t.programme for t in out):

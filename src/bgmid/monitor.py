@@ -161,7 +161,8 @@ class CuePart:
 
 @dataclass
 class Cue:
-    """One use of one track in a programme: the unit of a cue sheet."""
+    """A detected cue: one use of one track in a programme, the unit of a cue sheet (written by
+    :mod:`bgmid.cuesheet`; a ground-truth cue is :class:`bgmid.cuesheet.TruthCue`)."""
 
     track_id: int
     programme_start_s: float

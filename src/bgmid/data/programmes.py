@@ -23,40 +23,19 @@ import csv
 import json
 import math
 import os
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from bgmid.cuesheet import TRUTH_FIELDS, TruthCue, read_truth
 from bgmid.data.corpus import default_root
 from bgmid.data.mixing import Corpus, _rms, _speech_sources, plan_dialogue, render_dialogue, source_band_hz
 from bgmid.errors import BgmidError
 
-__all__ = ["Cue", "generate_programme", "read_cue_sheet", "CUE_FIELDS"]
+__all__ = ["CUE_FIELDS", "generate_programme", "read_cue_sheet"]
 
-CUE_FIELDS = (
-    "cue", "track_id", "title", "package", "orig_path", "programme_start_s", "programme_end_s",
-    "track_offset_s", "level_db", "fade_in_s", "fade_out_s", "music_only",
-)
-
-
-@dataclass
-class Cue:
-    """One music cue of a programme. Times in seconds; the music heard at programme time ``t`` (between
-    start and end) is the track at ``track_offset_s + (t - programme_start_s)``."""
-
-    cue: int
-    track_id: str
-    title: str
-    package: str
-    orig_path: str
-    programme_start_s: float
-    programme_end_s: float
-    track_offset_s: float
-    level_db: float
-    fade_in_s: float
-    fade_out_s: float
-    music_only: bool
+#: The cue sheet's columns (:data:`bgmid.cuesheet.TRUTH_FIELDS`: the ground-truth format has one owner).
+CUE_FIELDS = TRUTH_FIELDS
 
 
 def _timeline(rng: np.random.Generator, duration_s: float, with_music: bool) -> list[tuple[str, float, float]]:
@@ -153,7 +132,7 @@ def generate_programme(
         y_speech *= np.float32(10 ** (dialogue_dbfs / 20) / math.sqrt(p_dialogue))
         p_dialogue = 10 ** (dialogue_dbfs / 10)
     y_music = np.zeros(n_total, np.float32)
-    cues: list[Cue] = []
+    cues: list[TruthCue] = []
     if with_music:
         spans: list[tuple[float, float, bool]] = [(a, b, True) for k, a, b in passages if k == "music"]
         want = max(1, int(round(duration_s / 600.0 * cues_per_10min))) - len(spans)
@@ -185,8 +164,9 @@ def generate_programme(
             fo = float(min(rng.uniform(0.3, 3.0), d / 4))
             env = _fade(ib - ia, int(fi * sr), int(fo * sr))
             y_music[ia:ib] += piece * np.float32(g) * env
-            cues.append(Cue(k, tr["id"], tr["title"], tr["package"], tr["orig_path"], round(a, 6), round(b, 6),
-                            round(off, 6), round(lvl, 3), round(fi, 3), round(fo, 3), only))
+            cues.append(TruthCue(tr["id"], round(a, 6), round(b, 6), tr["title"], round(off, 6), round(lvl, 3), only,
+                                 seq=k, package=tr["package"], orig_path=tr["orig_path"], fade_in_s=round(fi, 3),
+                                 fade_out_s=round(fo, 3)))
     y = y_music + y_speech
     peak = float(np.max(np.abs(y))) if y.size else 0.0
     scale = 0.99 / peak if peak > 0.99 else 1.0
@@ -212,13 +192,13 @@ def generate_programme(
         w = csv.DictWriter(f, fieldnames=CUE_FIELDS + (tuple(factors) if changed else ()))
         w.writeheader()
         for c in cues:
-            w.writerow({**asdict(c), **({k: f"{v:.10g}" for k, v in factors.items()} if changed else {})})
+            w.writerow({**c.to_row(), **({k: f"{v:.10g}" for k, v in factors.items()} if changed else {})})
     os.replace(tmp, cue_path)
     info = {
         "duration_s": duration_s, "sample_rate": sr, "seed": seed, "split": split, "with_music": with_music,
         "dialogue_dbfs": dialogue_dbfs + 20 * math.log10(scale), "scale": scale, "speech_sources": wide,
         "passages": [{"kind": k, "start_s": round(a, 3), "end_s": round(b, 3)} for k, a, b in passages],
-        "cues": [asdict(c) for c in cues],
+        "cues": [c.to_row() for c in cues],
     }
     if changed:
         info.update(factors, aired_duration_s=round(y.size / sr, 6), generated_duration_s=duration_s,
@@ -227,8 +207,8 @@ def generate_programme(
     return out, cue_path
 
 
-def _air(y: np.ndarray, sr: int, cues: list[Cue], passages: list[tuple[str, float, float]], speed: float,
-         tempo: float, pitch_semitones: float) -> tuple[np.ndarray, list[Cue], list[tuple[str, float, float]]]:
+def _air(y: np.ndarray, sr: int, cues: list[TruthCue], passages: list[tuple[str, float, float]], speed: float,
+         tempo: float, pitch_semitones: float) -> tuple[np.ndarray, list[TruthCue], list[tuple[str, float, float]]]:
     """The finished programme transformed as aired, with its cue and passage times mapped to the aired time line
     (divided by ``speed·tempo``; track offsets unchanged)."""
     from dataclasses import replace
@@ -242,21 +222,12 @@ def _air(y: np.ndarray, sr: int, cues: list[Cue], passages: list[tuple[str, floa
     if pitch_semitones != 0.0:
         y = transforms.pitch(y, sr, pitch_semitones)
     f = speed * tempo
-    cues = [replace(c, programme_start_s=round(c.programme_start_s / f, 6),
-                    programme_end_s=round(c.programme_end_s / f, 6), fade_in_s=round(c.fade_in_s / f, 3),
-                    fade_out_s=round(c.fade_out_s / f, 3)) for c in cues]
+    cues = [replace(c, start_s=round(c.start_s / f, 6), end_s=round(c.end_s / f, 6),
+                    fade_in_s=round(c.fade_in_s / f, 3), fade_out_s=round(c.fade_out_s / f, 3)) for c in cues]
     passages = [(k, a / f, b / f) for k, a, b in passages]
     return y, cues, passages
 
 
-def read_cue_sheet(path: str | os.PathLike) -> list[Cue]:
-    """Read a ground-truth cue sheet written by :func:`generate_programme`."""
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    out = []
-    for r in rows:
-        out.append(Cue(int(r["cue"]), r["track_id"], r["title"], r["package"], r["orig_path"],
-                       float(r["programme_start_s"]), float(r["programme_end_s"]), float(r["track_offset_s"]),
-                       float(r["level_db"]), float(r["fade_in_s"]), float(r["fade_out_s"]),
-                       r["music_only"] == "True"))
-    return out
+def read_cue_sheet(path: str | os.PathLike) -> list[TruthCue]:
+    """Read a ground-truth cue sheet written by :func:`generate_programme` (:func:`bgmid.cuesheet.read_truth`)."""
+    return read_truth(path)
