@@ -1,17 +1,22 @@
 """Broadcast monitoring: a programme of any length in, the music cues it contains out.
 
-Pipeline (one pass, bounded memory):
+The query side (analysis, postings lookup with the index's stop-word policy, offset scoring) is
+:mod:`bgmid.match`'s, the same as for a single query; this module adds the streaming, the window bookkeeping and
+the segment logic. Pipeline (one pass, bounded memory):
 
 1. **Blocks.** The programme is decoded and streamed in blocks of ``block_s`` seconds plus ``context_s`` on each
    side (:func:`bgmid.audio.stream_samples`). Each block is optionally separated (music estimate and speech
-   estimate, :class:`~bgmid.separation.Separator` interface), and the raw mix and the separated music are
-   fingerprinted; their landmarks are pooled on one time line (true votes add up, chance votes do not) and only
-   the landmarks anchored in the block's own core are kept, so no landmark is counted twice and none is cut by a
-   block edge. Every landmark is looked up in the index once, when its block is processed.
-2. **Windows.** Sliding windows (``window_s`` long every ``hop_s``) vote on (track, offset) with the postings
-   whose query time falls inside them, exactly as :func:`bgmid.match.vote` does for one query. A window keeps
+   estimate, :class:`~bgmid.separation.Separator` interface, :func:`~bgmid.separation.torch_threads` policy),
+   and the raw mix and the separated music are analysed together (:func:`bgmid.match.analyse`: their landmarks
+   pooled on one time line, true votes add up, chance votes do not); only the landmarks anchored in the block's
+   own core are kept (``Monitor._owned``), so no landmark is counted twice and none is cut by a block edge.
+   Every landmark is looked up once, when its block is processed (:func:`bgmid.match.lookup`), and the
+   per-second levels of the block's own audio are accumulated (``_Levels``).
+2. **Windows.** ``_WindowVoter`` keeps the postings in a rolling buffer and scores sliding windows
+   (``window_s`` long every ``hop_s``) with the postings whose query time falls inside them, with
+   :func:`bgmid.match.score_offsets`, the scorer of a single query's :func:`~bgmid.match.vote`. A window keeps
    its ``top`` tracks that clear ``weak_score`` aligned landmarks (several per window: cross-fades) as
-   :class:`WindowHit` records, each with the ids and times of its aligned landmarks.
+   :class:`WindowHit` records, each with the ids (:func:`landmark_id`) and times of its aligned landmarks.
 3. **Segments.** :func:`merge_segments` links window hits of the same track whose offsets
    (track time - programme time) agree within ``offset_tol_frames`` and whose aligned landmarks are no more than
    ``max_gap_s`` apart: a constant offset means the track kept running, so a few seconds masked by loud speech

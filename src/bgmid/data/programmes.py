@@ -4,7 +4,8 @@ A programme is a timeline of passages: dialogue (30-120 s of lines with natural 
 (2-6 s) and music-only passages (10-40 s). Music cues (5-90 s pieces from the middle of tracks of the
 chosen split, never training tracks) are laid over it at -25..+5 dB relative to the dialogue, with fades in
 and out; every music-only passage carries a cue. ``with_music=False`` gives the same kind of programme with
-no music at all, on which any reported cue is a false alarm.
+no music at all, on which any reported cue is a false alarm. Cues are :class:`bgmid.cuesheet.TruthCue` records,
+the one ground-truth cue type (what ``--truth`` reads), written as :data:`CUE_FIELDS` columns.
 
 Level convention: a cue's ``level_db = 10·log10(P_music / P_dialogue)``, where ``P_music`` is the mean
 power of the cue piece at full level (fades excluded) and ``P_dialogue`` the mean power of the programme's
