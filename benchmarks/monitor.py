@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bgmid.alterations import parse_alteration
 from bgmid.cuesheet import CueMetrics, evaluate, format_metrics, merge_truth, read_truth, same_track
 from bgmid.data.corpus import default_root
 from bgmid.evaluate.library import open_corpus_index
@@ -44,8 +45,8 @@ def open_library(root: Path, preset: str, splits: list[str]):
     return store
 
 
-def programmes(root: Path, out: Path, n: int, n_silent: int, duration: float, split: str, seed: int = 1000
-               ) -> list[tuple[Path, Path]]:
+def programmes(root: Path, out: Path, n: int, n_silent: int, duration: float, split: str, seed: int = 1000,
+               speed: float = 1.0) -> list[tuple[Path, Path]]:
     """Generate (or reuse) ``n`` programmes with music and ``n_silent`` without; return (wav, cues) pairs."""
     from bgmid.data.programmes import generate_programme
 
@@ -53,10 +54,12 @@ def programmes(root: Path, out: Path, n: int, n_silent: int, duration: float, sp
     for k in range(n + n_silent):
         music = k < n
         tag = f"{k}" if seed == 1000 else f"s{seed + k}"  # seed 1000 keeps the first benchmark's file names
-        wav = out / f"prog_{int(duration)}s_{tag}{'' if music else '_nomusic'}.wav"
+        sp = "" if speed == 1.0 else f"_speed{speed:.4f}"
+        wav = out / f"prog_{int(duration)}s_{tag}{'' if music else '_nomusic'}{sp}.wav"
         cues = wav.with_suffix(".cues.csv")
         if not (wav.exists() and cues.exists()):
-            generate_programme(root, duration_s=duration, seed=seed + k, split=split, with_music=music, out=wav)
+            generate_programme(root, duration_s=duration, seed=seed + k, split=split, with_music=music, out=wav,
+                               **({"speed": speed} if speed != 1.0 else {}))
         pairs.append((wav, cues))
     return pairs
 
@@ -74,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1000, help="first programme's seed (default 1000; the thresholds "
                     "were tuned on seeds 1000-1009, use another range for a held-out check)")
     ap.add_argument("--separator", default="none", help="none, a model name or a checkpoint")
+    ap.add_argument("--alteration", default="auto", help="auto (the CLI default), none, or e.g. speed=25/24")
+    ap.add_argument("--speed", type=float, default=1.0,
+                    help="air the generated programmes this much faster (25/24: PAL speed-up); truth times scaled")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", type=Path, help="also write the figures as JSON")
     args = ap.parse_args(argv)
@@ -81,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     root = args.root or default_root()
     work = args.work or root / "bench" / "monitor"
     store = open_library(root, args.preset, args.index_splits)
-    pairs = programmes(root, work / "programmes", args.programmes, args.silent, args.duration, args.split, args.seed)
+    pairs = programmes(root, work / "programmes", args.programmes, args.silent, args.duration, args.split, args.seed,
+                      speed=args.speed)
     sep = resolve_separator(args.separator, args.device)
     total_all, total_10 = CueMetrics(), CueMetrics()
     bands: dict[str, list[int]] = {}  # level band -> [found, total] for cues >= 10 s
@@ -90,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     phantoms_silent = 0
     with store:
         config = MonitorConfig()
-        mon = Monitor(store, sep, config, QueryOptions(), separator_name=args.separator)
+        mon = Monitor(store, sep, config, QueryOptions(), separator_name=args.separator,
+                      alteration=parse_alteration(args.alteration))
         for wav, cues_csv in pairs:
             t0 = time.perf_counter()
             res = mon.run(wav)

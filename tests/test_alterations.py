@@ -99,3 +99,37 @@ def test_altered_speech_and_unknown_music_give_no_match(built_index):
             for kind, v in CASES:
                 z = _alter(y, SR, kind, v)
                 assert m.identify(z + 0.001 * rng.standard_normal(z.size).astype(np.float32), SR) == []
+
+
+def test_a_sped_up_programme_is_monitored_with_the_right_cues(built_index, music_dir):
+    """A constructed programme (three cues under babble) aired with the PAL speed-up: the monitor estimates
+    the speed once (within 0.5 %), finds every cue at programme times of the aired programme, and reports
+    track times in the track's own time line."""
+    from signals import synth_speech
+
+    from bgmid.monitor import Monitor
+
+    sr = SR
+    rng = np.random.default_rng(4)
+    prog = 0.05 * synth_speech(11, 150.0, sr)[: int(150 * sr)]
+    truth = []  # (title, programme start s, track start s, duration s)
+    for title, at, t0, dur in (("track01", 10.0, 5.0, 30.0), ("track05", 60.0, 2.0, 25.0), ("track07", 110.0, 8.0, 28.0)):
+        x, xsr = sf.read(music_dir / f"{title}.flac", dtype="float32")
+        seg = x[int(t0 * xsr): int((t0 + dur) * xsr)]
+        prog[int(at * sr): int(at * sr) + seg.size] += 0.3 * seg
+        truth.append((title, at, t0, dur))
+    prog += 0.001 * rng.standard_normal(prog.size).astype(np.float32)
+    speed = 25 / 24
+    aired = transforms.speed(prog, sr, speed)
+    with open_index(built_index) as store:
+        res = Monitor(store, alteration="auto").run_array(aired, sr)
+        plain = Monitor(store).run_array(aired, sr)
+    assert abs(res.alteration["speed"] * res.alteration["tempo"] / speed - 1) < 0.005
+    assert abs(res.alteration["speed"] / speed - 1) < 0.005
+    assert plain.cues == [] or len(plain.cues) < len(truth)  # unaltered matching misses the sped-up cues
+    assert [c.title for c in res.cues] == [t[0] for t in truth]
+    for c, (_, at, t0, dur) in zip(res.cues, truth, strict=True):
+        assert abs(c.programme_start_s - at / speed) < 1.5 and abs(c.duration_s - dur / speed) < 3.0
+        assert abs(c.track_start_s - (t0 + (c.programme_start_s * speed - at))) < 0.3
+        assert abs(c.speed / speed - 1) < 0.005
+    assert abs(res.duration_s - prog.size / sr / speed) < 0.1

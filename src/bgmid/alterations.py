@@ -232,16 +232,19 @@ def estimate_programme(identify, x: np.ndarray, sr: int, window_s: float = 12.0,
     return best, evidence
 
 
-def _from_factors(time_factor: float, freq_factor: float, like: Alteration) -> Alteration:
-    """An alteration of ``like``'s kind with these factors (speed when both move together)."""
-    if like.is_none:
+def _from_factors(time_factor: float, freq_factor: float, like: Alteration | None = None) -> Alteration:
+    """The simplest alteration with these factors: a speed change when time and frequency moved together
+    (within 0.3 %), a tempo change when only time moved, a transposition when only frequency moved."""
+    tol = 0.003
+    if abs(time_factor - 1) < tol and abs(freq_factor - 1) < tol:
         return NONE
-    if like.pitch_semitones == 0.0 and like.tempo == 1.0:
-        return Alteration(speed=freq_factor, tempo=time_factor / freq_factor)
-    if like.speed == 1.0 and like.pitch_semitones == 0.0:
-        return Alteration(tempo=time_factor) if abs(freq_factor - 1) < 0.003 else \
-            Alteration(tempo=time_factor, pitch_semitones=12 * np.log2(freq_factor))
-    return Alteration(tempo=time_factor, pitch_semitones=12 * np.log2(freq_factor))
+    if abs(np.log(time_factor / freq_factor)) < tol:
+        return Alteration(speed=float(np.sqrt(time_factor * freq_factor)))
+    if abs(freq_factor - 1) < tol:
+        return Alteration(tempo=time_factor)
+    if abs(time_factor - 1) < tol:
+        return Alteration(pitch_semitones=float(12 * np.log2(freq_factor)))
+    return Alteration(speed=freq_factor, tempo=time_factor / freq_factor)
 
 
 def undo_pieces(pieces, sr: int, alt: Alteration):
@@ -313,3 +316,26 @@ class _AtempoStream:
                 break
             out.append(fr.to_ndarray().reshape(-1).astype(np.float32))
         return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+def parse_alteration(text: str):
+    """``auto`` / ``none`` / ``speed=25/24,tempo=1.03,pitch=-1`` -> what :class:`bgmid.monitor.Monitor` takes."""
+    from fractions import Fraction
+
+    from bgmid.errors import BgmidError
+
+    t = text.strip().lower()
+    if t in ("auto", "none"):
+        return "auto" if t == "auto" else None
+    kw = {"speed": 1.0, "tempo": 1.0, "pitch": 0.0}
+    try:
+        for part in t.split(","):
+            k, v = part.split("=")
+            if k.strip() not in kw:
+                raise ValueError(k)
+            kw[k.strip()] = float(Fraction(v.strip()))
+    except (ValueError, ZeroDivisionError):
+        raise BgmidError(f"--alteration {text!r}: use auto, none, or e.g. speed=25/24,tempo=1.03,pitch=-1") from None
+    if not (0.5 < kw["speed"] < 2 and 0.5 < kw["tempo"] < 2 and abs(kw["pitch"]) <= 12):
+        raise BgmidError(f"--alteration {text!r}: speed and tempo must be factors near 1, pitch in semitones")
+    return Alteration(kw["speed"], kw["tempo"], kw["pitch"])

@@ -109,6 +109,9 @@ def cue_to_dict(cue: Cue) -> dict:
         "tc_out": timecode(cue.programme_end_s),
         "msr_db": None if cue.msr_db is None else round(float(cue.msr_db), 1),
         "loops": cue.loops,
+        "speed": round(cue.speed, 5),
+        "tempo": round(cue.tempo, 5),
+        "pitch_semitones": round(cue.pitch_semitones, 3),
         "metadata": dict(cue.extra),
     }
 
@@ -120,6 +123,7 @@ def result_to_dict(result: MonitorResult, title: str | None = None) -> dict:
         "programme_title": title or programme_title(result.programme),
         "duration_s": round(result.duration_s, 3),
         "separator": result.separator,
+        "alteration": dict(result.alteration),
         "cues": [cue_to_dict(c) for c in result.cues],
     }
 

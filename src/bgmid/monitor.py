@@ -47,11 +47,12 @@ from pathlib import Path
 
 import numpy as np
 
+from bgmid.alterations import NONE, Alteration, estimate_programme, undo_pieces
 from bgmid.audio import blocks_of, resample
 from bgmid.fingerprint.landmarks import Landmarks, hash_dt
 from bgmid.fingerprint.presets import Preset, QueryOptions
 from bgmid.index.base import Store
-from bgmid.match import Postings, analyse, confidence, lookup, near_counts, score_offsets
+from bgmid.match import Matcher, Postings, analyse, confidence, lookup, near_counts, score_offsets
 from bgmid.separation.registry import Separator, torch_threads
 
 __all__ = [
@@ -184,6 +185,11 @@ class Cue:
     title: str = ""
     path: str = ""
     extra: dict = field(default_factory=dict)  #: index metadata (album, composer, ...)
+    #: how the programme airs the track (the programme's alteration, :mod:`bgmid.alterations`); the track
+    #: times above are in the track's own time line
+    speed: float = 1.0
+    tempo: float = 1.0
+    pitch_semitones: float = 0.0
     aligned: np.ndarray | None = field(default=None, repr=False)  #: aligned landmark ids (dropped after merging)
 
     @property
@@ -210,6 +216,8 @@ class MonitorResult:
     elapsed_s: float = 0.0
     separator: str = "none"
     hits: list[WindowHit] = field(default_factory=list)  #: every window hit (aligned ids dropped), for inspection
+    alteration: dict = field(default_factory=lambda: {"speed": 1.0, "tempo": 1.0, "pitch_semitones": 0.0})
+    alteration_evidence: list[dict] = field(default_factory=list)  #: matched excerpts the estimate came from
 
     @property
     def speed(self) -> float:
@@ -612,6 +620,10 @@ class _Levels:
                 for k, acc in self.power.items()}
 
 
+#: Seconds at the start of a programme that ``alteration="auto"`` reads to estimate it (ten 12 s excerpts).
+ALTERATION_SCAN_S = 300.0
+
+
 class Monitor:
     """Stream programmes through separation, fingerprinting and window matching; produce cues.
 
@@ -627,8 +639,13 @@ class Monitor:
         config: MonitorConfig | None = None,
         options: QueryOptions | None = None,
         separator_name: str | None = None,
+        alteration: Alteration | str | None = None,
     ):
+        """``alteration``: how the programme airs its music, undone for the whole stream: an
+        :class:`~bgmid.alterations.Alteration`, ``"auto"`` (estimated once from its first
+        ``ALTERATION_SCAN_S`` seconds, :func:`bgmid.alterations.estimate_programme`) or None (as indexed)."""
         self.store = store
+        self.alteration = alteration
         self.preset = store.preset
         self.separator = separator
         self.separator_name = separator_name or ("none" if separator is None else type(separator).__name__)
@@ -644,16 +661,57 @@ class Monitor:
     # public entry points
     def run(self, path: str | os.PathLike, on_progress: Callable[[float], None] | None = None) -> MonitorResult:
         """Monitor one file (any format PyAV decodes), streamed with bounded memory."""
-        from bgmid.audio import stream_samples
+        from bgmid.audio import load, resampled_pieces
 
+        alt, evidence = self._alteration(lambda: load(path, self.sr, duration_s=ALTERATION_SCAN_S)[0])
         block, hop = self._block_samples()
-        return self._run(str(path), stream_samples(path, self.sr, block, hop), on_progress)
+        pieces = undo_pieces(resampled_pieces(path, self.sr), self.sr, alt)
+        tick = None if on_progress is None else (lambda s: on_progress(s / alt.time_factor))
+        return self._rescaled(self._run(str(path), blocks_of(pieces, block, hop), tick), alt, evidence)
 
     def run_array(self, x: np.ndarray, sr: int, name: str = "<array>") -> MonitorResult:
         """Monitor an in-memory mono signal (tests, notebooks)."""
         y = resample(np.asarray(x, np.float32), sr, self.sr)
+        alt, evidence = self._alteration(lambda: y[: int(ALTERATION_SCAN_S * self.sr)])
         block, hop = self._block_samples()
-        return self._run(name, blocks_of([y], block, hop), None)
+        pieces = undo_pieces([y[i:i + self.sr] for i in range(0, y.size, self.sr)], self.sr, alt)
+        return self._rescaled(self._run(name, blocks_of(pieces, block, hop), None), alt, evidence)
+
+    def _alteration(self, head: Callable[[], np.ndarray]) -> tuple[Alteration, list[dict]]:
+        """The programme's alteration: the one given, or estimated once from its first minutes (mix only:
+        cheaper than separating, and a film's speed-up shows in its music-heavy passages)."""
+        if self.alteration is None:
+            return NONE, []
+        if isinstance(self.alteration, Alteration):
+            return self.alteration, []
+        matcher = Matcher(self.store, self.options)
+        return estimate_programme(lambda x, sr: matcher.identify(x, sr), head(), self.sr)
+
+    @staticmethod
+    def _rescaled(result: MonitorResult, alt: Alteration, evidence: list[dict]) -> MonitorResult:
+        """Programme times back from the undone stream's time line (``time_factor`` times longer) to the
+        programme's own; track times stay the track's. Level curves are resampled per programme second."""
+        result.alteration, result.alteration_evidence = alt.to_dict(), evidence
+        if alt.is_none:
+            return result
+        f = alt.time_factor
+        result.duration_s /= f
+        for c in result.cues:
+            c.programme_start_s /= f
+            c.programme_end_s /= f
+            c.speed, c.tempo, c.pitch_semitones = alt.speed, alt.tempo, alt.pitch_semitones
+            for part in c.parts:
+                part.programme_start_s /= f
+                part.programme_end_s /= f
+        for h in result.hits:
+            h.start_s, h.end_s, h.first_s, h.last_s = h.start_s / f, h.end_s / f, h.first_s / f, h.last_s / f
+        n = int(math.ceil(result.duration_s))
+        for k in ("level_db", "music_db", "speech_db"):
+            curve = getattr(result, k)
+            if curve is not None and curve.size:
+                idx = np.minimum((np.arange(n) * f).astype(int), curve.size - 1)
+                setattr(result, k, curve[idx])
+        return result
 
     # internals
     def _block_samples(self) -> tuple[int, int]:
