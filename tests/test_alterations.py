@@ -113,7 +113,8 @@ def test_a_sped_up_programme_is_monitored_with_the_right_cues(built_index, music
     rng = np.random.default_rng(4)
     prog = 0.05 * synth_speech(11, 150.0, sr)[: int(150 * sr)]
     truth = []  # (title, programme start s, track start s, duration s)
-    for title, at, t0, dur in (("track01", 10.0, 5.0, 30.0), ("track05", 60.0, 2.0, 25.0), ("track07", 110.0, 8.0, 28.0)):
+    plan = (("track01", 10.0, 5.0, 30.0), ("track05", 60.0, 2.0, 25.0), ("track07", 110.0, 8.0, 28.0))
+    for title, at, t0, dur in plan:
         x, xsr = sf.read(music_dir / f"{title}.flac", dtype="float32")
         seg = x[int(t0 * xsr): int((t0 + dur) * xsr)]
         prog[int(at * sr): int(at * sr) + seg.size] += 0.3 * seg
