@@ -360,7 +360,7 @@ def upgrade_format2(store) -> None:
     segment, row checksums, a commit generation. Nothing is re-fingerprinted."""
     from bgmid.index.base import TrackMeta
     from bgmid.index.local import FORMAT_VERSION, row_checksum
-    from bgmid.index.segment import ARRAYS, digest_file, track_record
+    from bgmid.index.segment import ARRAYS, digest_file, manifest_bytes, track_record, write_durably
 
     db = store.db
     tcols = {r[1] for r in db.execute("PRAGMA table_info(tracks)")}
@@ -391,12 +391,10 @@ def upgrade_format2(store) -> None:
             tids = np.load(seg / "tids.npy").tolist()
             files = {a: {"size": (seg / f"{a}.npy").stat().st_size, "blake2b": digest_file(seg / f"{a}.npy")}
                      for a in ARRAYS}
-            manifest = {"format": 3, "name": name, "generation": 0, "preset": store.preset.to_dict(),
-                        "value_bits": int(value_bits), "n_postings": int(n_postings), "files": files,
-                        "tracks": [track_record(metas[t]) for t in tids if t in metas], "written_at": time.time()}
-            data = json.dumps(manifest, sort_keys=True).encode()
+            data = manifest_bytes(name, 0, store.preset.to_dict(), value_bits, n_postings, files,
+                                  [track_record(metas[t]) for t in tids if t in metas])
             tmp = seg / (MANIFEST + ".tmp")
-            tmp.write_bytes(data)
+            write_durably(tmp, data)
             os.replace(tmp, seg / MANIFEST)
             db.execute("UPDATE segments SET checksum = ? WHERE name = ?", (digest_bytes(data), name))
         db.execute("INSERT OR REPLACE INTO info VALUES ('format_version', ?)", (str(FORMAT_VERSION),))

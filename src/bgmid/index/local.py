@@ -70,6 +70,7 @@ from bgmid.index.segment import (
     segment_dir,
     track_record,
     valid_name,
+    write_durably,
     write_segment,
 )
 from bgmid.paths import from_stored, shown, to_stored
@@ -129,10 +130,7 @@ def _over_limit(hashes: np.ndarray, limit: int) -> np.ndarray:
 
 def _atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
+    write_durably(tmp, data)
     os.replace(tmp, path)
 
 
@@ -564,14 +562,15 @@ class LocalStore:
         replaced by an older copy); ``damaged``: folders with no readable manifest.
         """
         listed = {seg.name for seg in self._segments}
+        out: dict[str, list[str]] = {"debris": [], "stale": [], "damaged": []}
+        unlisted = [n for n in segment_names(self.seg_root) if n not in listed]
+        if not unlisted:
+            return out  # the common case: nothing to read (every reader's open passes here)
         live_tids = set(np.concatenate([s.tids for s in self._segments]).tolist()) if self._segments else set()
         removed = set(self._removed.tolist())
         known = {r[0] for r in self.db.execute("SELECT id FROM tracks")}
         g = self.generation
-        out: dict[str, list[str]] = {"debris": [], "stale": [], "damaged": []}
-        for name in segment_names(self.seg_root):
-            if name in listed:
-                continue
+        for name in unlisted:
             try:
                 m = read_manifest(self.path, self.seg_root / name)
                 held = {int(t["id"]) for t in m["tracks"]}

@@ -119,7 +119,8 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_file(path: Path, data: bytes) -> None:
+def write_durably(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` and fsync it (callers rename it into place)."""
     with open(path, "wb") as fh:
         fh.write(data)
         fh.flush()
@@ -176,20 +177,28 @@ def write_segment(
     files = {}
     for fname in ARRAYS:
         data = _npy_bytes(arrays[fname])
-        _write_file(tmp / f"{fname}.npy", data)
+        write_durably(tmp / f"{fname}.npy", data)
         files[fname] = {"size": len(data), "blake2b": digest_bytes(data)}
     known = {t["id"] for t in tracks}
     missing = set(tids.tolist()) - known
     if missing:
         raise ValueError(f"manifest lacks the records of tracks {sorted(missing)}")
-    manifest = {"format": 3, "name": name, "generation": int(generation), "preset": preset,
-                "value_bits": int(lists.value_bits), "n_postings": n_postings, "files": files,
-                "tracks": [t for t in tracks if t["id"] in set(tids.tolist())], "written_at": time.time()}
-    data = json.dumps(manifest, sort_keys=True).encode()
-    _write_file(tmp / MANIFEST, data)
+    held = set(tids.tolist())
+    data = manifest_bytes(name, generation, preset, lists.value_bits, n_postings, files,
+                          [t for t in tracks if t["id"] in held])
+    write_durably(tmp / MANIFEST, data)
     os.replace(tmp, root / name)
     _fsync_dir(root)  # the rename itself must survive a power cut before the row that names it is committed
     return Written(name, int(lists.value_bits), n_postings, digest_bytes(data))
+
+
+def manifest_bytes(name: str, generation: int, preset: dict, value_bits: int, n_postings: int, files: dict,
+                   tracks: list[dict]) -> bytes:
+    """The ``manifest.json`` of a segment (see the module docstring), as written."""
+    manifest = {"format": 3, "name": name, "generation": int(generation), "preset": preset,
+                "value_bits": int(value_bits), "n_postings": int(n_postings), "files": files, "tracks": tracks,
+                "written_at": time.time()}
+    return json.dumps(manifest, sort_keys=True).encode()
 
 
 def read_manifest(index: Path, path: Path, checksum: str | None = None) -> dict:
