@@ -564,10 +564,12 @@ class Matcher:
         cands = search(self.store, peaks, grid, fanout, top=1 if tempo_only else 3)
         plan = [refine(c.alteration, time=tempo_only) if n == 0 else [c.alteration] for n, c in enumerate(cands)]
         best: tuple[int, list[Match], object] | None = None
+        tried = set()
         for alts in plan:
             for alt in alts:
-                if alt.is_none:
-                    continue  # the unaltered query was matched already
+                if alt.is_none or alt in tried:
+                    continue  # the unaltered query was matched already; two candidates may share an alteration
+                tried.add(alt)
                 found, _ = self._match(self._undone(ys, peaks, alt, fanout), top, None)
                 if found and (best is None or found[0].score > best[0]):
                     best = (found[0].score, found, alt)
