@@ -70,21 +70,8 @@ def synth_speech(seed: int, duration_s: float, sr: int = 16000) -> np.ndarray:
 
 def encode(path: str | Path, x: np.ndarray, sr: int, codec: str, fmt: str | None = None, bitrate: int = 128000) -> Path:
     """Encode mono float ``x`` with PyAV (e.g. codec 'libmp3lame', 'aac', 'libopus', 'flac')."""
-    import av
+    from bgmid.data.transforms import encode_mono
 
     path = Path(path)
-    with av.open(str(path), mode="w", format=fmt) as c:
-        st = c.add_stream(codec, rate=sr)
-        st.layout = "mono"
-        if codec not in ("flac", "pcm_s16le"):
-            st.bit_rate = bitrate
-        data = np.clip(x, -1, 1).astype(np.float32)
-        for i in range(0, data.size, 4096):  # PyAV converts sample format and re-frames for the encoder
-            fr = av.AudioFrame.from_ndarray(data[None, i:i + 4096], format="flt", layout="mono")
-            fr.sample_rate = sr
-            fr.pts = i
-            for pkt in st.encode(fr):
-                c.mux(pkt)
-        for pkt in st.encode(None):
-            c.mux(pkt)
+    encode_mono(path, np.clip(x, -1, 1), sr, codec, fmt, None if codec in ("flac", "pcm_s16le") else bitrate)
     return path

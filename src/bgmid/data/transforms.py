@@ -29,6 +29,7 @@ import fractions
 import functools
 import io
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -271,6 +272,31 @@ _CODECS = {  # name: (PyAV encoder, container format)
 }
 
 
+def encode_mono(dest, x: np.ndarray, sr: int, codec: str, fmt: str | None = None,
+                bitrate: int | None = None) -> None:
+    """Encode mono float32 ``x`` (``sr`` Hz) with PyAV's ``codec`` (``aac``, ``libmp3lame``, ``libopus``,
+    ``flac``, ...) into ``dest`` (a path or a writable binary file object) in container ``fmt`` (default: from
+    the path's extension); ``bitrate`` bits/s for lossy codecs."""
+    import av
+
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    tb = fractions.Fraction(1, sr)
+    with av.open(dest if not isinstance(dest, os.PathLike) else str(dest), mode="w", format=fmt) as c:
+        st = c.add_stream(codec, rate=sr)
+        st.layout = "mono"
+        if bitrate:
+            st.bit_rate = int(bitrate)
+        for i in range(0, x.size, _BLOCK):  # PyAV converts the sample format and re-frames for the encoder
+            fr = av.AudioFrame.from_ndarray(x[None, i : i + _BLOCK], format="flt", layout="mono")
+            fr.sample_rate = sr
+            fr.pts = i
+            fr.time_base = tb
+            for pkt in st.encode(fr):
+                c.mux(pkt)
+        for pkt in st.encode(None):
+            c.mux(pkt)
+
+
 def codec_roundtrip(x: np.ndarray, sr: int, codec: str = "aac", bitrate: int = 64000,
                     codec_sr: int = 48000) -> np.ndarray:
     """Encode ``x`` with a lossy codec and decode it back (in memory): ``codec`` ``aac`` (ffmpeg's native AAC-LC
@@ -294,20 +320,7 @@ def codec_roundtrip(x: np.ndarray, sr: int, codec: str = "aac", bitrate: int = 6
     xe = x if csr == sr else np.asarray(soxr.resample(x, sr, csr), dtype=np.float32)
     xe = np.ascontiguousarray(xe, dtype=np.float32)
     buf = io.BytesIO()
-    tb = fractions.Fraction(1, csr)
-    with av.open(buf, mode="w", format=fmt) as c:
-        st = c.add_stream(enc_name, rate=csr)
-        st.layout = "mono"
-        st.bit_rate = int(bitrate)
-        for i in range(0, xe.size, _BLOCK):  # PyAV converts the sample format and re-frames for the encoder
-            fr = av.AudioFrame.from_ndarray(xe[None, i : i + _BLOCK], format="flt", layout="mono")
-            fr.sample_rate = csr
-            fr.pts = i
-            fr.time_base = tb
-            for pkt in st.encode(fr):
-                c.mux(pkt)
-        for pkt in st.encode(None):
-            c.mux(pkt)
+    encode_mono(buf, xe, csr, enc_name, fmt, int(bitrate))
     buf.seek(0)
     parts = []
     dsr = csr
