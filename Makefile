@@ -16,6 +16,7 @@ $(BIN)/bgmid: pyproject.toml
 	touch $(BIN)/bgmid
 
 install: $(BIN)/bgmid
+	bash scripts/system-deps.sh
 
 demo: install
 	$(BIN)/bgmid demo --root $(DATA)
