@@ -8,6 +8,11 @@ soxr (high quality, streaming-capable).
 
 Long programmes are never loaded whole: :func:`stream` yields fixed-size blocks with overlap, and keeps only
 one block plus the decoder state in memory.
+
+Live sources (``udp://``, ``rtp://``, ``srt://``, ``http(s)://`` streams, HLS playlists) are opened here too
+(:func:`open_live`, with open/read time-outs) and decoded by the same loop as files (:func:`decode_frames`); the
+audio stream of a container with several (a multi-programme MPEG-TS, a film with dubbed tracks) is chosen by
+:func:`select_stream`, for files and streams alike. Reconnecting is :mod:`bgmid.live`'s.
 """
 
 from __future__ import annotations
@@ -28,6 +33,12 @@ __all__ = [
     "AudioInfo",
     "AudioWarning",
     "Blocker",
+    "LIVE_SCHEMES",
+    "decode_frames",
+    "is_url",
+    "open_live",
+    "parse_stream_spec",
+    "select_stream",
     "info",
     "load",
     "read_tags",
@@ -35,6 +46,7 @@ __all__ = [
     "stream",
     "stream_samples",
     "resample",
+    "resample_pieces",
     "write_wav",
     "AUDIO_EXTENSIONS",
 ]
@@ -64,6 +76,71 @@ class AudioInfo:
     duration_s: float  #: seconds; estimated from the container, may be 0.0 when the container does not say
     codec: str
     container: str
+
+
+#: URL schemes read as live streams (anything PyAV's ffmpeg opens as a network protocol); a name without one of
+#: these prefixes is a file.
+LIVE_SCHEMES = ("udp", "rtp", "srt", "http", "https", "tcp", "rtmp", "rtmps", "rtsp", "hls", "icecast")
+
+
+def is_url(source: str | os.PathLike) -> bool:
+    """Whether ``source`` names a network stream (``scheme://...`` with a scheme of :data:`LIVE_SCHEMES`)."""
+    text = os.fspath(source)
+    if isinstance(text, bytes):
+        return False
+    scheme, sep, _ = text.partition("://")
+    return bool(sep) and scheme.lower() in LIVE_SCHEMES
+
+
+def parse_stream_spec(text: str | int | None) -> int | str | None:
+    """``--stream`` as given: None (the first audio stream), an index among the audio streams (``"1"``: the
+    second), ``pid=0x101`` / ``pid=257`` (the MPEG-TS packet id of the stream), or a language tag (``"eng"``,
+    ``"fra"``: the stream's ``language`` metadata, as TS and MKV carry it)."""
+    if text is None or isinstance(text, int):
+        return text
+    t = str(text).strip()
+    if not t:
+        return None
+    if t.isdigit():
+        return int(t)
+    if t.lower().startswith("pid="):
+        try:
+            return f"pid={int(t[4:], 0)}"
+        except ValueError:
+            raise AudioError(f"--stream {text}: a pid is a number (pid=0x101 or pid=257).") from None
+    return t.lower()
+
+
+def _describe_streams(container) -> str:
+    """The audio streams of a container, for error messages: ``0: aac eng (pid 0x101), 1: mp2 fra ...``."""
+    out = []
+    for k, st in enumerate(container.streams.audio):
+        lang = (st.metadata or {}).get("language", "")
+        out.append(f"{k}: {st.codec_context.name}{' ' + lang if lang else ''} (pid {st.id:#x})")
+    return ", ".join(out) or "none"
+
+
+def select_stream(container, spec: int | str | None, name: str | os.PathLike = ""):
+    """The audio stream ``spec`` (see :func:`parse_stream_spec`) of an opened container; a spec that matches
+    none is an :class:`AudioError` listing the streams there are (so the user can pick one)."""
+    audio = list(container.streams.audio)
+    spec = parse_stream_spec(spec)
+    if spec is None and audio:
+        return audio[0]
+    if isinstance(spec, int):
+        if 0 <= spec < len(audio):
+            return audio[spec]
+    elif isinstance(spec, str) and spec.startswith("pid="):
+        pid = int(spec[4:])
+        for st in audio:
+            if st.id == pid:
+                return st
+    elif isinstance(spec, str):
+        for st in audio:
+            if str((st.metadata or {}).get("language", "")).lower() == spec:
+                return st
+    raise AudioError(f"{shown(name)}: no audio stream {spec!r}; it has {_describe_streams(container)}. "
+                     "Pick one with --stream INDEX, --stream LANG or --stream pid=PID.")
 
 
 def require_regular_file(path: str | os.PathLike) -> None:
@@ -126,6 +203,50 @@ def _open(path: str | os.PathLike):
     return container
 
 
+def open_live(url: str, open_timeout_s: float = 10.0, read_timeout_s: float = 5.0, options: dict | None = None):
+    """Open a network stream for reading: ``av.open`` with time-outs (seconds: to connect and get the first
+    packets; then the longest wait for more, after which a read raises :class:`av.error.ExitError`, which a
+    caller treats as signal loss) and short probing (1 s of packets: a live stream has no index to read).
+    ``options`` are ffmpeg protocol/demuxer options (strings), merged over the defaults: UDP survives a slow
+    reader (``overrun_nonfatal``, a 50 MB receive FIFO). Errors are :class:`AudioError` naming the URL."""
+    import av
+
+    opts = {"analyzeduration": "1000000", "probesize": "262144"}
+    scheme = url.partition("://")[0].lower()
+    if scheme in ("udp", "rtp"):
+        opts.update({"overrun_nonfatal": "1", "fifo_size": str(50_000_000 // 188)})
+    opts.update(options or {})
+    try:
+        container = av.open(url, mode="r", options=opts, timeout=(open_timeout_s, read_timeout_s),
+                            metadata_errors="surrogateescape")
+    except Exception as exc:  # time-out, refused connection, 404, not a media stream
+        raise AudioError(f"{url}: cannot open the stream ({exc.__class__.__name__}: {exc}).") from exc
+    if not container.streams.audio:
+        container.close()
+        raise AudioError(f"{url}: the stream carries no audio (only {len(container.streams)} other streams).")
+    return container
+
+
+def decode_frames(container, st) -> Iterator[tuple[np.ndarray, int, float | None]]:
+    """Mono float32 samples, their sample rate (Hz) and the source frame's start time (s, None when unknown) of
+    stream ``st``, as the decoder produces them (channels averaged by a mono resampler, whose tail is flushed at
+    the end). Decoder errors are raised as PyAV's: files (:func:`_decoded_blocks`) and live streams
+    (:mod:`bgmid.live`) handle them differently."""
+    import av
+
+    resampler = av.AudioResampler(format="flt", layout="mono")
+    for frame in container.decode(st):
+        t0 = float(frame.pts * frame.time_base) if frame.pts is not None and frame.time_base else None
+        for out in resampler.resample(frame):
+            arr = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
+            if arr.size:
+                yield arr, out.sample_rate, t0
+    for out in resampler.resample(None):
+        arr = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
+        if arr.size:
+            yield arr, out.sample_rate, None
+
+
 def decode_tag(value: object) -> str:
     """A metadata value as text: UTF-8 when its bytes are UTF-8, else Windows-1252, else Latin-1 (which
     decodes any bytes), so an old file's tags read as 'Café', not as mojibake or an error."""
@@ -161,12 +282,13 @@ def read_tags(path: str | os.PathLike) -> tuple[str, dict]:
     return title or shown(Path(os.fspath(path)).stem), extra
 
 
-def info(path: str | os.PathLike) -> AudioInfo:
-    """Read sample rate, channels, duration (s) and codec of ``path`` without decoding it."""
+def info(path: str | os.PathLike, stream: int | str | None = None) -> AudioInfo:
+    """Read sample rate, channels, duration (s) and codec of ``path``'s audio stream ``stream``
+    (:func:`select_stream`) without decoding it."""
     container = _open(path)
     try:
-        st = container.streams.audio[0]
-        duration = _declared_duration(container)
+        st = select_stream(container, stream, path)
+        duration = _declared_duration(container, st)
         ctx = st.codec_context
         return AudioInfo(
             path=str(path),
@@ -189,9 +311,9 @@ def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     return soxr.resample(np.asarray(x, dtype=np.float32), sr_in, sr_out, quality="HQ").astype(np.float32)
 
 
-def _declared_duration(container) -> float:
-    """Seconds the container says its first audio stream lasts (0.0 when it does not say)."""
-    st = container.streams.audio[0]
+def _declared_duration(container, st=None) -> float:
+    """Seconds the container says audio stream ``st`` (default: the first) lasts (0.0 when it does not say)."""
+    st = container.streams.audio[0] if st is None else st
     if st.duration is not None and st.time_base is not None:
         return max(0.0, float(st.duration * st.time_base))
     if container.duration is not None:
@@ -205,8 +327,11 @@ TRUNCATED_SHARE = 0.98
 TRUNCATED_MIN_S = 1.0
 
 
-def _decoded_blocks(path: str | os.PathLike, start_s: float = 0.0) -> Iterator[tuple[np.ndarray, int]]:
-    """Yield (mono float32 samples, native sample rate) as the decoder produces them.
+def _decoded_blocks(
+    path: str | os.PathLike, start_s: float = 0.0, stream: int | str | None = None
+) -> Iterator[tuple[np.ndarray, int]]:
+    """Yield (mono float32 samples, sample rate) of the audio stream ``stream`` (:func:`select_stream`; None:
+    the first) as the decoder produces them.
 
     Channels are averaged to mono. Errors in the middle of a stream (a truncated or corrupt file) raise
     :class:`AudioError` naming the file, except that a file which yielded audio before the damage keeps what
@@ -219,41 +344,27 @@ def _decoded_blocks(path: str | os.PathLike, start_s: float = 0.0) -> Iterator[t
 
     container = _open(path)
     produced = False
-    n_out = 0  # samples yielded (at the native rate)
+    n_out = 0  # samples yielded
     rate = 0
     try:
-        st = container.streams.audio[0]
+        st = select_stream(container, stream, path)
         st.thread_type = "AUTO"
-        declared = _declared_duration(container)
+        declared = _declared_duration(container, st)
         if start_s > 0:
             try:
                 container.seek(int(start_s * 1_000_000), any_frame=False, backward=True)
             except Exception:  # unseekable streams: decode from the start and drop samples
                 pass
-        resampler = av.AudioResampler(format="flt", layout="mono")
         damage = None
         try:
-            for frame in container.decode(st):
-                sr = frame.sample_rate
-                t0 = float(frame.pts * frame.time_base) if frame.pts is not None and frame.time_base else None
-                for out in resampler.resample(frame):
-                    arr = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
-                    if start_s > 0 and t0 is not None and t0 < start_s:
-                        skip = int(round((start_s - t0) * sr))
-                        arr = arr[skip:]
-                        t0 = start_s
-                    if arr.size:
-                        produced = True
-                        n_out += arr.size
-                        rate = out.sample_rate
-                        yield arr, sr
-            for out in resampler.resample(None):
-                arr = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
+            for arr, sr, t0 in decode_frames(container, st):
+                if start_s > 0 and t0 is not None and t0 < start_s:
+                    arr = arr[int(round((start_s - t0) * sr)):]
                 if arr.size:
                     produced = True
                     n_out += arr.size
-                    rate = out.sample_rate
-                    yield arr, out.sample_rate
+                    rate = sr
+                    yield arr, sr
         except av.error.FFmpegError as exc:
             if not produced:
                 raise AudioError(
@@ -279,8 +390,10 @@ def load(
     sr: int | None = None,
     start_s: float = 0.0,
     duration_s: float | None = None,
+    stream: int | str | None = None,
 ) -> tuple[np.ndarray, int]:
-    """Decode ``path`` to mono float32, optionally resampled to ``sr`` Hz.
+    """Decode ``path`` (its audio stream ``stream``, :func:`select_stream`) to mono float32, optionally
+    resampled to ``sr`` Hz.
 
     ``start_s`` and ``duration_s`` (seconds) select a part without decoding the rest where the container
     allows seeking. Returns ``(samples, sample_rate)``. For hour-long programmes use :func:`stream`.
@@ -289,7 +402,7 @@ def load(
     native = None
     need = None
     got = 0
-    for arr, rate in _decoded_blocks(path, start_s):
+    for arr, rate in _decoded_blocks(path, start_s, stream):
         native = rate
         if duration_s is not None and need is None:
             need = int(round(duration_s * rate))
@@ -372,21 +485,32 @@ def stream_samples(path: str | os.PathLike, sr: int, block: int, hop: int) -> It
     return blocks_of(resampled_pieces(path, sr), blocker.block, blocker.hop)
 
 
-def resampled_pieces(path: str | os.PathLike, sr: int) -> Iterator[np.ndarray]:
-    """The decoded file at ``sr`` Hz as consecutive pieces of about half a second (streamed soxr resampling,
-    so piece edges carry no filter artefacts; the pieces concatenate to what :func:`load` returns)."""
+def resampled_pieces(path: str | os.PathLike, sr: int, stream: int | str | None = None) -> Iterator[np.ndarray]:
+    """The decoded file (its audio stream ``stream``, :func:`select_stream`) at ``sr`` Hz as consecutive pieces
+    of about half a second (streamed soxr resampling, so piece edges carry no filter artefacts; the pieces
+    concatenate to what :func:`load` returns)."""
+    got = False
+    for y in resample_pieces(_decoded_blocks(path, stream=stream), sr):
+        got = True
+        yield y
+    if not got:
+        raise AudioError(f"{shown(path)}: holds no decodable audio samples (empty or silent stream).")
+
+
+def resample_pieces(decoded: Iterable[tuple[np.ndarray, int]], sr: int) -> Iterator[np.ndarray]:
+    """Decoder output ``(samples, rate)`` (one rate throughout) at ``sr`` Hz, gathered into pieces of about half
+    a second (fewer concatenations and soxr calls) and resampled by one soxr stream; nothing for no input."""
     import soxr
 
     pending: list[np.ndarray] = []
     n_pending = 0
     rs = None
     native = None
-    for arr, rate in _decoded_blocks(path):
+    for arr, rate in decoded:
         if native is None:
             native = rate
             if rate != sr:
                 rs = soxr.ResampleStream(rate, sr, 1, dtype="float32", quality="HQ")
-        # gather decoder frames into ~0.5 s pieces: fewer concatenations and soxr calls
         pending.append(arr)
         n_pending += arr.size
         if n_pending >= rate // 2:
@@ -394,7 +518,7 @@ def resampled_pieces(path: str | os.PathLike, sr: int) -> Iterator[np.ndarray]:
             pending, n_pending = [], 0
             yield rs.resample_chunk(y) if rs is not None else y
     if native is None:
-        raise AudioError(f"{shown(path)}: holds no decodable audio samples (empty or silent stream).")
+        return
     y = np.concatenate(pending) if pending else np.zeros(0, np.float32)
     yield rs.resample_chunk(y, last=True) if rs is not None else y
 

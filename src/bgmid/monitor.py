@@ -659,13 +659,15 @@ class Monitor:
         self.samples_per_frame = p.hop * self.sr / p.sample_rate  # exact at multiples of ``step``
 
     # public entry points
-    def run(self, path: str | os.PathLike, on_progress: Callable[[float], None] | None = None) -> MonitorResult:
-        """Monitor one file (any format PyAV decodes), streamed with bounded memory."""
+    def run(self, path: str | os.PathLike, on_progress: Callable[[float], None] | None = None,
+            stream: int | str | None = None) -> MonitorResult:
+        """Monitor one file (any format PyAV decodes), streamed with bounded memory; ``stream`` picks its audio
+        stream (:func:`bgmid.audio.select_stream`: index, language or pid; None: the first)."""
         from bgmid.audio import load, resampled_pieces
 
-        alt, evidence = self._alteration(lambda: load(path, self.sr, duration_s=ALTERATION_SCAN_S)[0])
+        alt, evidence = self._alteration(lambda: load(path, self.sr, duration_s=ALTERATION_SCAN_S, stream=stream)[0])
         block, hop = self._block_samples()
-        pieces = undo_pieces(resampled_pieces(path, self.sr), self.sr, alt)
+        pieces = undo_pieces(resampled_pieces(path, self.sr, stream), self.sr, alt)
         tick = None if on_progress is None else (lambda s: on_progress(s / alt.time_factor))
         return self._rescaled(self._run(str(path), blocks_of(pieces, block, hop), tick), alt, evidence)
 
@@ -751,6 +753,17 @@ class Monitor:
         p = p.take(order)
         return p, landmark_id(p.qt, p.rows), p.qt + hash_dt(lm.hashes[p.rows], self.preset)
 
+    def _feed(self, voter: _WindowVoter, levels: _Levels, start: int, x: np.ndarray,
+              analysis: tuple[Landmarks, dict[str, np.ndarray]], last: bool) -> None:
+        """One analysed block (:meth:`_analyse`) into the windows and the levels: its own landmarks looked up,
+        every window it completes scored (the last block: every window left). The step file monitoring and live
+        monitoring (:mod:`bgmid.live`) share."""
+        lm, sig = analysis
+        own, a, b, own_hi = self._owned(start, x, lm, last)
+        levels.add(sig, start, a, b)
+        voter.add(*self._postings(own))
+        voter.emit(None if last else own_hi, int(levels.n_samples / self.samples_per_frame) if last else 0)
+
     def _run(
         self,
         name: str,
@@ -764,11 +777,8 @@ class Monitor:
             if self.config.prefetch
             else ((b, self._analyse(b[1])) for b in blocks)
         )
-        for ((start, x), (lm, sig)), last in _with_last(analysed):
-            own, a, b, own_hi = self._owned(start, x, lm, last)
-            levels.add(sig, start, a, b)
-            voter.add(*self._postings(own))
-            voter.emit(None if last else own_hi, int(levels.n_samples / self.samples_per_frame) if last else 0)
+        for ((start, x), analysis), last in _with_last(analysed):
+            self._feed(voter, levels, start, x, analysis, last)
             if on_progress is not None:
                 on_progress(levels.n_samples / self.sr)
         return self._result(name, voter, levels, time.perf_counter() - t_start)
@@ -780,17 +790,10 @@ class Monitor:
                                 n_windows_total=voter.n_windows)
         for h in voter.hits:
             h.aligned = h.aligned[:0]
-        density = {}
-        for cue in cues:
-            _clip(cue, duration_s)
-            meta = self.store.track(cue.track_id)
-            cue.title, cue.path, cue.extra = meta.title, meta.path, dict(meta.extra)
-            if meta.duration_s > 0 and meta.n_hashes > 0:
-                density[cue.track_id] = meta.n_hashes / meta.duration_s
         curves = levels.curves()
         n_sec = int(math.ceil(duration_s))
         level_db = curves["mix"] if curves["mix"] is not None else np.zeros(n_sec, np.float32)
-        estimate_usage(cues, level_db, curves["music"], curves["speech"], density)
+        self._annotate(cues, duration_s, level_db, curves["music"], curves["speech"])
         return MonitorResult(
             programme=name,
             duration_s=duration_s,
@@ -803,6 +806,20 @@ class Monitor:
             separator=self.separator_name,
             hits=voter.hits,
         )
+
+
+    def _annotate(self, cues: list[Cue], duration_s: float, level_db: np.ndarray, music_db: np.ndarray | None,
+                  speech_db: np.ndarray | None) -> None:
+        """Finish cues: clipped to the programme's ``duration_s``, the index's metadata, usage from the level
+        curves (per second from programme time 0). Shared with live monitoring (:mod:`bgmid.live`)."""
+        density = {}
+        for cue in cues:
+            _clip(cue, duration_s)
+            meta = self.store.track(cue.track_id)
+            cue.title, cue.path, cue.extra = meta.title, meta.path, dict(meta.extra)
+            if meta.duration_s > 0 and meta.n_hashes > 0:
+                density[cue.track_id] = meta.n_hashes / meta.duration_s
+        estimate_usage(cues, level_db, music_db, speech_db, density)
 
 
 def _clip(cue: Cue, duration_s: float) -> None:

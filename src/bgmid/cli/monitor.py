@@ -67,13 +67,63 @@ def register(sub: argparse._SubParsersAction) -> None:
         "speed=1.041667); 'none': as indexed; or given, e.g. 'speed=25/24', 'tempo=1.03', 'pitch=-1' "
         "(semitones). Cues report track times in the track's own time line",
     )
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="programme files (audio or video)")
+    p.add_argument(
+        "--stream", default=None, metavar="INDEX|LANG|pid=PID",
+        help="audio stream of a container or TS with several (multi-programme TS, dubbed film): its index among "
+        "the audio streams (0: the first, the default), a language tag (eng, fra) or a TS packet id (pid=0x101)",
+    )
+    live = p.add_argument_group(
+        "live streams",
+        "An INPUT that is a URL (udp://, rtp://, srt://, http(s)://, an HLS .m3u8) is monitored live until it ends "
+        "(--idle-timeout) or SIGTERM/SIGINT, which flush the open cues: each cue is printed, and with --out "
+        "FILE.jsonl written as one JSON line, as soon as it closes (about --max-gap + --window + --block s after "
+        "the music stops); a dropped stream is reconnected with back-off and each gap written as a signal_loss "
+        "record. --out FILE.jsonl on a file runs the same live pipeline on it.",
+    )
+    live.add_argument("--name", default="", help="channel name written in every record (default: the URL)")
+    live.add_argument(
+        "--idle-timeout", type=float, default=None, metavar="S",
+        help="end after S seconds without audio (default: never; keep reconnecting)",
+    )
+    live.add_argument(
+        "--rotate", choices=("hour", "day"), default=None,
+        help="one --out file per UTC hour or day of the cues' start (show.jsonl -> show-20261201T13.jsonl)",
+    )
+    live.add_argument(
+        "--read-timeout", type=float, default=5.0, metavar="S",
+        help="no packet for S seconds is a signal loss (default %(default)s)",
+    )
+    live.add_argument(
+        "--block", type=float, default=None, metavar="S",
+        help="audio analysed at once, s (default: 60 for files, 10 live: a cue is settled at most one block late)",
+    )
+    live.add_argument(
+        "--channels", metavar="CHANNELS.toml",
+        help="monitor many live channels at once, each in its own process (restarted if it dies) with the shared "
+        "index: a TOML file of [[channel]] tables with name, url and optional stream, separator; cues go to "
+        "--out DIR/<name>.jsonl (default: the TOML's folder). A status line per channel: up, lag, cues today",
+    )
+    p.add_argument("inputs", nargs="*", metavar="INPUT", help="programme files (audio or video) or one stream URL")
     p.set_defaults(func=cmd_monitor)
+
+
+def monitor_config(args: argparse.Namespace, block_s: float | None = None) -> MonitorConfig:
+    """The monitor's configuration from the command line (``block_s``: the default block when --block is not
+    given; None: the file monitor's)."""
+    from bgmid.errors import BgmidError
+
+    if args.window <= 0 or not 0 < args.hop <= args.window:
+        raise BgmidError("--window must be > 0 and --hop in (0, window].")
+    block = args.block if args.block is not None else (block_s or _D.block_s)
+    if block <= 0:
+        raise BgmidError(f"--block {block:g}: must be > 0 s.")
+    return MonitorConfig(window_s=args.window, hop_s=args.hop, max_gap_s=args.max_gap, min_cue_s=args.min_cue,
+                         separator_threads=args.threads, block_s=block)
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
     from bgmid.alterations import parse_alteration
-    from bgmid.audio import AudioError, info
+    from bgmid.audio import AudioError, info, is_url
     from bgmid.cli.common import audio_warnings
     from bgmid.cuesheet import evaluate, format_metrics, format_table, read_truth, result_to_dict, write_csv, write_json
     from bgmid.errors import BgmidError
@@ -82,14 +132,18 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     from bgmid.monitor import Monitor
     from bgmid.paths import shown
 
+    if args.channels or any(is_url(i) for i in args.inputs) or (args.out or "").lower().endswith(".jsonl"):
+        from bgmid.cli.live import cmd_live
+
+        return cmd_live(args)
+    if not args.inputs:
+        raise BgmidError("name at least one programme file, a stream URL or --channels CHANNELS.toml.")
     if args.out and Path(args.out).suffix.lower() not in (".csv", ".json"):
-        raise BgmidError(f"--out {args.out}: name a .csv or .json file (the extension picks the format).")
+        raise BgmidError(f"--out {args.out}: name a .csv, .json or (live) .jsonl file (the extension picks the "
+                         "format).")
     if args.plot and Path(args.plot).suffix.lower() not in (".png", ".pdf", ".svg"):
         raise BgmidError(f"--plot {args.plot}: name a .png, .pdf or .svg file.")
-    if args.window <= 0 or not 0 < args.hop <= args.window:
-        raise BgmidError("--window must be > 0 and --hop in (0, window].")
-    config = MonitorConfig(window_s=args.window, hop_s=args.hop, max_gap_s=args.max_gap, min_cue_s=args.min_cue,
-                           separator_threads=args.threads)
+    config = monitor_config(args)
     sep = resolve_separator(args.separator, args.device)
     sep_name = "none" if sep is None else getattr(sep, "name", args.separator)
     truth_all = read_truth(args.truth) if args.truth else None
@@ -105,7 +159,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         durations: list[tuple[str, float]] = []
         for path in args.inputs:  # header reads: an unreadable input is named before any work
             try:
-                durations.append((path, info(path).duration_s))
+                durations.append((path, info(path, args.stream).duration_s))
             except AudioError as exc:
                 fail(path, exc)
         mon = Monitor(store, sep, config, QueryOptions(shifts=args.shifts), separator_name=sep_name,
@@ -121,7 +175,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
                     bar.refresh()
 
                 try:
-                    res = mon.run(path, on_progress=tick)
+                    res = mon.run(path, on_progress=tick, stream=args.stream)
                 except AudioError as exc:
                     fail(path, exc)
                     done += duration

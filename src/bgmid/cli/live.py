@@ -1,0 +1,80 @@
+"""``bgmid monitor URL`` and ``bgmid monitor --channels``: live channels, cues written as they close."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from pathlib import Path
+
+from bgmid.errors import BgmidError
+
+
+def cue_line(rec: dict) -> str:
+    """One record as a terminal line: ``channel  UTC in-out  title  duration usage score`` or a gap."""
+    ch = f"{rec['channel']}  " if rec.get("channel") else ""
+    if rec["type"] == "signal_loss":
+        return f"{ch}{rec['start_utc'][11:19]}-{rec['end_utc'][11:19]}  -- signal lost {rec['duration_s']:.1f} s --"
+    return (f"{ch}{rec['start_utc'][11:19]}-{rec['end_utc'][11:19]}  #{rec['seq']:<4d} {rec['title'][:34]:34s} "
+            f"{rec['tc_in']}-{rec['tc_out']}  {rec['duration_s']:6.1f} s  {rec['usage']:10s} {rec['score']:5d}")
+
+
+def live_alteration(text: str):
+    """--alteration for a live source: 'auto' needs the programme's first minutes, so it means none here."""
+    from bgmid.alterations import parse_alteration
+
+    return None if text == "auto" else parse_alteration(text)
+
+
+def cmd_live(args: argparse.Namespace) -> int:
+    from bgmid.cli.common import audio_warnings, resolve_separator
+    from bgmid.cli.monitor import monitor_config
+    from bgmid.fingerprint.presets import QueryOptions
+    from bgmid.index import open_index
+    from bgmid.live import LIVE_BLOCK_S, JsonlWriter, LiveConfig, LiveMonitor
+    from bgmid.monitor import Monitor
+    from bgmid.paths import shown
+
+    if args.channels:
+        if args.inputs:
+            raise BgmidError("--channels: the channels come from the TOML file; name no INPUT besides it.")
+        from bgmid.channels import run_channels
+
+        return run_channels(args)
+    if len(args.inputs) != 1:
+        raise BgmidError(f"a live run monitors one source (got {len(args.inputs)}); use --channels for several.")
+    if args.out and not args.out.lower().endswith(".jsonl"):
+        raise BgmidError(f"--out {args.out}: a live stream writes JSON lines; name a .jsonl file.")
+    if args.truth or args.plot:
+        raise BgmidError("--truth and --plot need a whole programme; run them on a recording.")
+    source = args.inputs[0]
+    config = monitor_config(args, block_s=LIVE_BLOCK_S)
+    live_cfg = LiveConfig(name=args.name or source, stream=args.stream, read_timeout_s=args.read_timeout,
+                          idle_timeout_s=args.idle_timeout)
+    sep = resolve_separator(args.separator, args.device)
+    sep_name = "none" if sep is None else getattr(sep, "name", args.separator)
+    writer = JsonlWriter(args.out, args.rotate) if args.out else None
+
+    def record(rec: dict) -> None:
+        if writer is not None:
+            writer.write(rec)
+        print(json.dumps(rec, ensure_ascii=False) if args.json else cue_line(rec), flush=True)
+
+    with open_index(args.db, preset=args.preset) as store, audio_warnings("monitor"):
+        mon = Monitor(store, sep, config, QueryOptions(shifts=args.shifts), separator_name=sep_name,
+                      alteration=live_alteration(args.alteration))
+        live = LiveMonitor(mon, source, live_cfg, record)
+        previous = {s: signal.signal(s, lambda *_: live.stop()) for s in (signal.SIGTERM, signal.SIGINT)}
+        print(f"bgmid monitor: {live_cfg.name}: reading {source}", file=sys.stderr, flush=True)
+        try:
+            stats = live.run()
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+            if writer is not None:
+                writer.close()
+    out = f"; cues in {shown(Path(args.out))}" if args.out else ""
+    print(f"bgmid monitor: {live_cfg.name}: ended ({live.end_reason}): {stats.cues} cues, {stats.gaps} signal "
+          f"losses, {stats.programme_s:.1f} s of audio{out}", file=sys.stderr, flush=True)
+    return 0

@@ -1,0 +1,490 @@
+"""Live monitoring: a broadcast stream in around the clock, each cue written as soon as it closes.
+
+:class:`bgmid.monitor.Monitor` reads a programme to its end and then merges its window hits into cues. On the
+air there is no end, so this module runs the same pipeline block by block (``Monitor._analyse`` and
+``Monitor._feed``: the block layout of :class:`bgmid.audio.Blocker`, the landmark ownership, the postings and
+the sliding windows of ``_WindowVoter``) and settles cues as the stream goes by (:func:`split_final`): a cue
+is final once no future window can extend it, join a loop to it or shadow it, that is once the voting frontier
+is more than ``max(max_gap_s, loop_gap_s)`` past its evidence. Final hits go through the file monitor's
+:func:`~bgmid.monitor.merge_segments` / :func:`~bgmid.monitor.segments_to_cues` and leave memory; so do old
+postings (the voter drops them), old level seconds and old wall-clock anchors. A cue's JSON line therefore comes
+about ``max_gap_s`` + one window + one block after the music stops (:data:`LIVE_BLOCK_S` blocks keep the last
+term short).
+
+The input is read by a thread (:class:`_Reader`) so that a slow analysis never stalls the network: it opens
+the source (:func:`bgmid.audio.open_live`), decodes the chosen audio stream (:func:`bgmid.audio.decode_frames`,
+the files' loop), resamples, stamps each piece with its arrival time (UTC) and queues it. When the stream drops
+(read time-out, end of an HTTP stream, a refused connection) it reconnects with doubling back-off; the
+analysis side closes the stretch of audio before the gap (its open cues are flushed), writes a
+``signal_loss`` record when audio comes back, and starts a fresh stretch: programme time counts received
+audio only, and a cue never spans a gap. ``idle_timeout_s`` ends the run after that long without audio;
+:meth:`LiveMonitor.stop` (SIGTERM/SIGINT in the CLI) flushes the open cues and returns.
+
+Records (:class:`JsonlWriter`, one JSON object per line, UTC ISO-8601 times):
+
+* ``{"type": "cue", "channel", **cue_to_dict(cue), "start_utc", "end_utc", "emitted_utc"}``: the cue contract
+  of ``monitor --json`` (:func:`bgmid.cuesheet.cue_to_dict`, programme times in seconds of received audio)
+  plus the wall-clock time its audio arrived and when the line was written;
+* ``{"type": "signal_loss", "channel", "start_utc", "end_utc", "duration_s", "programme_s", "reason"}``: a gap,
+  from the last audio received to the first after it, at programme time ``programme_s``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from bgmid.audio import AudioError, Blocker, is_url
+from bgmid.cuesheet import cue_to_dict
+from bgmid.monitor import (
+    Cue,
+    Monitor,
+    MonitorConfig,
+    Segment,
+    WindowHit,
+    _Levels,
+    _WindowVoter,
+    accept_segment,
+    merge_loops,
+    merge_segments,
+    segments_to_cues,
+)
+
+__all__ = ["LIVE_BLOCK_S", "JsonlWriter", "LiveConfig", "LiveMonitor", "LiveStats", "split_final", "utc"]
+
+#: Block length (s) of live monitoring: a cue can only be settled once the block holding its last evidence plus
+#: ``context_s`` has arrived, so blocks are shorter than the file monitor's 60 s (more context overhead: 16 s
+#: analysed per 10 s of audio).
+LIVE_BLOCK_S = 10.0
+
+
+def utc(t: float) -> str:
+    """A wall-clock time (``time.time()`` seconds) as ISO-8601 UTC with milliseconds."""
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class LiveConfig:
+    """How a live source is read and kept up; times in seconds."""
+
+    name: str = ""  #: channel name written in every record
+    stream: int | str | None = None  #: audio stream (:func:`bgmid.audio.select_stream`; None: the first)
+    open_timeout_s: float = 10.0  #: longest wait to connect and get the first packets
+    read_timeout_s: float = 5.0  #: no packet for this long: the signal is lost (reconnect)
+    idle_timeout_s: float | None = None  #: end after this long without audio (None: never, keep reconnecting)
+    backoff_s: float = 0.5  #: first wait before reconnecting; doubles per failed attempt ...
+    backoff_max_s: float = 30.0  #: ... up to this
+    queue_s: float = 600.0  #: audio buffered between the reader and the analysis (a slow analysis blocks beyond)
+    levels_keep_s: float = 1800.0  #: level history kept for the usage estimate (its reference median)
+    options: dict = field(default_factory=dict)  #: extra ffmpeg options for the source (strings)
+
+
+@dataclass
+class LiveStats:
+    """Running figures of one channel (the status line)."""
+
+    connected: bool = False
+    programme_s: float = 0.0  #: received audio analysed so far
+    lag_s: float = 0.0  #: wall time between the newest analysed audio's arrival and the end of its analysis
+    cues: int = 0
+    gaps: int = 0
+    started: float = field(default_factory=time.time)
+    last_audio: float = 0.0  #: wall time the newest audio arrived
+
+
+# -- settling cues ----------------------------------------------------------------------------------
+
+
+def _overlap(a0: float, a1: float, b0: float, b1: float) -> float:
+    return min(a1, b1) - max(a0, b0)
+
+
+def split_final(hits: Sequence[WindowHit], frontier_s: float, frame_s: float,
+                config: MonitorConfig | None = None) -> tuple[list[Segment], list[WindowHit]]:
+    """Split window hits into the segments whose cues are settled and the hits still open.
+
+    ``frontier_s``: start of the next window to be scored (every later hit has its first aligned landmark at
+    or after it). A segment is closed when the frontier is more than ``max(max_gap_s, loop_gap_s)`` past its
+    end: no later hit can extend it (:func:`merge_segments` bridges ``max_gap_s``) and no later segment of its
+    track can join it as a loop (:func:`merge_loops`, ``loop_gap_s``). Closed segments that are not accepted
+    (:func:`accept_segment`) are dropped. Accepted and still-open segments are grouped into would-be cues
+    (:func:`merge_loops`), and groups that could shadow one another (:func:`bgmid.monitor.suppress_shadows`:
+    another track over at least ``shadow_overlap`` of the shorter cue; any overlap when a group is still open)
+    are settled together: a set of groups is final when none of them is open. Returns the final segments (give
+    them to :func:`segments_to_cues`: the same cues as the whole programme's) and the hits to keep.
+    """
+    config = config or MonitorConfig()
+    settle = max(config.max_gap_s, config.loop_gap_s)
+    segs = merge_segments(hits, config)
+    is_open = {id(s): frontier_s - s.end_s <= settle for s in segs}
+    cand = [s for s in segs if is_open[id(s)] or accept_segment(s, config)]
+    groups = merge_loops(cand, config)
+    n = len(groups)
+    opened = [any(is_open[id(s)] for s in g) for g in groups]
+    pad = config.edge_pad_s
+    spans = []
+    for g, op in zip(groups, opened, strict=True):
+        if op:
+            spans.append((min(s.start_s for s in g), max(s.end_s for s in g)))
+        else:  # the cue's own extent (widened by ``pad``), tighter than its segments'
+            c = segments_to_cues(g, frame_s, config)
+            spans.append((c[0].programme_start_s, c[0].programme_end_s) if c else
+                         (min(s.start_s for s in g), max(s.end_s for s in g)))
+    parent = list(range(n))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    order = sorted(range(n), key=lambda i: spans[i][0])
+    for k, i in enumerate(order):  # pairs that overlap in time (sweep in start order)
+        for j in order[k + 1:]:
+            if spans[j][0] >= spans[i][1]:
+                break
+            if groups[i][0].track_id == groups[j][0].track_id:
+                continue
+            ov = _overlap(*spans[i], *spans[j])
+            shorter = min(spans[i][1] - spans[i][0], spans[j][1] - spans[j][0])
+            if opened[i] or opened[j] or ov >= config.shadow_overlap * (shorter - 2 * pad):
+                parent[root(i)] = root(j)
+    busy = {root(i) for i in range(n) if opened[i]}
+    final: list[Segment] = []
+    keep: list[WindowHit] = []
+    for i, g in enumerate(groups):
+        if root(i) in busy:
+            for s in g:
+                keep.extend(s.hits)
+        else:
+            final.extend(g)
+    return final, keep
+
+
+# -- reading -----------------------------------------------------------------------------------------
+
+#: Queue items of the reader: audio (samples at the monitor's rate, arrival time), a drop (time of the last
+#: audio before it, reason), or the end of the input (reason).
+_AUDIO, _DROP, _END = "audio", "drop", "end"
+
+
+class _Reader(threading.Thread):
+    """Reads a source into a queue: reconnects a URL with back-off; a file is read once, as fast as it decodes."""
+
+    def __init__(self, source: str, sr: int, cfg: LiveConfig, out: queue.Queue, stop: threading.Event):
+        super().__init__(name=f"bgmid-live-reader-{cfg.name or source}", daemon=True)
+        self.source, self.sr, self.cfg, self.out, self.stop_ev = source, sr, cfg, out, stop
+        self.live = is_url(source)
+        self.last_audio = time.time()  #: wall time the latest audio arrived (or the reader started)
+        self.error: str | None = None
+
+    def _put(self, item: tuple) -> bool:
+        while not self.stop_ev.is_set():
+            try:
+                self.out.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _pieces(self) -> Iterator[np.ndarray]:
+        from bgmid.audio import decode_frames, open_live, resample_pieces, resampled_pieces
+
+        if not self.live:
+            yield from resampled_pieces(self.source, self.sr, self.cfg.stream)
+            return
+        c = self.cfg
+        wait = c.open_timeout_s
+        if c.idle_timeout_s is not None:  # do not wait to connect past the idle time-out
+            wait = max(0.5, min(wait, c.idle_timeout_s - (time.time() - self.last_audio)))
+        container = open_live(self.source, wait, c.read_timeout_s, c.options)
+        try:
+            from bgmid.audio import select_stream
+
+            st = select_stream(container, c.stream, self.source)
+            yield from resample_pieces(((a, r) for a, r, _ in decode_frames(container, st)), self.sr)
+        finally:
+            container.close()
+
+    def run(self) -> None:
+        import av
+
+        wait = self.cfg.backoff_s
+        while not self.stop_ev.is_set():
+            got = False
+            reason = "end of stream"
+            try:
+                for y in self._pieces():
+                    if self.stop_ev.is_set():
+                        return
+                    if y.size:
+                        got = True
+                        self.last_audio = time.time()
+                        if not self._put((_AUDIO, y, self.last_audio)):
+                            return
+            except AudioError as exc:
+                reason = str(exc)
+                if not self.live:  # a file that cannot be read: nothing to reconnect to
+                    self.error = reason
+                    self._put((_END, reason))
+                    return
+            except av.error.FFmpegError as exc:  # read time-out (ExitError), connection reset, damaged packets
+                reason = f"{exc.__class__.__name__}: {exc}"
+            if not self.live:
+                self._put((_END, "end of file"))
+                return
+            if got:
+                wait = self.cfg.backoff_s
+                self._put((_DROP, self.last_audio, reason))
+            idle = self.cfg.idle_timeout_s
+            if idle is not None and time.time() - self.last_audio >= idle:
+                self._put((_END, f"no audio for {idle:g} s"))
+                return
+            self.stop_ev.wait(wait)
+            wait = min(2 * wait, self.cfg.backoff_max_s)
+
+
+# -- the monitor -------------------------------------------------------------------------------------
+
+
+class _ShiftedLevels:
+    """``_Levels`` over the recent past only: seconds before ``off`` are dropped (bounded memory on the air).
+    Presents absolute sample positions to :meth:`Monitor._feed`."""
+
+    def __init__(self, sr: int):
+        self.sr, self.inner, self.off = sr, _Levels(sr), 0  # off: samples dropped (whole seconds)
+
+    @property
+    def n_samples(self) -> int:
+        return self.inner.n_samples + self.off
+
+    def add(self, signals: dict[str, np.ndarray], start: int, a: int, b: int) -> None:
+        self.inner.add(signals, start - self.off, a, b)
+
+    def drop_before(self, sample: int) -> None:
+        k = max(0, (sample - self.off) // self.sr)
+        if k <= 0:
+            return
+        for acc in self.inner.power.values():
+            acc.sums = acc.sums[k:]
+        self.inner.n_samples -= k * self.sr
+        self.off += k * self.sr
+
+
+class _Stretch:
+    """One continuous stretch of received audio (a new one after each signal loss)."""
+
+    def __init__(self, mon: Monitor, base_s: float):
+        block, hop = mon._block_samples()
+        self.blocker = Blocker(block, hop)
+        self.voter = _WindowVoter(mon.preset, mon.config)
+        self.levels = _ShiftedLevels(mon.sr)
+        self.base_s = base_s  #: programme time of the stretch's first sample
+        self.pending: list[WindowHit] = []
+        self.clock: deque[tuple[int, float]] = deque()  #: (samples received, arrival time) anchors
+
+    def wall(self, t_s: float, sr: int) -> float:
+        """Arrival time (wall clock) of stretch time ``t_s``, interpolated between the anchors."""
+        k = np.array([a for a, _ in self.clock], np.float64) / sr
+        w = np.array([b for _, b in self.clock], np.float64)
+        if k.size == 1:
+            return float(w[0] - (k[0] - t_s))
+        return float(np.interp(t_s, k, w, left=w[0] - (k[0] - t_s), right=w[-1] + (t_s - k[-1])))
+
+
+def _shift(cue: Cue, dt: float) -> None:
+    cue.programme_start_s += dt
+    cue.programme_end_s += dt
+    for p in cue.parts:
+        p.programme_start_s += dt
+        p.programme_end_s += dt
+
+
+class LiveMonitor:
+    """Monitor one source (URL or file) continuously; ``on_record`` gets every cue and signal-loss record."""
+
+    def __init__(self, monitor: Monitor, source: str, config: LiveConfig | None = None,
+                 on_record: Callable[[dict], None] | None = None):
+        self.mon, self.source = monitor, source
+        self.cfg = config or LiveConfig()
+        self.on_record = on_record or (lambda r: None)
+        self.stats = LiveStats()
+        self._stop = threading.Event()
+        self.end_reason = ""
+
+    @staticmethod
+    def live_config(config: MonitorConfig | None = None) -> MonitorConfig:
+        """A monitor configuration with live blocks (:data:`LIVE_BLOCK_S`) unless a shorter block is set."""
+        c = config or MonitorConfig()
+        return c if c.block_s <= LIVE_BLOCK_S else replace(c, block_s=LIVE_BLOCK_S)
+
+    def stop(self) -> None:
+        """Ask the run to end: open cues are flushed (safe from a signal handler)."""
+        self._stop.set()
+
+    def run(self) -> LiveStats:
+        """Read until the source ends (a file), ``idle_timeout_s`` passes without audio, or :meth:`stop`."""
+        mon, sr = self.mon, self.mon.sr
+        q: queue.Queue = queue.Queue(maxsize=max(4, int(self.cfg.queue_s / 0.5)))
+        reader_stop = threading.Event()
+        reader = _Reader(self.source, sr, self.cfg, q, reader_stop)
+        reader.start()
+        stretch: _Stretch | None = None
+        base_s = 0.0
+        lost: tuple[float, str] | None = None  # (last audio before the gap, reason)
+        try:
+            while not self._stop.is_set():
+                try:
+                    item = q.get(timeout=0.2)
+                except queue.Empty:
+                    continue
+                kind = item[0]
+                if kind == _AUDIO:
+                    _, y, t_arr = item
+                    if stretch is None:
+                        stretch = _Stretch(mon, base_s)
+                        self.stats.connected = True
+                        if lost is not None:
+                            self._gap(lost, t_arr - y.size / sr, base_s)
+                            lost = None
+                    self._push(stretch, y, t_arr)
+                elif kind == _DROP:
+                    if stretch is not None:
+                        base_s = self._close(stretch)
+                        stretch = None
+                    self.stats.connected = False
+                    lost = (item[1], item[2])
+                else:
+                    self.end_reason = item[1]
+                    break
+            else:
+                self.end_reason = "stopped"
+        finally:
+            reader_stop.set()
+            if stretch is not None:
+                self._close(stretch)
+            self.stats.connected = False
+        if reader.error and not self.stats.programme_s:
+            raise AudioError(reader.error)
+        return self.stats
+
+    # internals
+    def _gap(self, lost: tuple[float, str], back: float, programme_s: float) -> None:
+        self.stats.gaps += 1
+        self.on_record({"type": "signal_loss", "channel": self.cfg.name, "start_utc": utc(lost[0]),
+                        "end_utc": utc(back), "duration_s": round(max(0.0, back - lost[0]), 3),
+                        "programme_s": round(programme_s, 3), "reason": lost[1]})
+
+    def _push(self, st: _Stretch, y: np.ndarray, t_arr: float) -> None:
+        st.clock.append((st.blocker.total + y.size, t_arr))
+        self.stats.last_audio = t_arr
+        for start, x in st.blocker.push(y):
+            self._block(st, start, x, last=False)
+            self.stats.lag_s = time.time() - t_arr
+
+    def _block(self, st: _Stretch, start: int, x: np.ndarray, last: bool) -> None:
+        mon = self.mon
+        mon._feed(st.voter, st.levels, start, x, mon._analyse(x), last)
+        st.pending.extend(st.voter.hits)
+        st.voter.hits = []
+        self.stats.programme_s = st.base_s + st.levels.n_samples / mon.sr
+        if last:
+            final, st.pending = merge_segments(st.pending, mon.config), []
+            self._emit(st, final, n_windows=st.voter.n_windows)
+        else:
+            frontier = st.voter.next_win * mon.preset.frame_s
+            final, st.pending = split_final(st.pending, frontier, mon.preset.frame_s, mon.config)
+            if final:
+                self._emit(st, final, None)
+        self._forget(st)
+
+    def _forget(self, st: _Stretch) -> None:
+        """Drop level seconds and clock anchors no open cue can need (bounded memory)."""
+        sr = self.mon.sr
+        oldest = min((h.start_s for h in st.pending), default=st.levels.n_samples / sr)
+        keep_from = min(oldest - 60.0, st.levels.n_samples / sr - self.cfg.levels_keep_s)
+        if keep_from > 0:
+            st.levels.drop_before(int(keep_from * sr))
+        while len(st.clock) > 2 and st.clock[1][0] / sr < oldest - 60.0:
+            st.clock.popleft()
+
+    def _emit(self, st: _Stretch, segments: list[Segment], n_windows: int | None) -> None:
+        mon = self.mon
+        cues = segments_to_cues(segments, mon.preset.frame_s, mon.config, n_windows_total=n_windows)
+        if not cues:
+            return
+        lv = st.levels
+        off_s = lv.off / mon.sr
+        curves = lv.inner.curves()
+        n_sec = int(math.ceil(lv.inner.n_samples / mon.sr))
+        level_db = curves["mix"] if curves["mix"] is not None else np.zeros(n_sec, np.float32)
+        for c in cues:
+            _shift(c, -off_s)
+        mon._annotate(cues, lv.inner.n_samples / mon.sr, level_db, curves["music"], curves["speech"])
+        now = time.time()
+        for c in cues:
+            _shift(c, off_s)
+            start_utc, end_utc = st.wall(c.programme_start_s, mon.sr), st.wall(c.programme_end_s, mon.sr)
+            _shift(c, st.base_s)
+            self.stats.cues += 1
+            c.seq = self.stats.cues
+            rec = {"type": "cue", "channel": self.cfg.name, **cue_to_dict(c), "start_utc": utc(start_utc),
+                   "end_utc": utc(end_utc), "emitted_utc": utc(now)}
+            self.on_record(rec)
+
+    def _close(self, st: _Stretch) -> float:
+        """End a stretch: its tail block (all audio after the last full block's core) as the last block, so
+        every open cue is settled. Returns the programme time where the next stretch starts."""
+        b = st.blocker
+        if b.total > 0:
+            self._block(st, b.pos, b.buf.copy(), last=True)
+        return st.base_s + b.total / self.mon.sr
+
+
+# -- output ------------------------------------------------------------------------------------------
+
+
+class JsonlWriter:
+    """Append records as JSON lines to ``path``, flushed per line; ``rotate`` ``"hour"``/``"day"`` starts a
+    new file per UTC hour/day of the record's time (``show.jsonl`` -> ``show-20261201T13.jsonl`` /
+    ``show-20261201.jsonl``)."""
+
+    def __init__(self, path: str | Path, rotate: str | None = None):
+        if rotate not in (None, "hour", "day"):
+            raise ValueError(f"rotate must be 'hour' or 'day', got {rotate!r}")
+        self.path, self.rotate = Path(path), rotate
+        self._name: Path | None = None
+        self._f = None
+
+    def name_for(self, when: datetime) -> Path:
+        if self.rotate is None:
+            return self.path
+        tag = when.strftime("%Y%m%dT%H") if self.rotate == "hour" else when.strftime("%Y%m%d")
+        return self.path.with_name(f"{self.path.stem}-{tag}{self.path.suffix}")
+
+    def write(self, rec: dict) -> Path:
+        when = rec.get("start_utc") or rec.get("emitted_utc")
+        t = datetime.fromisoformat(when.replace("Z", "+00:00")) if when else datetime.now(UTC)
+        name = self.name_for(t)
+        if name != self._name:
+            self.close()
+            name.parent.mkdir(parents=True, exist_ok=True)
+            self._f, self._name = open(name, "a", encoding="utf-8"), name
+        self._f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        self._f.flush()
+        return name
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f, self._name = None, None
