@@ -158,12 +158,12 @@ def _wait_line(proc: subprocess.Popen, stream, needle: str, timeout: float = 30.
     raise AssertionError(f"no line with {needle!r} within {timeout} s")
 
 
-def _send(src: Path, url: str, start_s: float = 0.0, listen: bool = False) -> subprocess.Popen:
+def _send(src: Path, url: str, start_s: float = 0.0, listen: bool = False, map_all: bool = False) -> subprocess.Popen:
     """ffmpeg streaming the TS file as it is (-c copy) from ``start_s`` at RATE times real time to ``url``
-    (``listen``: as an HTTP server waiting for its client)."""
+    (``listen``: as an HTTP server waiting for its client; ``map_all``: every stream, not only the first audio)."""
     return subprocess.Popen([FFMPEG, "-loglevel", "error", "-readrate", str(RATE), "-ss", str(start_s), "-i", str(src),
-                             "-c", "copy", "-f", "mpegts", *(["-listen", "1"] if listen else []), url],
-                            stdin=subprocess.DEVNULL)
+                             *(["-map", "0"] if map_all else []), "-c", "copy", "-f", "mpegts",
+                             *(["-listen", "1"] if listen else []), url], stdin=subprocess.DEVNULL)
 
 
 def _records(path: Path) -> list[dict]:
@@ -263,3 +263,57 @@ def test_sigterm_flushes_the_open_cue_and_exits_cleanly(built_index, prog, tmp_p
     # it was flushed, not settled: the audio read stops short of its end + max_gap (when it would settle)
     audio_s = float(err.split(" s of audio")[0].rsplit(" ", 1)[-1])
     assert audio_s < cues[4]["programme_end_s"] + LIVE.max_gap_s, err
+
+
+def test_channels_toml_is_read_and_checked(tmp_path):
+    from bgmid.channels import Channel, read_channels
+    from bgmid.errors import BgmidError
+
+    good = tmp_path / "ch.toml"
+    good.write_text('[[channel]]\nname = "a"\nurl = "udp://127.0.0.1:5000"\n\n'
+                    '[[channel]]\nname = "b"\nurl = "http://127.0.0.1/x.m3u8"\nstream = "eng"\nseparator = "none"\n')
+    assert read_channels(good) == [Channel("a", "udp://127.0.0.1:5000"),
+                                   Channel("b", "http://127.0.0.1/x.m3u8", "eng", "none")]
+    for text, msg in (('[[channel]]\nname = "a"\n', "needs a name and a url"),
+                      ('[[channel]]\nname = "a"\nurl = "u"\nspeed = 2\n', "unknown keys"),
+                      ('[[channel]]\nname = "a"\nurl = "u"\n[[channel]]\nname = "a"\nurl = "v"\n', "repeats"),
+                      ("name = 'a'\n", "lists no channels"), ("[[channel]\n", "not valid TOML")):
+        bad = tmp_path / "bad.toml"
+        bad.write_text(text)
+        with pytest.raises(BgmidError, match=msg):
+            read_channels(bad)
+
+
+@pytest.mark.slow
+@needs_ffmpeg
+def test_channels_run_two_streams_at_once_and_restart_a_dead_one(built_index, prog, tmp_path):
+    """Two UDP channels (one picking the English stream of the two-stream TS), each in its own process; one
+    process is killed mid-stream: the supervisor restarts it and it goes on writing cues."""
+    pa, pb = _port(), _port()
+    toml = tmp_path / "channels.toml"
+    toml.write_text(f'[[channel]]\nname = "a"\nurl = "udp://127.0.0.1:{pa}"\n\n'
+                    f'[[channel]]\nname = "b"\nurl = "udp://127.0.0.1:{pb}"\nstream = "eng"\n')
+    sup = _bgmid("--db", str(built_index), "--separator", "none", "--channels", str(toml), "--out", str(tmp_path),
+                 "--idle-timeout", "6", "--read-timeout", "2", "--status-every", "0.5")
+    senders: list[subprocess.Popen] = []
+    try:
+        pid_a = int(_wait_line(sup, sup.stderr, "channel a: started").split("pid ")[1].split(")")[0])
+        for name in ("a", "b"):  # the channel's monitor runs (it has reported, not yet connected)
+            _wait_line(sup, sup.stderr, f"{name:16s} down")
+        senders = [_send(prog["ts"], f"udp://127.0.0.1:{pa}?pkt_size=1316"),
+                   _send(prog["two"], f"udp://127.0.0.1:{pb}?pkt_size=1316", map_all=True)]
+        _wait_line(sup, sup.stderr, "cues today    2")  # a channel has written 2 cues
+        os.kill(pid_a, signal.SIGKILL)
+        _wait_line(sup, sup.stderr, "channel a: died")
+        _wait_line(sup, sup.stderr, "channel a: started")
+        sup.wait(90)
+    finally:
+        _stop(sup, *senders)
+    assert sup.returncode == 0
+    b = [r["title"] for r in _records(tmp_path / "b.jsonl") if r["type"] == "cue"]
+    assert b == [f"track{i:02d}" for i, *_ in CUES]
+    a = [r for r in _records(tmp_path / "a.jsonl") if r["type"] == "cue"]
+    # the restarted process starts its programme time and numbering afresh; its cues follow the first's in UTC
+    restart = [k for k in range(1, len(a)) if a[k]["seq"] == 1]
+    assert len(restart) == 1 and restart[0] >= 1 and a[-1]["title"] == "track04"
+    assert a[restart[0]]["start_utc"] > a[restart[0] - 1]["start_utc"]

@@ -248,7 +248,8 @@ class _Reader(threading.Thread):
                 self._put((_DROP, self.last_audio, reason))
             idle = self.cfg.idle_timeout_s
             if idle is not None and time.time() - self.last_audio >= idle:
-                self._put((_END, f"no audio for {idle:g} s"))
+                why = "" if got or reason == "end of stream" else f"; last attempt: {reason}"
+                self._put((_END, f"no audio for {idle:g} s{why}"))
                 return
             self.stop_ev.wait(wait)
             wait = min(2 * wait, self.cfg.backoff_max_s)

@@ -103,6 +103,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "index: a TOML file of [[channel]] tables with name, url and optional stream, separator; cues go to "
         "--out DIR/<name>.jsonl (default: the TOML's folder). A status line per channel: up, lag, cues today",
     )
+    live.add_argument(
+        "--status-every", type=float, default=10.0, metavar="S",
+        help="with --channels: print the status lines every S seconds (default %(default)s)",
+    )
     p.add_argument("inputs", nargs="*", metavar="INPUT", help="programme files (audio or video) or one stream URL")
     p.set_defaults(func=cmd_monitor)
 
