@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -317,3 +318,48 @@ def test_channels_run_two_streams_at_once_and_restart_a_dead_one(built_index, pr
     restart = [k for k in range(1, len(a)) if a[k]["seq"] == 1]
     assert len(restart) == 1 and restart[0] >= 1 and a[-1]["title"] == "track04"
     assert a[restart[0]]["start_utc"] > a[restart[0] - 1]["start_utc"]
+
+
+@needs_ffmpeg
+def test_hls_playlist_over_http_is_monitored_to_its_end(built_index, prog, tmp_path):
+    """An HLS playlist (4 s segments, with an end) served by a small HTTP server: the cues of its 60 s, and the
+    run ends with the playlist (a source of known length ends; a broadcast that ends has dropped)."""
+    import functools
+    import http.server
+
+    hls = tmp_path / "hls"
+    hls.mkdir()
+    subprocess.run([FFMPEG, "-loglevel", "error", "-i", str(prog["ts"]), "-t", "60", "-c", "copy", "-f", "hls",
+                    "-hls_time", "4", "-hls_list_size", "0", str(hls / "live.m3u8")], check=True)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(hls))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    seen: list[dict] = []
+    try:
+        with open_index(built_index) as store:
+            live = LiveMonitor(Monitor(store, config=LIVE), f"http://127.0.0.1:{server.server_address[1]}/live.m3u8",
+                               LiveConfig(idle_timeout_s=10.0), seen.append)
+            stats = live.run()
+    finally:
+        server.shutdown()
+    assert live.end_reason == "end of a stream of known length" and stats.gaps == 0
+    ref = [c for c in _file_cues(built_index, prog["ts"]) if c.programme_end_s < 55]
+    assert [r["title"] for r in seen] == [c.title for c in ref]
+    assert all(abs(r["programme_start_s"] - c.programme_start_s) < 0.5 for r, c in zip(seen, ref, strict=True))
+
+
+def test_a_protocol_pyav_cannot_read_is_one_clear_error(built_index, capsys):
+    """No reconnect loop for what can never work (PyAV's wheels have no SRT): an error naming a way round it."""
+    import av
+
+    try:
+        av.open("srt://127.0.0.1:9", timeout=0.5)
+    except av.error.ProtocolNotFoundError:
+        pass
+    except Exception:
+        pytest.skip("this PyAV build reads srt://")
+    assert main(["monitor", "--db", str(built_index), "--separator", "none", "--idle-timeout", "20",
+                 "srt://127.0.0.1:9"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot read srt://" in err and "udp://127.0.0.1:5000" in err and "Traceback" not in err

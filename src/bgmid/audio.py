@@ -219,6 +219,12 @@ def open_live(url: str, open_timeout_s: float = 10.0, read_timeout_s: float = 5.
     try:
         container = av.open(url, mode="r", options=opts, timeout=(open_timeout_s, read_timeout_s),
                             metadata_errors="surrogateescape")
+    except av.error.ProtocolNotFoundError as exc:  # PyAV's wheels carry no libsrt, for one
+        raise AudioError(
+            f"{url}: this PyAV build cannot read {scheme}:// ({exc}). Relay it on the same machine, e.g. "
+            f"'ffmpeg -i {url} -c copy -f mpegts udp://127.0.0.1:5000', and monitor udp://127.0.0.1:5000, or "
+            "install PyAV built on a system ffmpeg that has it (pip install av --no-binary av)."
+        ) from exc
     except Exception as exc:  # time-out, refused connection, 404, not a media stream
         raise AudioError(f"{url}: cannot open the stream ({exc.__class__.__name__}: {exc}).") from exc
     if not container.streams.audio:

@@ -187,6 +187,7 @@ class _Reader(threading.Thread):
         self.live = is_url(source)
         self.last_audio = time.time()  #: wall time the latest audio arrived (or the reader started)
         self.error: str | None = None
+        self.finite = False  #: the open source declares a length (it ends rather than drops)
 
     def _put(self, item: tuple) -> bool:
         while not self.stop_ev.is_set():
@@ -208,6 +209,9 @@ class _Reader(threading.Thread):
         if c.idle_timeout_s is not None:  # do not wait to connect past the idle time-out
             wait = max(0.5, min(wait, c.idle_timeout_s - (time.time() - self.last_audio)))
         container = open_live(self.source, wait, c.read_timeout_s, c.options)
+        # a source that declares its length (an HLS playlist with an end, a recording served over HTTP) ends
+        # when it is read to the end; a broadcast stream (no length) that ends has dropped
+        self.finite = container.duration is not None and container.duration > 0
         try:
             from bgmid.audio import select_stream
 
@@ -234,14 +238,15 @@ class _Reader(threading.Thread):
                             return
             except AudioError as exc:
                 reason = str(exc)
-                if not self.live:  # a file that cannot be read: nothing to reconnect to
+                # a file that cannot be read, a protocol this PyAV lacks: nothing to reconnect to
+                if not self.live or isinstance(exc.__cause__, av.error.ProtocolNotFoundError):
                     self.error = reason
                     self._put((_END, reason))
                     return
             except av.error.FFmpegError as exc:  # read time-out (ExitError), connection reset, damaged packets
                 reason = f"{exc.__class__.__name__}: {exc}"
-            if not self.live:
-                self._put((_END, "end of file"))
+            if not self.live or (self.finite and reason == "end of stream"):
+                self._put((_END, "end of file" if not self.live else "end of a stream of known length"))
                 return
             if got:
                 wait = self.cfg.backoff_s
