@@ -188,6 +188,7 @@ class _Reader(threading.Thread):
         self.last_audio = time.time()  #: wall time the latest audio arrived (or the reader started)
         self.error: str | None = None
         self.finite = False  #: the open source declares a length (it ends rather than drops)
+        self.ever_got = False  #: any audio read yet
 
     def _put(self, item: tuple) -> bool:
         while not self.stop_ev.is_set():
@@ -232,7 +233,7 @@ class _Reader(threading.Thread):
                     if self.stop_ev.is_set():
                         return
                     if y.size:
-                        got = True
+                        got = self.ever_got = True
                         self.last_audio = time.time()
                         if not self._put((_AUDIO, y, self.last_audio)):
                             return
@@ -253,7 +254,7 @@ class _Reader(threading.Thread):
                 self._put((_DROP, self.last_audio, reason))
             idle = self.cfg.idle_timeout_s
             if idle is not None and time.time() - self.last_audio >= idle:
-                why = "" if got or reason == "end of stream" else f"; last attempt: {reason}"
+                why = "" if self.ever_got else f"; last attempt: {reason}"
                 self._put((_END, f"no audio for {idle:g} s{why}"))
                 return
             self.stop_ev.wait(wait)
@@ -327,12 +328,24 @@ class LiveMonitor:
         self.stats = LiveStats()
         self._stop = threading.Event()
         self.end_reason = ""
+        self._playing: list[tuple[str, float, float]] = []
 
     @staticmethod
     def live_config(config: MonitorConfig | None = None) -> MonitorConfig:
         """A monitor configuration with live blocks (:data:`LIVE_BLOCK_S`) unless a shorter block is set."""
         c = config or MonitorConfig()
         return c if c.block_s <= LIVE_BLOCK_S else replace(c, block_s=LIVE_BLOCK_S)
+
+    def playing(self) -> list[tuple[str, float, float]]:
+        """The cues running now (evidence enough to be a cue, not yet settled), as of the last block:
+        ``(title, programme start s, seconds so far)``, for the terminal (readable from any thread)."""
+        return self._playing
+
+    def _update_playing(self, st: _Stretch) -> None:
+        c = self.mon.config
+        segs = [s for s in merge_segments(st.pending, c) if accept_segment(s, c)]
+        self._playing = [(self.mon.store.track(g[0].track_id).title, st.base_s + min(s.start_s for s in g),
+                          max(s.end_s for s in g) - min(s.start_s for s in g)) for g in merge_loops(segs, c)]
 
     def stop(self) -> None:
         """Ask the run to end: open cues are flushed (safe from a signal handler)."""
@@ -412,6 +425,7 @@ class LiveMonitor:
             final, st.pending = split_final(st.pending, frontier, mon.preset.frame_s, mon.config)
             if final:
                 self._emit(st, final, None)
+        self._update_playing(st)
         self._forget(st)
 
     def _forget(self, st: _Stretch) -> None:

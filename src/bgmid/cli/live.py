@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
+import threading
 from pathlib import Path
 
 from bgmid.errors import BgmidError
@@ -25,6 +27,17 @@ def live_alteration(text: str):
     from bgmid.alterations import parse_alteration
 
     return None if text == "auto" else parse_alteration(text)
+
+
+def _status(live, done: threading.Event, every_s: float) -> None:
+    """Every ``every_s`` a status line on stderr: connection, audio read, lag, cues written, the cues playing."""
+    from bgmid.cuesheet import timecode
+
+    while not done.wait(every_s):
+        st = live.stats
+        now = ", ".join(f"{t[:24]} since {timecode(a)} ({d:.0f} s)" for t, a, d in live.playing()) or "-"
+        print(f"bgmid monitor: {live.cfg.name}: {'up' if st.connected else 'down'}  audio {st.programme_s:.0f} s  "
+              f"lag {st.lag_s:.1f} s  cues {st.cues}  gaps {st.gaps}  playing: {now}", file=sys.stderr, flush=True)
 
 
 def cmd_live(args: argparse.Namespace) -> int:
@@ -67,9 +80,13 @@ def cmd_live(args: argparse.Namespace) -> int:
         live = LiveMonitor(mon, source, live_cfg, record)
         previous = {s: signal.signal(s, lambda *_: live.stop()) for s in (signal.SIGTERM, signal.SIGINT)}
         print(f"bgmid monitor: {live_cfg.name}: reading {source}", file=sys.stderr, flush=True)
+        done = threading.Event()
+        if sys.stderr.isatty() or os.environ.get("BGMID_PROGRESS"):
+            threading.Thread(target=_status, args=(live, done, args.status_every), daemon=True).start()
         try:
             stats = live.run()
         finally:
+            done.set()
             for s, h in previous.items():
                 signal.signal(s, h)
             if writer is not None:

@@ -105,7 +105,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     live.add_argument(
         "--status-every", type=float, default=10.0, metavar="S",
-        help="with --channels: print the status lines every S seconds (default %(default)s)",
+        help="status lines (connection, lag, cues, the cues playing now) every S seconds on a terminal; with "
+        "--channels one line per channel, always (default %(default)s)",
     )
     p.add_argument("inputs", nargs="*", metavar="INPUT", help="programme files (audio or video) or one stream URL")
     p.set_defaults(func=cmd_monitor)
