@@ -58,6 +58,16 @@ def _rss_mb() -> float:
     return float("nan")
 
 
+def _private_mb() -> float:
+    """Memory of this process no other process shares (Private_Clean + Private_Dirty): what one more channel
+    costs, the memory-mapped index and shared libraries being in the page cache once."""
+    kb = 0
+    for line in Path("/proc/self/smaps_rollup").read_text().splitlines():
+        if line.startswith(("Private_Clean:", "Private_Dirty:")):
+            kb += int(line.split()[1])
+    return kb / 1024
+
+
 def _ts(t: str) -> float:
     return datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp()
 
@@ -105,6 +115,7 @@ def run(args: argparse.Namespace) -> dict:
         cpu0 = time.process_time()
         stats = live.run()
         cpu = time.process_time() - cpu0
+        private = _private_mb()
         done.set()
         wall = time.time() - t0
         for p in senders:
@@ -121,6 +132,7 @@ def run(args: argparse.Namespace) -> dict:
         "channels_per_2_cores_estimate": int(2 * 0.8 / max(cpu / max(stats.programme_s, 1e-9), 1e-9)),
         "rss_mb": {"after_10_min_audio": round(float(np.interp(600.0, s[:, 1], s[:, 2])), 1),
                    "max": round(float(s[:, 2].max()), 1), "last": round(float(s[-1, 2]), 1),
+                   "private_at_end": round(private, 1),
                    "by_audio_hour": [[round(float(a) / 3600, 2), round(float(r), 1)]
                                      for _, a, r, _ in s[:: max(1, len(s) // 12)]]},
         "lag_s": {"median": round(float(np.median(s[:, 3])), 2), "p95": round(float(np.percentile(s[:, 3], 95)), 2),
@@ -153,7 +165,7 @@ def main() -> None:
     print(json.dumps(res, indent=1))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     allres = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    allres[f"{args.mode}-{args.separator}"] = res
+    allres[f"long-{args.separator}-{args.loops}x" if args.mode == "long" else f"realtime-{args.separator}"] = res
     RESULTS.write_text(json.dumps(allres, indent=1) + "\n")
 
 
