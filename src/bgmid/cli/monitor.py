@@ -74,7 +74,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     live = p.add_argument_group(
         "live streams",
-        "An INPUT that is a URL (udp://, rtp://, srt://, http(s)://, an HLS .m3u8) is monitored live until it ends "
+        "An INPUT that is a URL (udp://, rtp://, http(s)://, an HLS .m3u8; srt:// where PyAV has libsrt) is monitored "
+        "live until it ends "
         "(--idle-timeout) or SIGTERM/SIGINT, which flush the open cues: each cue is printed, and with --out "
         "FILE.jsonl written as one JSON line, as soon as it closes (about --max-gap + --window + --block s after "
         "the music stops); a dropped stream is reconnected with back-off and each gap written as a signal_loss "
@@ -144,8 +145,8 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     if not args.inputs:
         raise BgmidError("name at least one programme file, a stream URL or --channels CHANNELS.toml.")
     if args.out and Path(args.out).suffix.lower() not in (".csv", ".json"):
-        raise BgmidError(f"--out {args.out}: name a .csv, .json or (live) .jsonl file (the extension picks the "
-                         "format).")
+        raise BgmidError(f"--out {args.out}: name a .csv or .json file, or .jsonl for live JSON lines (the "
+                         "extension picks the format).")
     if args.plot and Path(args.plot).suffix.lower() not in (".png", ".pdf", ".svg"):
         raise BgmidError(f"--plot {args.plot}: name a .png, .pdf or .svg file.")
     config = monitor_config(args)
