@@ -299,6 +299,7 @@ class _Stretch:
         self.base_s = base_s  #: programme time of the stretch's first sample
         self.pending: list[WindowHit] = []
         self.clock: deque[tuple[int, float]] = deque()  #: (samples received, arrival time) anchors
+        self.spans: deque[tuple[float, float, int]] = deque()  #: (start s, end s, track) of recent cues written
 
     def wall(self, t_s: float, sr: int) -> float:
         """Arrival time (wall clock) of stretch time ``t_s``, interpolated between the anchors."""
@@ -437,6 +438,8 @@ class LiveMonitor:
             st.levels.drop_before(int(keep_from * sr))
         while len(st.clock) > 2 and st.clock[1][0] / sr < oldest - 60.0:
             st.clock.popleft()
+        while st.spans and st.spans[0][1] < st.levels.off / sr:
+            st.spans.popleft()
 
     def _emit(self, st: _Stretch, segments: list[Segment], n_windows: int | None) -> None:
         mon = self.mon
@@ -448,12 +451,18 @@ class LiveMonitor:
         curves = lv.inner.curves()
         n_sec = int(math.ceil(lv.inner.n_samples / mon.sr))
         level_db = curves["mix"] if curves["mix"] is not None else np.zeros(n_sec, np.float32)
-        for c in cues:
+        # the usage's reference level is the typical level *outside* cues (estimate_usage): the file monitor
+        # knows every cue of the programme; here the cues written before and those still open stand in for them
+        # (copies as placeholders, their own usage is not used)
+        others = [Cue(t, max(a, off_s), b, 0.0, 0.0, 0, 0.0) for a, b, t in st.spans if b > off_s]
+        others += segments_to_cues(merge_segments(st.pending, mon.config), mon.preset.frame_s, mon.config)
+        for c in cues + others:
             _shift(c, -off_s)
-        mon._annotate(cues, lv.inner.n_samples / mon.sr, level_db, curves["music"], curves["speech"])
+        mon._annotate(cues + others, lv.inner.n_samples / mon.sr, level_db, curves["music"], curves["speech"])
         now = time.time()
         for c in cues:
             _shift(c, off_s)
+            st.spans.append((c.programme_start_s, c.programme_end_s, c.track_id))
             start_utc, end_utc = st.wall(c.programme_start_s, mon.sr), st.wall(c.programme_end_s, mon.sr)
             _shift(c, st.base_s)
             self.stats.cues += 1
