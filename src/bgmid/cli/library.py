@@ -10,6 +10,7 @@ import time
 
 from bgmid.cli.common import add_db_argument, progress
 from bgmid.fingerprint.presets import DEFAULT_PRESET, PRESETS, QueryOptions
+from bgmid.pipeline import STREAM_QUERY_S
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -174,41 +175,24 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 1 if report.failed else 0
 
 
-#: Queries longer than this (s, as the container declares; unknown counts as long) are streamed in blocks
-#: (:meth:`bgmid.match.Matcher.identify_file`): memory stays flat whatever their length. Shorter ones are
-#: loaded whole, which skips the refinement phases' analyses when no refinement is needed.
-STREAM_QUERY_S = 60.0
-
-
 def cmd_identify(args: argparse.Namespace) -> int:
-    from bgmid.audio import AudioError, info, load, resample
+    from bgmid.audio import AudioError
     from bgmid.cli.common import audio_warnings, resolve_separator
     from bgmid.index import open_index
-    from bgmid.match import Matcher
     from bgmid.paths import shown
+    from bgmid.pipeline import QueryPipeline
 
     status = 0
     separator = resolve_separator(args.separator, command="identify")
     top = max(1, args.top)
+    options = QueryOptions(shifts=max(1, args.shifts), min_aligned=args.min_aligned,
+                           refine_phases=max(1, args.refine_phases), alterations=not args.no_alterations)
     with open_index(args.db) as store, audio_warnings("identify"):
-        matcher = Matcher(store, QueryOptions(shifts=max(1, args.shifts), min_aligned=args.min_aligned,
-                                              refine_phases=max(1, args.refine_phases),
-                                              alterations=not args.no_alterations))
+        pipeline = QueryPipeline(store, separator, options=options)
         for q in args.queries:
             name = shown(q)
             try:
-                duration = info(q).duration_s
-                if duration <= 0 or duration > STREAM_QUERY_S:
-                    matches = matcher.identify_file(q, top=top, separator=separator)
-                else:
-                    x, sr = load(q)
-                    if separator is not None:  # fusion: votes of the mix and of the separated music are pooled
-                        x = resample(x, sr, separator.sample_rate)
-                        sr = separator.sample_rate
-                        music, _ = separator.separate(x)
-                        matches = matcher.identify([x, music], sr, top=top)
-                    else:
-                        matches = matcher.identify(x, sr, top=top)
+                matches = pipeline.identify_file(q, top=top)
             except AudioError as exc:
                 print(f"bgmid identify: {exc}", file=sys.stderr)
                 status = 1
