@@ -92,6 +92,7 @@ __all__ = [
     "open_library",
     "resolve_separators",
     "score",
+    "is_condition",
     "set_role",
 ]
 
@@ -120,6 +121,7 @@ class QuerySpec:
         return f"d{self.density_factor:g}-f{self.fanout_factor:g}-s{self.shifts}"
 
     def options(self, min_aligned: int = 1) -> QueryOptions:
+        """Query options (``min_aligned`` 0: the calibrated decision, with alteration search)."""
         return QueryOptions(density_factor=self.density_factor, fanout_factor=self.fanout_factor,
                             shifts=self.shifts, min_aligned=min_aligned)
 
@@ -158,10 +160,19 @@ QUERY_GRID = (
 
 
 def set_role(name: str) -> tuple[str, float]:
-    """(role, SNR dB) of a fixed set name: ``mixture``, ``clean``, ``speech``, ``ooi``, ``ooi_mixture``.
+    """(role, SNR dB) of a fixed set name: ``mixture``, ``clean``, ``speech``, ``ooi``, ``ooi_mixture``, and
+    for the broadcast-condition sets of ``bgmid data mix --conditions`` (``test_-10dB_speed+4.2``,
+    ``test_speech_broadcast``, see :func:`bgmid.data.mixing.split_condition`) ``condition`` (altered music)
+    or ``condition_negative`` (altered speech or out-of-index music), with the SNR of their base set.
 
     SNR is +inf for music-only sets and -inf for speech-only ones.
     """
+    from bgmid.data.mixing import split_condition
+
+    base, cond = split_condition(name)
+    if cond:
+        role, snr = set_role(base)
+        return ("condition_negative" if is_negative(role) else "condition"), snr
     m = re.fullmatch(r"[A-Za-z0-9]+_(ooi_)?(-?\d+(?:\.\d+)?)dB", name)
     if m:
         return ("ooi_mixture" if m.group(1) else "mixture"), float(m.group(2))
@@ -173,11 +184,18 @@ def set_role(name: str) -> tuple[str, float]:
     if suffix == "ooi":
         return "ooi", math.inf
     raise BgmidError(f"fixed set {name!r}: not a set this evaluation knows (SPLIT_<snr>dB, SPLIT_music, "
-                     "SPLIT_speech, SPLIT_ooi, SPLIT_ooi_<snr>dB)")
+                     "SPLIT_speech, SPLIT_ooi, SPLIT_ooi_<snr>dB, or one of those with a condition suffix "
+                     "such as _speed+4.2: see bgmid data mix --help)")
 
 
 def is_negative(role: str) -> bool:
-    return role in ("speech", "ooi", "ooi_mixture")
+    return role in ("speech", "ooi", "ooi_mixture", "condition_negative")
+
+
+def is_condition(role: str) -> bool:
+    """A broadcast-condition set: identified with the full decision of ``bgmid identify`` (alteration search,
+    short-query density), not with the raw candidates of the threshold sweep."""
+    return role in ("condition", "condition_negative")
 
 
 def default_sets(split: str = "test", snrs: Sequence[float] = (0, -10, -20)) -> list[str]:
@@ -292,6 +310,8 @@ class Library:
     info: dict[str, dict]  #: each index's ``built.json``
     item_of: dict[str, dict[int, str]]
     pipelines: dict[tuple[str, str, str], QueryPipeline]
+    #: the same with the calibrated decision and alteration search, for the condition sets (:func:`is_condition`)
+    decisions: dict[tuple[str, str, str], QueryPipeline]
 
     def close(self) -> None:
         for s in self.stores.values():
@@ -309,7 +329,9 @@ def open_library(root: Path, presets: Sequence[str], queries: Sequence[QuerySpec
     item_of = {p: {m.track_id: m.content_hash for m in s.tracks()} for p, s in stores.items()}
     pipelines = {(p, q.label, inp): QueryPipeline(stores[p], fusion=inp == "fusion", options=q.options(min_aligned=1))
                  for p in presets for q in queries for inp in INPUTS}
-    return Library(stores, info, item_of, pipelines)
+    decisions = {(p, q.label, inp): QueryPipeline(stores[p], fusion=inp == "fusion", options=q.options(min_aligned=0))
+                 for p in presets for q in queries for inp in INPUTS}
+    return Library(stores, info, item_of, pipelines, decisions)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -452,7 +474,10 @@ def _identify_clips(fs: FixedSet, sep: str, ests: Sequence[np.ndarray | None], p
         stems = {"mix": mixes.mix(k, first.sample_rate)} | ({} if est is None else {"music": est})
         for inp in inputs:
             t0 = time.perf_counter()
-            ms = pipes[inp].candidates(pipes[inp].landmarks(stems, known), top=2, min_aligned=1)
+            if is_condition(fs.role):  # the decision identify makes: runner_up 0, score as decided
+                ms = lib.decisions[(preset, label, inp)].identify_stems(stems, top=1)
+            else:
+                ms = pipes[inp].candidates(pipes[inp].landmarks(stems, known), top=2, min_aligned=1)
             dt = time.perf_counter() - t0 + t_est
             out[inp].append(_row(fs, k, sep, inp, preset, label, ms, lib.item_of[preset], repeat, dt))
     return out
