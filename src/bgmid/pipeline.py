@@ -125,13 +125,20 @@ class QueryPipeline:
 
     def identify_file(self, path: str | os.PathLike, top: int = 1) -> list[Match]:
         """Identify a query file of any length: loaded whole up to :data:`STREAM_QUERY_S`, streamed beyond
-        (memory stays flat; the separator, when there is one, runs block by block and ``fusion`` applies).
+        (memory stays flat; the separator, when there is one, runs block by block and ``fusion`` applies);
+        a streamed query with no match is searched for alterations on its first :data:`STREAM_QUERY_S` s.
         Raises :class:`bgmid.audio.AudioError` for a file that cannot be read."""
         from bgmid.audio import info, load
 
         duration = info(path).duration_s
         if (duration <= 0 or duration > STREAM_QUERY_S) and (self.separator is None or self.fusion):
             sep = None if self.separator is None else threaded(self.separator, self.threads)
-            return self.matcher.identify_file(path, top=top, separator=sep)
+            found = self.matcher.identify_file(path, top=top, separator=sep)
+            if found or not self.options.alterations:
+                return found
+            # nothing as indexed: search alterations on the first STREAM_QUERY_S seconds (a sped-up or
+            # transposed recording is altered throughout; the search needs the signal in memory)
+            x, sr = load(path, duration_s=STREAM_QUERY_S)
+            return self.identify(x, sr, top)
         x, sr = load(path)
         return self.identify(x, sr, top)
