@@ -180,8 +180,40 @@ def cmd_index(args: argparse.Namespace) -> int:
 STREAM_QUERY_S = 60.0
 
 
+def query_options(args: argparse.Namespace) -> QueryOptions:
+    """The query options ``identify``'s arguments ask for (also what ``bgmid serve`` uses, from its defaults)."""
+    return QueryOptions(shifts=max(1, args.shifts), min_aligned=args.min_aligned,
+                        refine_phases=max(1, args.refine_phases), alterations=not args.no_alterations)
+
+
+def identify_query(matcher, path: str | os.PathLike, top: int = 1, separator=None) -> list:
+    """The matches for one query file, as ``bgmid identify`` reports them: short queries loaded whole (with the
+    separator, the votes of the mix and of the separated music are pooled), long ones streamed in blocks.
+    Raises :class:`bgmid.audio.AudioError` for an unreadable file. Shared by the CLI and ``bgmid serve``."""
+    from bgmid.audio import info, load, resample
+
+    duration = info(path).duration_s
+    if duration <= 0 or duration > STREAM_QUERY_S:
+        return matcher.identify_file(path, top=top, separator=separator)
+    x, sr = load(path)
+    if separator is not None:  # fusion: votes of the mix and of the separated music are pooled
+        x = resample(x, sr, separator.sample_rate)
+        sr = separator.sample_rate
+        music, _ = separator.separate(x)
+        return matcher.identify([x, music], sr, top=top)
+    return matcher.identify(x, sr, top=top)
+
+
+def identify_object(name: str, matches: list, error: str | None = None) -> dict:
+    """One query's ``identify --json`` object (the JSON contract, see README)."""
+    obj = {"query": name, "matches": [m.to_dict() for m in matches]}
+    if error is not None:
+        obj["error"] = error
+    return obj
+
+
 def cmd_identify(args: argparse.Namespace) -> int:
-    from bgmid.audio import AudioError, info, load, resample
+    from bgmid.audio import AudioError
     from bgmid.cli.common import audio_warnings, resolve_separator
     from bgmid.index import open_index
     from bgmid.match import Matcher
@@ -191,32 +223,19 @@ def cmd_identify(args: argparse.Namespace) -> int:
     separator = resolve_separator(args.separator, command="identify")
     top = max(1, args.top)
     with open_index(args.db) as store, audio_warnings("identify"):
-        matcher = Matcher(store, QueryOptions(shifts=max(1, args.shifts), min_aligned=args.min_aligned,
-                                              refine_phases=max(1, args.refine_phases),
-                                              alterations=not args.no_alterations))
+        matcher = Matcher(store, query_options(args))
         for q in args.queries:
             name = shown(q)
             try:
-                duration = info(q).duration_s
-                if duration <= 0 or duration > STREAM_QUERY_S:
-                    matches = matcher.identify_file(q, top=top, separator=separator)
-                else:
-                    x, sr = load(q)
-                    if separator is not None:  # fusion: votes of the mix and of the separated music are pooled
-                        x = resample(x, sr, separator.sample_rate)
-                        sr = separator.sample_rate
-                        music, _ = separator.separate(x)
-                        matches = matcher.identify([x, music], sr, top=top)
-                    else:
-                        matches = matcher.identify(x, sr, top=top)
+                matches = identify_query(matcher, q, top=top, separator=separator)
             except AudioError as exc:
                 print(f"bgmid identify: {exc}", file=sys.stderr)
                 status = 1
                 if args.json:
-                    print(json.dumps({"query": name, "matches": [], "error": str(exc)}), flush=True)
+                    print(json.dumps(identify_object(name, [], error=str(exc))), flush=True)
                 continue
             if args.json:
-                print(json.dumps({"query": name, "matches": [m.to_dict() for m in matches]}), flush=True)
+                print(json.dumps(identify_object(name, matches)), flush=True)
             elif not matches:
                 print(f"{name}: no match", flush=True)
             else:
