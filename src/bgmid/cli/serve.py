@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 opens it to the "
                    "network, put it behind a TLS proxy then)")
-    p.add_argument("--port", type=int, default=8000, help="TCP port (default %(default)s)")
+    p.add_argument("--port", type=int, default=8000, metavar="PORT", help="TCP port (default %(default)s)")
     tok = p.add_mutually_exclusive_group()
     tok.add_argument("--token", metavar="T", help="the bearer token clients must send (at least 8 characters; "
                      "default: a random one, printed at start)")
@@ -37,9 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", action="append", metavar="DIR",
                    help="data folder: uploads, generated files and the state file go in the first; monitor "
                    "'path's must lie inside one of them (repeat for more read-only roots; default ./bgmid-data)")
-    p.add_argument("--max-upload-mb", type=float, default=500.0,
+    p.add_argument("--max-upload-mb", type=float, default=500.0, metavar="N",
                    help="largest request body in MB (10^6 bytes); larger uploads get HTTP 413 (default %(default)s)")
-    p.add_argument("--workers", type=int, default=1, help="monitor jobs run at once (default %(default)s)")
+    p.add_argument("--workers", type=int, default=1, metavar="N", help="monitor jobs run at once (default %(default)s)")
     p.add_argument("--pool", choices=("process", "thread"), default="process",
                    help="run jobs in worker processes (default: isolated, parallel) or threads")
     p.add_argument("--cors-origin", action="append", default=[], metavar="URL",

@@ -22,13 +22,16 @@ async function api(path, options = {}) {
     let detail = res.statusText;
     try { detail = (await res.json()).detail; } catch (e) { /* not JSON */ }
     const text = typeof detail === "string" ? detail : JSON.stringify(detail);
-    say(`${res.status}: ${text}`);
+    say(`${res.status}: ${text}`, true);
     throw new Error(text);
   }
   return res;
 }
 
-function say(text) { $("message").textContent = text || ""; }
+function say(text, error = false) {
+  $("message").textContent = text || "";
+  $("message").classList.toggle("error", error);
+}
 
 // -- time ----------------------------------------------------------------------------------------------
 function tc(s) {  // seconds -> HH:MM:SS.mmm, as the cue sheet writes it
@@ -203,8 +206,12 @@ function drawTimeline() {
   for (const [key, cls] of [["level_db", "mix"], ["speech_db", "speech"], ["music_db", "music"]]) {
     const curve = p.levels[key];
     if (!curve || !curve.length) continue;
-    el("polyline", { class: cls, points: curve.map((v, i) => `${x(i + 0.5).toFixed(1)},${y(v).toFixed(1)}`).join(" ") },
-       svg);
+    const pts = curve.map((v, i) => `${x(i + 0.5).toFixed(1)},${y(v).toFixed(1)}`);
+    if (cls === "mix") {  // the mix as a filled area under its level: the backdrop of the other curves
+      pts.unshift(`${x(0.5)},${y(-60)}`);
+      pts.push(`${x(curve.length - 0.5)},${y(-60)}`);
+    }
+    el(cls === "mix" ? "polygon" : "polyline", { class: cls, points: pts.join(" ") }, svg);
   }
   p.cues.forEach((c, i) => {
     const cls = `cue ${c.status}${i === state.selected ? " selected" : ""}`;
@@ -225,7 +232,7 @@ function drawTimeline() {
   const step = niceStep(p.duration_s);
   for (let s = 0; s <= p.duration_s; s += step) {
     el("line", { x1: x(s), x2: x(s), y1: H - 14, y2: H - 10, stroke: "#889" }, svg);
-    el("text", { class: "axis", x: x(s) + 2, y: H - 2 }, svg).textContent = tc(s).slice(s >= 3600 ? 0 : 3, 8);
+    if (x(s) + 40 < W) el("text", { class: "axis", x: x(s) + 2, y: H - 2 }, svg).textContent = tc(s).slice(s >= 3600 ? 0 : 3, 8);
   }
   el("line", { id: "playhead", class: "playhead", x1: 0, x2: 0, y1: 0, y2: H }, svg);
   svg.onclick = (ev) => {  // click the timeline: play the programme from there
