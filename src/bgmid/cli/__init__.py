@@ -21,6 +21,7 @@ COMMANDS = (
     "bgmid.cli.evaluate",  # evaluate
     "bgmid.cli.monitor",  # monitor
     "bgmid.cli.demo",  # demo: the whole job end to end
+    "bgmid.cli.serve",  # serve: HTTP API and review page
 )
 
 

@@ -175,6 +175,20 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 1 if report.failed else 0
 
 
+def query_options(args: argparse.Namespace) -> QueryOptions:
+    """The query options ``identify``'s arguments ask for (also what ``bgmid serve`` uses, from its defaults)."""
+    return QueryOptions(shifts=max(1, args.shifts), min_aligned=args.min_aligned,
+                        refine_phases=max(1, args.refine_phases), alterations=not args.no_alterations)
+
+
+def identify_object(name: str, matches: list, error: str | None = None) -> dict:
+    """One query's ``identify --json`` object (the JSON contract, see README)."""
+    obj = {"query": name, "matches": [m.to_dict() for m in matches]}
+    if error is not None:
+        obj["error"] = error
+    return obj
+
+
 def cmd_identify(args: argparse.Namespace) -> int:
     from bgmid.audio import AudioError
     from bgmid.cli.common import audio_warnings, resolve_separator
@@ -185,10 +199,8 @@ def cmd_identify(args: argparse.Namespace) -> int:
     status = 0
     separator = resolve_separator(args.separator, command="identify")
     top = max(1, args.top)
-    options = QueryOptions(shifts=max(1, args.shifts), min_aligned=args.min_aligned,
-                           refine_phases=max(1, args.refine_phases), alterations=not args.no_alterations)
     with open_index(args.db) as store, audio_warnings("identify"):
-        pipeline = QueryPipeline(store, separator, options=options)
+        pipeline = QueryPipeline(store, separator, options=query_options(args))
         for q in args.queries:
             name = shown(q)
             try:
@@ -197,10 +209,10 @@ def cmd_identify(args: argparse.Namespace) -> int:
                 print(f"bgmid identify: {exc}", file=sys.stderr)
                 status = 1
                 if args.json:
-                    print(json.dumps({"query": name, "matches": [], "error": str(exc)}), flush=True)
+                    print(json.dumps(identify_object(name, [], error=str(exc))), flush=True)
                 continue
             if args.json:
-                print(json.dumps({"query": name, "matches": [m.to_dict() for m in matches]}), flush=True)
+                print(json.dumps(identify_object(name, matches)), flush=True)
             elif not matches:
                 print(f"{name}: no match", flush=True)
             else:
