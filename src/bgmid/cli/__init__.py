@@ -20,6 +20,7 @@ COMMANDS = (
     "bgmid.cli.data",  # data fetch, add, mix, programme, info
     "bgmid.cli.evaluate",  # evaluate
     "bgmid.cli.monitor",  # monitor
+    "bgmid.cli.batch",  # batch: many programmes on a process pool or Ray
     "bgmid.cli.demo",  # demo: the whole job end to end
 )
 
