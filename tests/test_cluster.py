@@ -76,3 +76,28 @@ def test_ray_batch_equals_single_process_and_survives_a_killed_worker(ray_cluste
     assert killed, "no Ray worker was seen running a programme"
     assert (s["done"], s["failed"]) == (3, 0) and s["retries"] >= 1
     assert_same_as_monitor(tmp_path / "b", monitored)
+
+
+def test_index_on_ray_equals_one_process(ray_cluster, music_dir, built_index, tmp_path, capsys):
+    """``bgmid index --ray`` (the test's cluster: the command joins it and leaves it running) fingerprints on
+    Ray workers and writes through this process: the same tracks, hash counts and postings as one process;
+    an unreadable file is reported in one line."""
+    import json
+
+    from bgmid.cli import main
+    from bgmid.index import open_index
+
+    (tmp_path / "in").mkdir()
+    bad = tmp_path / "in" / "broken.flac"
+    bad.write_bytes(b"fLaC" + b"\x00" * 200)
+    db = tmp_path / "db"
+    assert main(["index", "--db", str(db), "--ray", "local", "--jobs", "2", "--json", str(music_dir), str(bad)]) == 1
+    out = capsys.readouterr()
+    rep = json.loads(out.out)
+    assert ray_cluster.is_initialized() and rep["added"] == 8 and len(rep["failed"]) == 1
+    assert "Traceback" not in out.err and "broken.flac" in out.err
+    with open_index(db) as a, open_index(built_index) as b:
+        assert {(t.content_hash, t.n_hashes) for t in a.tracks()} == {(t.content_hash, t.n_hashes) for t in b.tracks()}
+        sa, sb = a.stats(), b.stats()
+        assert (sa["postings"], sa["stored_postings"], sa["stop_words"]) == \
+            (sb["postings"], sb["stored_postings"], sb["stop_words"])

@@ -12,8 +12,9 @@ cluster (``ObjectRef.future()`` is Ray's own bridge to ``concurrent.futures``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from typing import Any
 
 from bgmid.errors import BgmidError
@@ -54,9 +55,40 @@ def connect(address: str = "local", num_cpus: int | None = None) -> Any:
     return ray
 
 
+@contextmanager
+def ray_session(address: str = "local", num_cpus: int | None = None) -> Iterator[Any]:
+    """:func:`connect` for the length of a command; disconnects (and stops an embedded cluster) only if it
+    connected, so a caller that already uses Ray keeps its cluster."""
+    ray = require_ray()
+    started = not ray.is_initialized()
+    connect(address, num_cpus)
+    try:
+        yield ray
+    finally:
+        if started:
+            ray.shutdown()
+
+
 def cluster_gpus(ray: Any) -> float:
     """GPUs in the cluster (0 on a CPU-only one)."""
     return float(ray.cluster_resources().get("GPU", 0.0))
+
+
+def _unwrapped(fut: Future) -> Future:
+    """``fut`` with a task's own exception in place of Ray's wrapper (``RayTaskError.cause``: an unreadable
+    file fails with its one-line :class:`~bgmid.audio.AudioError`, not a remote traceback); a dead worker
+    stays Ray's ``WorkerCrashedError``."""
+    out: Future = Future()
+
+    def done(f: Future) -> None:
+        try:
+            out.set_result(f.result())
+        except BaseException as exc:  # handed on, as the caller's future's exception
+            cause = getattr(exc, "cause", None)
+            out.set_exception(cause if isinstance(cause, BaseException) else exc)
+
+    fut.add_done_callback(done)
+    return out
 
 
 class RayExecutor:
@@ -75,7 +107,7 @@ class RayExecutor:
     def submit(self, fn: Callable, *args: Any) -> Future:
         if fn not in self._remote:
             self._remote[fn] = self.ray.remote(fn).options(**self.resources)
-        return self._remote[fn].remote(*args).future()
+        return _unwrapped(self._remote[fn].remote(*args).future())
 
     def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
         """Nothing to stop: the cluster outlives the executor (the caller disconnects when it is done)."""

@@ -74,43 +74,48 @@ def cmd_batch(args: argparse.Namespace) -> int:
         pass
     job = concrete(BatchJob(db=os.path.abspath(args.db), separator=args.separator, device=args.device,
                             preset=args.preset, config=config, options=options, alteration=alteration))
-    if args.ray is None:
-        workers = args.workers or os.cpu_count() or 1
-        executor, engine, ray = LocalPool(workers), "local", None
-    else:
-        from bgmid.cluster import RayExecutor, cluster_gpus, connect
+    from contextlib import nullcontext
 
-        ray = connect(args.ray, num_cpus=args.workers if args.ray == "local" else None)
-        cpus = int(ray.cluster_resources().get("CPU", 1))
-        workers = args.workers or cpus
-        resources: dict = {"num_cpus": 1}
-        gpus = cluster_gpus(ray)
-        if gpus > 0 and job.separator != "none":
-            resources["num_gpus"] = min(1.0, gpus / workers)
-            if job.device == "cpu":
-                job = replace(job, device="cuda")
-        executor, engine = RayExecutor(ray, resources), "ray"
-    bar = progress(desc="batch", unit="s")
+    session = nullcontext(None)
+    if args.ray is not None:
+        from bgmid.cluster import ray_session
 
-    def on_start(total_s: float, n: int) -> None:
-        bar.reset(total=round(total_s, 1) or None)
-        bar.set_postfix_str(f"{n} programmes to do")
+        session = ray_session(args.ray, num_cpus=args.workers if args.ray == "local" else None)
+    with session as ray:
+        if ray is None:
+            workers = args.workers or os.cpu_count() or 1
+            executor, engine = LocalPool(workers), "local"
+        else:
+            from bgmid.cluster import RayExecutor, cluster_gpus
 
-    def on_progress(o) -> None:
-        if o.status == "failed":
-            print(f"bgmid batch: failed after {o.attempts} attempts: {shown(o.path)}: {o.error}", file=sys.stderr)
-        if o.status == "done":
-            bar.update(round(o.duration_s, 1))
-            bar.set_postfix_str(shown(o.name)[-30:])
+            workers = args.workers or int(ray.cluster_resources().get("CPU", 1))
+            resources: dict = {"num_cpus": 1}
+            gpus = cluster_gpus(ray)
+            if gpus > 0 and job.separator != "none":  # separation on a share of a GPU, the rest on its CPU
+                resources["num_gpus"] = min(1.0, gpus / workers)
+                if job.device == "cpu":
+                    job = replace(job, device="cuda")
+            executor, engine = RayExecutor(ray, resources), "ray"
+        bar = progress(desc="batch", unit="s")
 
-    try:
-        with bar:
-            report = run_batch(job, paths, args.out, executor, workers, retries=args.retries,
-                               on_progress=on_progress, on_start=on_start, engine=engine)
-    finally:
-        executor.shutdown(wait=False, cancel_futures=True)
-        if ray is not None:
-            ray.shutdown()
+        def on_start(total_s: float, n: int) -> None:
+            bar.reset(total=round(total_s, 1) or None)
+            bar.set_postfix_str(f"{n} programmes to do")
+
+        def on_progress(o) -> None:
+            if o.status == "failed":
+                print(f"bgmid batch: failed after {o.attempts} attempts: {shown(o.path)}: {o.error}",
+                      file=sys.stderr)
+            if o.status == "done":
+                bar.update(round(o.duration_s, 1))
+                bar.set_postfix_str(shown(o.name)[-30:])
+
+        try:
+            with bar:
+                report = run_batch(job, paths, args.out, executor, workers, retries=args.retries,
+                                   on_progress=on_progress, on_start=on_start, engine=engine)
+        finally:
+            executor.shutdown(wait=False, cancel_futures=True)
     s = report.summary()
     if args.json:
         print(json.dumps(s))

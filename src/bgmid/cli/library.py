@@ -178,27 +178,29 @@ def cmd_index(args: argparse.Namespace) -> int:
                                  f"catalogue. Split an index with 'bgmid shard --db {shown(args.db)} --out NEW "
                                  f"--shards {args.shards}'.")
             create_sharded(args.db, args.shards, args.preset)
-    executor, ray, jobs = None, None, max(1, args.jobs)
+    from contextlib import nullcontext
+
+    session = nullcontext(None)
     if args.ray is not None:
-        from bgmid.cluster import RayExecutor, connect
+        from bgmid.cluster import ray_session
 
-        ray = connect(args.ray, num_cpus=args.jobs if args.ray == "local" and args.jobs > 1 else None)
-        executor = RayExecutor(ray, {"num_cpus": 1})
-        jobs = args.jobs if args.jobs > 1 else max(1, int(ray.cluster_resources().get("CPU", 1)))
-    try:
-        with open_index(args.db, preset=args.preset, create=True, wait=not args.no_wait) as store:
-            bar = progress(total=total, desc="indexing", unit="file")
-
-            def on_progress(path: str, status: str) -> None:
-                bar.update(1)
-                bar.set_postfix_str(status, refresh=False)
-
-            report = index_paths(store, args.paths, jobs=jobs, on_progress=on_progress, executor=executor)
-            bar.close()
-            stats = store.stats()
-    finally:
+        session = ray_session(args.ray, num_cpus=args.jobs if args.ray == "local" and args.jobs > 1 else None)
+    with session as ray, open_index(args.db, preset=args.preset, create=True, wait=not args.no_wait) as store:
+        executor, jobs = None, max(1, args.jobs)
         if ray is not None:
-            ray.shutdown()
+            from bgmid.cluster import RayExecutor
+
+            executor = RayExecutor(ray, {"num_cpus": 1})
+            jobs = args.jobs if args.jobs > 1 else max(1, int(ray.cluster_resources().get("CPU", 1)))
+        bar = progress(total=total, desc="indexing", unit="file")
+
+        def on_progress(path: str, status: str) -> None:
+            bar.update(1)
+            bar.set_postfix_str(status, refresh=False)
+
+        report = index_paths(store, args.paths, jobs=jobs, on_progress=on_progress, executor=executor)
+        bar.close()
+        stats = store.stats()
     for _, reason in report.failed:
         print(f"bgmid index: skipped: {reason}", file=sys.stderr)
     for _, msg in report.warnings:
