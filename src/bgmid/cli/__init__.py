@@ -21,6 +21,7 @@ COMMANDS = (
     "bgmid.cli.models",  # models fetch, list (pretrained weights)
     "bgmid.cli.evaluate",  # evaluate
     "bgmid.cli.monitor",  # monitor
+    "bgmid.cli.batch",  # batch: many programmes on a process pool or Ray
     "bgmid.cli.demo",  # demo: the whole job end to end
     "bgmid.cli.serve",  # serve: HTTP API and review page
 )

@@ -70,10 +70,15 @@ def index_paths(
     jobs: int = 1,
     on_progress: Callable[[str, str], None] | None = None,
     min_duration_s: float = 1.0,
+    executor=None,
 ) -> IndexReport:
     """Index every audio file under ``paths`` into ``store``; failures are collected, not raised.
 
     ``on_progress(path, status)`` is called once per file with status ``added``, ``skipped`` or ``failed``.
+    ``executor``: where files are fingerprinted (anything with ``submit(fn, *args) -> Future``, e.g. a
+    :class:`bgmid.cluster.RayExecutor`; default a process pool of ``jobs`` workers when ``jobs`` > 1), with at
+    most ``2 * jobs`` files in flight. Only this process writes: every result comes back here and is committed
+    through the store's single writer.
     """
     report = IndexReport()
     files = [str(p) for p in iter_audio_files(list(paths))]
@@ -126,7 +131,9 @@ def index_paths(
         if len(report.added) % COMPACT_EVERY == 0 and hasattr(store, "compact"):
             store.compact()  # tiered merges as we go: a long run keeps few segments (and few open files)
 
-    executor = ProcessPoolExecutor(max_workers=jobs) if jobs > 1 else None
+    own_executor = executor is None and jobs > 1
+    if own_executor:
+        executor = ProcessPoolExecutor(max_workers=jobs)
     try:
         for path in files:
             try:
@@ -171,7 +178,7 @@ def index_paths(
             for f in done:
                 finish(f)
     finally:
-        if executor is not None:
+        if own_executor:
             executor.shutdown(wait=False, cancel_futures=True)
         if hasattr(store, "compact"):
             store.compact()
