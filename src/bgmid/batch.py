@@ -171,9 +171,9 @@ def programme_fingerprint(path: str, job: BatchJob, index: dict) -> str:
     """sha1 over the programme's bytes, the options that change its cues and the index's identity."""
     import hashlib
 
-    from bgmid.index.build import file_sha1
+    from bgmid.hashing import file_digest
 
-    key = json.dumps({"file": file_sha1(path), "job": job.options_key(), "index": index}, sort_keys=True,
+    key = json.dumps({"file": file_digest(path, "sha1"), "job": job.options_key(), "index": index}, sort_keys=True,
                      default=str)
     return hashlib.sha1(key.encode()).hexdigest()
 

@@ -53,20 +53,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_separate(args: argparse.Namespace) -> int:
-    import torch
-
     from bgmid.audio import AudioError, iter_audio_files
     from bgmid.cli.common import audio_warnings
     from bgmid.paths import shown
     from bgmid.separation.apply import separate_file, unique_stems
-    from bgmid.separation.registry import load_separator
+    from bgmid.separation.registry import load_separator, torch_threads
 
-    torch.set_num_threads(max(1, args.threads))
     sep = load_separator(args.model, device=args.device, weights=args.weights)
     total_s = total_wall = 0.0
     inputs = list(iter_audio_files(args.inputs))
     failed = 0
-    with audio_warnings("separate"):
+    with audio_warnings("separate"), torch_threads(max(1, args.threads)):
         for path, stem in zip(inputs, unique_stems(inputs), strict=True):
             try:
                 r = separate_file(sep.model, path, args.out, chunk=args.chunk, device=args.device, stem=stem,
