@@ -171,7 +171,7 @@ def search(store, peaks: QueryPeaks, grid: Sequence[Alteration], fanout: int, ma
     if not hs:
         return []
     h, t, g = np.concatenate(hs), np.concatenate(ts), np.concatenate(gs)
-    rows, tids, times = store.lookup(h, max_postings=max_postings)
+    rows, tids, times = _lookup_unique(store, h, max_postings)
     if rows.size == 0:
         return []
     off = ((times - t[rows]) >> 1) + (1 << 21)
@@ -186,6 +186,23 @@ def search(store, peaks: QueryPeaks, grid: Sequence[Alteration], fanout: int, ma
     best = first[np.argsort(-counts[first], kind="stable")[:top]]
     return [Candidate(int(track[i]), grid[int((uk[i] >> 22) & 1023)], int(counts[i])) for i in best
             if counts[i] >= min_score]
+
+
+def _lookup_unique(store, h: np.ndarray, max_postings: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``store.lookup(h)`` with each distinct hash looked up once: neighbouring grid points share many hashes
+    (about half of a search's are repeats), and the lookup is most of a search's cost. Returns the postings
+    of every row of ``h`` (query row, track id, track time), as ``store.lookup`` would."""
+    uh, inv = np.unique(h, return_inverse=True)
+    urows, tids, times = store.lookup(uh, max_postings=max_postings)
+    if urows.size == 0:
+        return urows, tids, times
+    order = np.argsort(inv, kind="stable")  # query rows grouped by their distinct hash
+    per = np.bincount(inv, minlength=uh.size)
+    first = np.cumsum(per) - per
+    n = per[urows]  # each posting is repeated for every query row with its hash
+    which = np.repeat(np.arange(urows.size), n)
+    k = np.arange(which.size) - np.repeat(np.cumsum(n) - n, n)
+    return order[first[urows][which] + k], tids[which], times[which]
 
 
 def refine(alt: Alteration, step: float = 0.01, time: bool = False) -> list[Alteration]:

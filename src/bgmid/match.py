@@ -516,7 +516,7 @@ class Matcher:
         o = self.options
         short = bool(ys) and ys[0].size < o.short_query_s * self.preset.sample_rate
         if short:
-            o = replace(o, density_factor=o.density_factor * o.short_density, shifts=max(2, o.shifts))
+            o = replace(o, density_factor=o.density_factor * o.short_density, shifts=max(o.short_shifts, o.shifts))
         m = self if o is self.options else Matcher(self.store, o)
         lm = m._query_landmarks(ys)
         matches, votes = m._match(lm, top, None)
