@@ -69,6 +69,27 @@ def test_every_api_call_needs_the_token(built_index, tmp_path):
         assert "access-control-allow-origin" not in c.get("/", headers={"Origin": "http://evil.example"}).headers
 
 
+def test_no_body_is_read_without_the_token(built_index, tmp_path):
+    import asyncio
+
+    app = make_app(built_index, tmp_path / "data")
+    read, sent = [], []
+
+    async def receive():
+        read.append(1)
+        return {"type": "http.request", "body": b"x" * 1000, "more_body": False}
+
+    async def send(msg):
+        sent.append(msg)
+
+    scope = {"type": "http", "method": "POST", "path": "/api/identify", "raw_path": b"/api/identify",
+             "query_string": b"", "headers": [(b"content-type", b"multipart/form-data; boundary=x"),
+                                               (b"content-length", b"1000")],
+             "http_version": "1.1", "scheme": "http", "server": ("127.0.0.1", 80), "client": ("127.0.0.1", 1)}
+    asyncio.run(app(scope, receive, send))
+    assert sent[0]["status"] == 401 and not read
+
+
 def test_uploads_over_the_limit_get_413(built_index, tmp_path):
     with TestClient(make_app(built_index, tmp_path / "data", max_upload_mb=0.05)) as c:
         big = b"\0" * 80_000

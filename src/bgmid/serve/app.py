@@ -30,12 +30,14 @@ from bgmid.cuesheet import csv_rows, parse_timecode, result_to_dict
 from bgmid.errors import BgmidError
 from bgmid.serve.jobs import JobRunner, MonitorOptions
 from bgmid.serve.media import media_type, playable
-from bgmid.serve.security import BodyLimit, Tokens, UrlSigner, resolve_under, safe_name
+from bgmid.serve.security import BodyLimit, TokenGate, Tokens, UrlSigner, resolve_under, safe_name
 from bgmid.serve.store import CUE_STATUSES, ReviewStore, cue_from_dict, cue_record
 
 __all__ = ["ServeConfig", "create_app"]
 
 STATIC = resources.files("bgmid.serve") / "static"
+#: The routes that also take a signed URL instead of the token (``<audio>`` elements cannot send headers).
+AUDIO_ROUTES = r"/api/(programmes|tracks)/\d+/audio"
 
 
 @dataclass
@@ -128,6 +130,7 @@ def create_app(config: ServeConfig) -> FastAPI:
                   "Every /api call needs 'Authorization: Bearer TOKEN'.")
     app.state.store, app.state.config, app.state.signer = store, config, signer
     app.add_middleware(BodyLimit, max_bytes=int(config.max_upload_mb * 1_000_000))
+    app.add_middleware(TokenGate, tokens=config.tokens, open_paths=AUDIO_ROUTES)  # outermost: checked first
     if config.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 

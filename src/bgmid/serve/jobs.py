@@ -31,10 +31,16 @@ class MonitorOptions:
     shifts: int = 1  #: STFT analysis phases
 
 
+class ServerGone(RuntimeError):
+    """The server that queued a job in a worker process has exited: the job stops."""
+
+
 def run_monitor_job(data_dir: str, db: str, job_id: str, source: str, name: str, options: dict,
-                    truth: list[dict] | None = None) -> int | None:
+                    truth: list[dict] | None = None, server_pid: int | None = None) -> int | None:
     """Run one monitor job to its end; every outcome is written to the state file (``done`` with the new
-    programme's id, or ``failed`` with a one-line reason). Returns the programme id, or None on failure."""
+    programme's id, or ``failed`` with a one-line reason). Returns the programme id, or None on failure.
+    In a worker process (``server_pid`` is not this process), the job stops at its next progress report when
+    the server process is gone (killed without shutting its pool down), instead of running on orphaned."""
     from bgmid.alterations import parse_alteration
     from bgmid.cuesheet import programme_title
     from bgmid.errors import BgmidError
@@ -46,6 +52,11 @@ def run_monitor_job(data_dir: str, db: str, job_id: str, source: str, name: str,
 
     store = ReviewStore(data_dir)
     opts = MonitorOptions(**options)
+    in_worker = server_pid is not None and server_pid != os.getpid()
+
+    def orphan() -> bool:
+        return in_worker and os.getppid() != server_pid
+
     store.update_job(job_id, status="running", started=utc_now())
     try:
         from bgmid.audio import info
@@ -57,6 +68,8 @@ def run_monitor_job(data_dir: str, db: str, job_id: str, source: str, name: str,
         last = [0.0]
 
         def tick(sec: float) -> None:  # at most a few writes a second
+            if orphan():
+                raise ServerGone("the server stopped before the job finished; submit it again")
             now = time.monotonic()
             if duration > 0 and now - last[0] >= 0.5:
                 last[0] = now
@@ -69,7 +82,7 @@ def run_monitor_job(data_dir: str, db: str, job_id: str, source: str, name: str,
         audio = playable(source, Path(data_dir) / "cache", f"programme-{job_id}")
         return store.add_programme(result, source=source, audio=str(audio), name=name,
                                    title=programme_title(name), truth=truth, job_id=job_id)
-    except (BgmidError, OSError) as exc:  # AudioError is a BgmidError: the message names the problem
+    except (BgmidError, OSError, ServerGone) as exc:  # AudioError is a BgmidError: the message names the problem
         store.update_job(job_id, status="failed", error=str(exc), finished=utc_now())
     except Exception as exc:  # noqa: BLE001  (anything else still ends the job, with its type for the report)
         store.update_job(job_id, status="failed", error=f"{type(exc).__name__}: {exc}", finished=utc_now())
@@ -95,7 +108,7 @@ class JobRunner:
         job_id = uuid.uuid4().hex[:16]
         self.store.add_job(job_id, "monitor", source, name, asdict(options))
         fut = self.pool.submit(run_monitor_job, str(self.store.path.parent), self.db, job_id, source, name,
-                               asdict(options), truth)
+                               asdict(options), truth, os.getpid())
         fut.add_done_callback(lambda f, j=job_id: self._finished(j, f))
         return job_id
 
@@ -109,4 +122,10 @@ class JobRunner:
                 self.store.update_job(job_id, status="failed", error=why, finished=utc_now())
 
     def shutdown(self, wait: bool = True) -> None:
+        """Stop: queued jobs are cancelled; with ``wait=False`` running worker processes are terminated too
+        (their jobs are marked failed when the server starts again)."""
+        procs = list((getattr(self.pool, "_processes", None) or {}).values())  # none in a thread pool
         self.pool.shutdown(wait=wait, cancel_futures=True)
+        if not wait:
+            for proc in procs:
+                proc.terminate()
