@@ -60,10 +60,13 @@ def test_every_api_call_needs_the_token(built_index, tmp_path):
                 assert r.status_code == 401, (method, path, headers, r.status_code)
         assert c.get("/api/tracks?q=track03", headers=AUTH).json()[0]["title"] == "track03"
         # the pages and the API description are public and self-contained: nothing loaded from elsewhere
-        for page in ("/", "/docs", "/static/app.js"):
+        for page in ("/", "/docs", "/static/app.js", "/static/docs.js"):
             r = c.get(page)
             assert r.status_code == 200
             assert "//cdn" not in r.text and 'src="http' not in r.text and "href=\"http" not in r.text
+            assert "<script>" not in r.text  # no inline script: the CSP allows only this server's files
+            assert r.headers["content-security-policy"].startswith("default-src 'self'")
+        assert c.get("/api/programmes").headers["x-content-type-options"] == "nosniff"
         paths = c.get("/openapi.json").json()["paths"]
         assert {"/api/identify", "/api/monitor", "/api/jobs/{job_id}", "/api/programmes/{pid}/cues/{n}"} <= set(paths)
         assert "access-control-allow-origin" not in c.get("/", headers={"Origin": "http://evil.example"}).headers

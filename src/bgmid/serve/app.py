@@ -28,7 +28,7 @@ from bgmid.cuesheet import csv_text, parse_timecode, result_to_dict
 from bgmid.errors import BgmidError
 from bgmid.serve.jobs import JobRunner, MonitorOptions
 from bgmid.serve.media import media_type, playable
-from bgmid.serve.security import BodyLimit, TokenGate, Tokens, UrlSigner, resolve_under, safe_name
+from bgmid.serve.security import BodyLimit, SecurityHeaders, TokenGate, Tokens, UrlSigner, resolve_under, safe_name
 from bgmid.serve.store import CUE_STATUSES, ReviewStore, cue_from_dict, cue_record
 
 __all__ = ["ServeConfig", "create_app"]
@@ -108,12 +108,19 @@ class Server:
             shutil.copyfileobj(upload.file, f, 1 << 20)
         return dest
 
-    def separator(self, name: str):
-        """A separator by API name (``auto``, ``none`` or a model name; never a path), loaded once."""
-        from bgmid.separation.registry import available_models, resolve_separator
+    @staticmethod
+    def check_separator(name: str) -> None:
+        """400 unless ``name`` is ``auto``, ``none`` or a registry model name: a client never names a file."""
+        from bgmid.separation.registry import available_models
 
         if name not in ("auto", "none", *available_models()):
             raise HTTPException(400, f"separator must be auto, none or one of {', '.join(available_models())}")
+
+    def separator(self, name: str):
+        """A separator by API name (see :meth:`check_separator`), loaded once per server."""
+        from bgmid.separation.registry import resolve_separator
+
+        self.check_separator(name)
         with self._sep_lock:
             if name not in self._separators:
                 self._separators[name] = resolve_separator(name, command="serve")
@@ -215,7 +222,7 @@ def monitor(auth: Auth, srv: Srv, file: Annotated[UploadFile | None, File()] = N
 
     if (file is None) == (path is None):
         raise HTTPException(400, "give either an uploaded 'file' or a 'path' under the data folders")
-    srv.separator(separator_name)  # validated (and loaded once) before the job is queued
+    srv.check_separator(separator_name)  # the job loads it, in its worker
     try:
         parse_alteration(alteration)
     except BgmidError as exc:
@@ -446,7 +453,8 @@ def create_app(config: ServeConfig) -> FastAPI:
                   "Every /api call needs 'Authorization: Bearer TOKEN'.")
     app.state.server = srv
     app.add_middleware(BodyLimit, max_bytes=int(config.max_upload_mb * 1_000_000))
-    app.add_middleware(TokenGate, tokens=config.tokens, open_paths=AUDIO_ROUTES)  # outermost: checked first
+    app.add_middleware(TokenGate, tokens=config.tokens, open_paths=AUDIO_ROUTES)  # before any body is read
+    app.add_middleware(SecurityHeaders)  # outermost: on every response, the 401s and 413s included
     if config.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
