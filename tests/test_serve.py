@@ -182,6 +182,8 @@ def test_concurrent_jobs_edits_audit_and_restart(built_index, programme, tmp_pat
             t.join()
         done = [wait_job(c, j) for j in jobs]
         assert [j["status"] for j in done] == ["done"] * 3
+        assert all(j["progress"] == 1.0 and j["duration_s"] == 75.0 and j["programme_id"] for j in done)
+        assert len({j["programme_id"] for j in done}) == 3
         progs = c.get("/api/programmes", headers=AUTH).json()
         assert len(progs) == 3 and {p["cues"] for p in progs} == {len(CUES)}
         pid = next(j["programme_id"] for j in done if j["name"] == "show.wav")
@@ -201,14 +203,24 @@ def test_concurrent_jobs_edits_audit_and_restart(built_index, programme, tmp_pat
             t.start()
         for t in threads:
             t.join()
-        r = c.post(url, headers=AUTH, json={"track_id": 2, "programme_start_s": 71.0, "programme_end_s": "00:01:14.5",
-                                            "track_start_s": 1.0})
+        t01 = c.get("/api/tracks?q=track01", headers=AUTH).json()[0]["track_id"]
+        r = c.post(url, headers=AUTH, json={"track_id": t01, "programme_start_s": 71.0,
+                                            "programme_end_s": "00:01:14.5", "track_start_s": 1.0})
         assert r.status_code == 201 and r.json()["n"] == 4
         assert c.patch(f"{url}/2", headers=AUTH, json={"programme_start_s": 50.0}).status_code == 422  # in > out
         assert c.patch(f"{url}/9", headers=AUTH, json={"status": "accepted"}).status_code == 404
         assert c.patch(f"{url}/1", headers=AUTH, json={"status": "maybe"}).status_code == 422
         assert c.patch(f"{url}/1", headers=AUTH, json={"track_id": 999}).status_code == 422
         before_restart = c.get(f"/api/programmes/{pid}", headers=AUTH).json()["cues"]
+        # another programme: a cue given another track takes that track's title and the reviewer's word
+        other = next(j["programme_id"] for j in done if j["programme_id"] != pid)
+        t06 = c.get("/api/tracks?q=track06", headers=AUTH).json()[0]["track_id"]
+        r = c.patch(f"/api/programmes/{other}/cues/3", headers=AUTH, json={"track_id": t06})
+        assert r.status_code == 200
+        assert (r.json()["title"], r.json()["score"], r.json()["confidence"], r.json()["status"]) == \
+            ("track06", 0, 1.0, "accepted")
+        assert r.json()["programme_start_s"] == c.get(f"/api/programmes/{other}", headers=AUTH).json()["cues"][2][
+            "programme_start_s"]
     # a new server on the same data folder: everything the reviewers did is there
     with TestClient(make_app(built_index, data)) as c:
         cues = c.get(f"/api/programmes/{pid}", headers=AUTH).json()["cues"]

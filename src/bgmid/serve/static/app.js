@@ -102,11 +102,12 @@ async function loadTracks() {
 
 function trackLabel(t) { return `${t.title} [${t.track_id}]`; }
 
-function trackId(text) {  // "Title [12]" (from the list) or a bare id
+function trackId(text) {  // "Title [12]" (from the list), a bare id, or a title only one track has
   const m = String(text).match(/\[(\d+)\]\s*$/) || String(text).trim().match(/^(\d+)$/);
   if (m) return parseInt(m[1], 10);
-  if (state.tracks.has(text)) return state.tracks.get(text);
-  throw new Error(`unknown track: ${text}`);
+  const same = [...state.tracks].filter(([label]) => label.slice(0, label.lastIndexOf(" [")) === text.trim());
+  if (same.length === 1) return same[0][1];  // a title, when only one track has it
+  throw new Error(same.length ? `several tracks are called ${text}: pick one from the list` : `unknown track: ${text}`);
 }
 
 $("upload").addEventListener("submit", async (ev) => {
