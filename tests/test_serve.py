@@ -211,6 +211,8 @@ def test_concurrent_jobs_edits_audit_and_restart(built_index, programme, tmp_pat
         assert c.patch(f"{url}/9", headers=AUTH, json={"status": "accepted"}).status_code == 404
         assert c.patch(f"{url}/1", headers=AUTH, json={"status": "maybe"}).status_code == 422
         assert c.patch(f"{url}/1", headers=AUTH, json={"track_id": 999}).status_code == 422
+        assert c.patch(f"{url}/1", headers=AUTH, json={}).status_code == 422
+        assert c.patch(f"{url}/1", headers=AUTH, json={"programme_end_s": "1:xx"}).status_code == 422
         before_restart = c.get(f"/api/programmes/{pid}", headers=AUTH).json()["cues"]
         # another programme: a cue given another track takes that track's title and the reviewer's word
         other = next(j["programme_id"] for j in done if j["programme_id"] != pid)

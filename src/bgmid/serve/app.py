@@ -295,6 +295,8 @@ def cuesheet_csv(auth: Auth, srv: Srv, pid: int) -> Response:
 @router.patch("/api/programmes/{pid}/cues/{n}", summary="accept, reject or edit a cue (audited)")
 def edit_cue(auth: Auth, srv: Srv, pid: int, n: int, edit: CueEdit) -> dict:
     prog = srv.programme_or_404(pid)
+    if not edit.model_dump(exclude_none=True):
+        raise HTTPException(422, "nothing to change: give status, times, track_id or usage")
     track = None
     if edit.track_id is not None:
         track = srv.tracks_by_id().get(edit.track_id)
