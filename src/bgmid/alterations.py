@@ -147,9 +147,17 @@ class Candidate:
     score: int
 
 
+#: A search candidate needs at least this many rare hashes on one (alteration, offset) to be verified. Chance
+#: reaches 5-8 on speech-only clips (12 s, and 5 s of processed speech: 30 of each on the corpus) and 5-16 on
+#: never-indexed music; altered music under speech at -10 dB mostly 15-150. Below it, verifying (a new analysis
+#: and lookup per alteration) would cost most of the search's time for nothing.
+MIN_SEARCH_SCORE = 9
+
+
 def search(store, peaks: QueryPeaks, grid: Sequence[Alteration], fanout: int, max_postings: int = 50,
-           top: int = 3) -> list[Candidate]:
-    """The ``top`` tracks with their best alteration from one lookup of every grid point's rare hashes.
+           top: int = 3, min_score: int = MIN_SEARCH_SCORE) -> list[Candidate]:
+    """The ``top`` tracks with their best alteration from one lookup of every grid point's rare hashes,
+    leaving out those below ``min_score``.
 
     Votes are on (track, alteration, offset in 2-frame bins): the bins absorb the drift of an alteration
     that is off by up to half a grid step.
@@ -176,7 +184,8 @@ def search(store, peaks: QueryPeaks, grid: Sequence[Alteration], fanout: int, ma
     track, counts, uk = track[order], counts[order], uk[order]
     first = np.flatnonzero(np.r_[True, track[1:] != track[:-1]])
     best = first[np.argsort(-counts[first], kind="stable")[:top]]
-    return [Candidate(int(track[i]), grid[int((uk[i] >> 22) & 1023)], int(counts[i])) for i in best]
+    return [Candidate(int(track[i]), grid[int((uk[i] >> 22) & 1023)], int(counts[i])) for i in best
+            if counts[i] >= min_score]
 
 
 def refine(alt: Alteration, step: float = 0.01, time: bool = False) -> list[Alteration]:

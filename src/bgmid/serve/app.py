@@ -1,10 +1,11 @@
 """The review server's HTTP API and pages (FastAPI), built by :func:`create_app` from a :class:`ServeConfig`.
 
-The API is a thin layer: identification is ``bgmid identify``'s own code path (:func:`bgmid.cli.library.
-identify_query`), monitoring is :class:`bgmid.monitor.Monitor` in a job (:mod:`bgmid.serve.jobs`), cue sheets are
-written by :mod:`bgmid.cuesheet`, state lives in :class:`bgmid.serve.store.ReviewStore`. Security rules are in
-:mod:`bgmid.serve.security`. Every ``/api`` route needs the bearer token except the two audio routes, which
-also accept the signed URLs the API hands out (an ``<audio>`` element cannot send a header).
+The API is a thin layer: identification is ``bgmid identify``'s own code path (the query pipeline,
+:meth:`bgmid.pipeline.QueryPipeline.identify_file`), monitoring is :class:`bgmid.monitor.Monitor` in a job
+(:mod:`bgmid.serve.jobs`), cue sheets are written by :mod:`bgmid.cuesheet`, state lives in
+:class:`bgmid.serve.store.ReviewStore`. Security rules are in :mod:`bgmid.serve.security`. Every ``/api``
+route needs the bearer token except the two audio routes, which also accept the signed URLs the API hands out
+(an ``<audio>`` element cannot send a header).
 """
 
 from __future__ import annotations
@@ -193,18 +194,16 @@ def docs_page() -> HTMLResponse:
 def identify(auth: Auth, srv: Srv, file: Annotated[UploadFile, File()], separator_name: Annotated[str, Form(
         alias="separator")] = "auto", top: Annotated[int, Form(ge=1, le=50)] = 1) -> dict:
     from bgmid.audio import AudioError
-    from bgmid.cli.library import identify_object, identify_query
-    from bgmid.fingerprint.presets import QueryOptions
+    from bgmid.cli.library import identify_object
     from bgmid.index import open_index
-    from bgmid.match import Matcher
+    from bgmid.pipeline import QueryPipeline
 
     sep = srv.separator(separator_name)
     path = srv.save_upload(file)
     try:
         with open_index(srv.config.db) as index:
-            matcher = Matcher(index, QueryOptions())
             try:
-                matches = identify_query(matcher, path, top=top, separator=sep)
+                matches = QueryPipeline(index, sep).identify_file(path, top=top)
             except AudioError as exc:
                 return identify_object(path.name, [], error=str(exc).replace(str(path.parent) + "/", ""))
         return identify_object(path.name, matches)
