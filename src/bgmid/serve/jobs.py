@@ -1,7 +1,8 @@
 """Monitor jobs of the review server, run in a worker pool and tracked in the state file.
 
 A job is one ``bgmid monitor`` run: :func:`run_monitor_job` opens the index, streams the programme through
-:class:`bgmid.monitor.Monitor`, and saves the result as a programme whose cues await review. It is a plain
+:class:`bgmid.monitor.Monitor` built as for ``bgmid batch`` (:func:`bgmid.batch.make_monitor`: the same monitor
+``bgmid monitor`` runs with its defaults), and saves the result as a programme whose cues await review. It is a plain
 top-level function that talks to the rest of the server only through the SQLite state file (progress, result,
 error), so the same code runs in a thread pool or in a process pool (``spawn``: a separate interpreter per worker,
 so a crash or a stuck decoder cannot take the server down, and the cores are used in parallel).
@@ -42,11 +43,11 @@ def run_monitor_job(data_dir: str, db: str, job_id: str, source: str, name: str,
     In a worker process (``server_pid`` is not this process), the job stops at its next progress report when
     the server process is gone (killed without shutting its pool down), instead of running on orphaned."""
     from bgmid.alterations import parse_alteration
+    from bgmid.batch import BatchJob, make_monitor
     from bgmid.cuesheet import programme_title
     from bgmid.errors import BgmidError
     from bgmid.fingerprint.presets import QueryOptions
     from bgmid.index import open_index
-    from bgmid.monitor import Monitor
     from bgmid.separation.registry import resolve_separator
     from bgmid.serve.media import playable
 
@@ -64,7 +65,8 @@ def run_monitor_job(data_dir: str, db: str, job_id: str, source: str, name: str,
         duration = info(source).duration_s
         store.update_job(job_id, duration_s=round(duration, 3))
         sep = resolve_separator(opts.separator, command="serve")
-        sep_name = "none" if sep is None else getattr(sep, "name", opts.separator)
+        job = BatchJob(db=db, separator=opts.separator, options=QueryOptions(shifts=max(1, opts.shifts)),
+                       alteration=parse_alteration(opts.alteration))
         last = [0.0]
 
         def tick(sec: float) -> None:  # at most a few writes a second
@@ -76,9 +78,7 @@ def run_monitor_job(data_dir: str, db: str, job_id: str, source: str, name: str,
                 store.update_job(job_id, progress=round(min(0.99, sec / duration), 3))
 
         with open_index(db) as index:
-            mon = Monitor(index, sep, options=QueryOptions(shifts=max(1, opts.shifts)), separator_name=sep_name,
-                          alteration=parse_alteration(opts.alteration))
-            result = mon.run(source, on_progress=tick)
+            result = make_monitor(index, sep, job).run(source, on_progress=tick)
         audio = playable(source, Path(data_dir) / "cache", f"programme-{job_id}")
         return store.add_programme(result, source=source, audio=str(audio), name=name,
                                    title=programme_title(name), truth=truth, job_id=job_id)
