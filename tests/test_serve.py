@@ -51,7 +51,8 @@ def test_every_api_call_needs_the_token(built_index, tmp_path):
     with TestClient(make_app(built_index, tmp_path / "data")) as c:
         calls = [("get", "/api/programmes"), ("get", "/api/programmes/1"), ("get", "/api/programmes/1/cuesheet.csv"),
                  ("get", "/api/programmes/1/cuesheet.json"), ("get", "/api/programmes/1/audit"),
-                 ("get", "/api/tracks?q=track"), ("get", "/api/jobs/abc"), ("patch", "/api/programmes/1/cues/1"),
+                 ("get", "/api/tracks?q=track"), ("get", "/api/jobs"), ("get", "/api/jobs/abc"),
+                 ("patch", "/api/programmes/1/cues/1"),
                  ("post", "/api/programmes/1/cues"), ("post", "/api/monitor"), ("post", "/api/identify"),
                  ("get", "/api/programmes/1/audio"), ("get", "/api/tracks/1/audio")]
         for method, path in calls:
@@ -184,6 +185,9 @@ def test_concurrent_jobs_edits_audit_and_restart(built_index, programme, tmp_pat
         assert [j["status"] for j in done] == ["done"] * 3
         assert all(j["progress"] == 1.0 and j["duration_s"] == 75.0 and j["programme_id"] for j in done)
         assert len({j["programme_id"] for j in done}) == 3
+        listed = c.get("/api/jobs", headers=AUTH).json()
+        assert sorted(j["id"] for j in listed) == sorted(jobs) and {j["source"] for j in listed} == {"show.wav",
+                                                                                                     "show2.wav"}
         progs = c.get("/api/programmes", headers=AUTH).json()
         assert len(progs) == 3 and {p["cues"] for p in progs} == {len(CUES)}
         pid = next(j["programme_id"] for j in done if j["name"] == "show.wav")

@@ -45,6 +45,8 @@ def test_review_page_end_to_end(built_index, tmp_path):
         assert page.locator("#timeline rect.cue").count() == len(CUES)
         assert page.locator("#timeline rect.truth").count() == len(CUES)
         assert page.locator("#timeline polygon.mix").count() == 1
+        page.locator("#jobs li.done").wait_for()
+        assert page.inner_text("#jobs") == "show.wav: done"
         titles = [rows.nth(i).locator("td").nth(4).inner_text() for i in range(len(CUES))]
         assert titles == [f"track{i:02d}" for i, *_ in CUES]
 

@@ -245,6 +245,11 @@ def monitor(auth: Auth, srv: Srv, file: Annotated[UploadFile | None, File()] = N
     return {"job": job, "status_url": f"/api/jobs/{job}"}
 
 
+@router.get("/api/jobs", summary="the latest jobs, newest first")
+def jobs(auth: Auth, srv: Srv, limit: int = 20) -> list[dict]:
+    return [{**j, "source": Path(j["source"]).name} for j in srv.store.jobs(min(limit, 200))]
+
+
 @router.get("/api/jobs/{job_id}", summary="a job's status (queued, running, done, failed) and progress (0-1)")
 def job(auth: Auth, srv: Srv, job_id: str) -> dict:
     j = srv.store.job(job_id)

@@ -67,6 +67,7 @@ async function start() {
   try { await loadProgrammes(); } catch (e) { return; }
   $("login").hidden = true; $("who").hidden = false; $("app").hidden = false; say("");
   loadTracks();
+  loadJobs();
 }
 
 // -- programmes list and upload --------------------------------------------------------------------------
@@ -86,6 +87,24 @@ async function loadProgrammes() {
     ul.append(li);
   }
   return list;
+}
+
+async function loadJobs() {  // the latest jobs; polled while any is queued or running
+  const jobs = await (await api("/api/jobs?limit=8")).json();
+  const ul = $("jobs");
+  ul.replaceChildren();
+  for (const j of jobs) {
+    const li = document.createElement("li");
+    li.className = `job ${j.status}`;
+    li.textContent = `${j.name}: ${j.status}${j.status === "running" ? ` ${Math.round(100 * j.progress)} %` : ""}`;
+    if (j.error) li.title = j.error;
+    if (j.programme_id) li.addEventListener("click", () => openProgramme(j.programme_id));
+    ul.append(li);
+  }
+  clearTimeout(state.jobTimer);
+  if (jobs.some((j) => j.status === "queued" || j.status === "running")) {
+    state.jobTimer = setTimeout(() => loadJobs().then(loadProgrammes).catch(() => {}), 2000);
+  }
 }
 
 async function loadTracks() {
@@ -122,6 +141,7 @@ $("upload").addEventListener("submit", async (ev) => {
   catch (e) { $("job-status").textContent = ""; return; }
   const bar = $("job-progress");
   bar.hidden = false;
+  loadJobs();
   for (;;) {
     const j = await (await api(`/api/jobs/${job.job}`)).json();
     bar.value = j.progress;
@@ -131,6 +151,7 @@ $("upload").addEventListener("submit", async (ev) => {
     await new Promise((r) => setTimeout(r, 500));
   }
   bar.hidden = true;
+  loadJobs();
 });
 
 // -- one programme ---------------------------------------------------------------------------------------
