@@ -85,15 +85,16 @@ def shoot(args: argparse.Namespace, prog: Path, truth: Path, work: Path) -> None
         rows = page.locator("#cues tbody tr")
         rows.first.wait_for()
         page.keyboard.press("a")  # accept the first cue
-        page.wait_for_function("state.programme.cues[0].status === 'accepted'")
+        page.wait_for_function("() => state.programme.cues[0].status === 'accepted'")
         if len(cues) > 3:
             page.evaluate("select(3)")
             page.keyboard.press("r")  # reject one
-            page.wait_for_function("state.programme.cues[3].status === 'rejected'")
+            page.wait_for_function("() => state.programme.cues[3].status === 'rejected'")
         pick = min(2, len(cues) - 1)
         rows.nth(pick).click()  # plays the cue in both players
         page.wait_for_function(
-            f"document.getElementById('prog-audio').currentTime > state.programme.cues[{pick}].programme_start_s + 1",
+            f"() => document.getElementById('prog-audio').currentTime > "
+            f"state.programme.cues[{pick}].programme_start_s + 1",
             timeout=20_000)
         page.keyboard.press("p")
         page.wait_for_timeout(300)

@@ -51,7 +51,8 @@ def test_every_api_call_needs_the_token(built_index, tmp_path):
     with TestClient(make_app(built_index, tmp_path / "data")) as c:
         calls = [("get", "/api/programmes"), ("get", "/api/programmes/1"), ("get", "/api/programmes/1/cuesheet.csv"),
                  ("get", "/api/programmes/1/cuesheet.json"), ("get", "/api/programmes/1/audit"),
-                 ("get", "/api/tracks?q=track"), ("get", "/api/jobs/abc"), ("patch", "/api/programmes/1/cues/1"),
+                 ("get", "/api/tracks?q=track"), ("get", "/api/jobs"), ("get", "/api/jobs/abc"),
+                 ("patch", "/api/programmes/1/cues/1"),
                  ("post", "/api/programmes/1/cues"), ("post", "/api/monitor"), ("post", "/api/identify"),
                  ("get", "/api/programmes/1/audio"), ("get", "/api/tracks/1/audio")]
         for method, path in calls:
@@ -60,13 +61,37 @@ def test_every_api_call_needs_the_token(built_index, tmp_path):
                 assert r.status_code == 401, (method, path, headers, r.status_code)
         assert c.get("/api/tracks?q=track03", headers=AUTH).json()[0]["title"] == "track03"
         # the pages and the API description are public and self-contained: nothing loaded from elsewhere
-        for page in ("/", "/docs", "/static/app.js"):
+        for page in ("/", "/docs", "/static/app.js", "/static/docs.js"):
             r = c.get(page)
             assert r.status_code == 200
             assert "//cdn" not in r.text and 'src="http' not in r.text and "href=\"http" not in r.text
+            assert "<script>" not in r.text  # no inline script: the CSP allows only this server's files
+            assert r.headers["content-security-policy"].startswith("default-src 'self'")
+        assert c.get("/api/programmes").headers["x-content-type-options"] == "nosniff"
         paths = c.get("/openapi.json").json()["paths"]
         assert {"/api/identify", "/api/monitor", "/api/jobs/{job_id}", "/api/programmes/{pid}/cues/{n}"} <= set(paths)
         assert "access-control-allow-origin" not in c.get("/", headers={"Origin": "http://evil.example"}).headers
+
+
+def test_no_body_is_read_without_the_token(built_index, tmp_path):
+    import asyncio
+
+    app = make_app(built_index, tmp_path / "data")
+    read, sent = [], []
+
+    async def receive():
+        read.append(1)
+        return {"type": "http.request", "body": b"x" * 1000, "more_body": False}
+
+    async def send(msg):
+        sent.append(msg)
+
+    scope = {"type": "http", "method": "POST", "path": "/api/identify", "raw_path": b"/api/identify",
+             "query_string": b"", "headers": [(b"content-type", b"multipart/form-data; boundary=x"),
+                                               (b"content-length", b"1000")],
+             "http_version": "1.1", "scheme": "http", "server": ("127.0.0.1", 80), "client": ("127.0.0.1", 1)}
+    asyncio.run(app(scope, receive, send))
+    assert sent[0]["status"] == 401 and not read
 
 
 def test_uploads_over_the_limit_get_413(built_index, tmp_path):
@@ -158,6 +183,11 @@ def test_concurrent_jobs_edits_audit_and_restart(built_index, programme, tmp_pat
             t.join()
         done = [wait_job(c, j) for j in jobs]
         assert [j["status"] for j in done] == ["done"] * 3
+        assert all(j["progress"] == 1.0 and j["duration_s"] == 75.0 and j["programme_id"] for j in done)
+        assert len({j["programme_id"] for j in done}) == 3
+        listed = c.get("/api/jobs", headers=AUTH).json()
+        assert sorted(j["id"] for j in listed) == sorted(jobs) and {j["source"] for j in listed} == {"show.wav",
+                                                                                                     "show2.wav"}
         progs = c.get("/api/programmes", headers=AUTH).json()
         assert len(progs) == 3 and {p["cues"] for p in progs} == {len(CUES)}
         pid = next(j["programme_id"] for j in done if j["name"] == "show.wav")
@@ -177,14 +207,26 @@ def test_concurrent_jobs_edits_audit_and_restart(built_index, programme, tmp_pat
             t.start()
         for t in threads:
             t.join()
-        r = c.post(url, headers=AUTH, json={"track_id": 2, "programme_start_s": 71.0, "programme_end_s": "00:01:14.5",
-                                            "track_start_s": 1.0})
+        t01 = c.get("/api/tracks?q=track01", headers=AUTH).json()[0]["track_id"]
+        r = c.post(url, headers=AUTH, json={"track_id": t01, "programme_start_s": 71.0,
+                                            "programme_end_s": "00:01:14.5", "track_start_s": 1.0})
         assert r.status_code == 201 and r.json()["n"] == 4
         assert c.patch(f"{url}/2", headers=AUTH, json={"programme_start_s": 50.0}).status_code == 422  # in > out
         assert c.patch(f"{url}/9", headers=AUTH, json={"status": "accepted"}).status_code == 404
         assert c.patch(f"{url}/1", headers=AUTH, json={"status": "maybe"}).status_code == 422
         assert c.patch(f"{url}/1", headers=AUTH, json={"track_id": 999}).status_code == 422
+        assert c.patch(f"{url}/1", headers=AUTH, json={}).status_code == 422
+        assert c.patch(f"{url}/1", headers=AUTH, json={"programme_end_s": "1:xx"}).status_code == 422
         before_restart = c.get(f"/api/programmes/{pid}", headers=AUTH).json()["cues"]
+        # another programme: a cue given another track takes that track's title and the reviewer's word
+        other = next(j["programme_id"] for j in done if j["programme_id"] != pid)
+        t06 = c.get("/api/tracks?q=track06", headers=AUTH).json()[0]["track_id"]
+        r = c.patch(f"/api/programmes/{other}/cues/3", headers=AUTH, json={"track_id": t06})
+        assert r.status_code == 200
+        assert (r.json()["title"], r.json()["score"], r.json()["confidence"], r.json()["status"]) == \
+            ("track06", 0, 1.0, "accepted")
+        assert r.json()["programme_start_s"] == c.get(f"/api/programmes/{other}", headers=AUTH).json()["cues"][2][
+            "programme_start_s"]
     # a new server on the same data folder: everything the reviewers did is there
     with TestClient(make_app(built_index, data)) as c:
         cues = c.get(f"/api/programmes/{pid}", headers=AUTH).json()["cues"]

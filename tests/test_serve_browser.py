@@ -22,8 +22,11 @@ def test_review_page_end_to_end(built_index, tmp_path):
     wav, truth = write_programme(tmp_path / "in")
     app = make_app(built_index, tmp_path / "data")
     with running(app) as base, browser_page() as page:
-        requests, audio = [], []
+        requests, audio, errors = [], [], []
         page.on("request", lambda r: requests.append(r.url))
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("response", lambda r: errors.append(f"{r.status} {r.url}") if r.status >= 400 else None)
         page.on("response", lambda r: audio.append((r.url, r.status, r.request.headers.get("range")))
                 if "/audio" in r.url else None)
         page.goto(base + "/")
@@ -42,6 +45,8 @@ def test_review_page_end_to_end(built_index, tmp_path):
         assert page.locator("#timeline rect.cue").count() == len(CUES)
         assert page.locator("#timeline rect.truth").count() == len(CUES)
         assert page.locator("#timeline polygon.mix").count() == 1
+        page.locator("#jobs li.done").wait_for()
+        assert page.inner_text("#jobs") == "show.wav: done"
         titles = [rows.nth(i).locator("td").nth(4).inner_text() for i in range(len(CUES))]
         assert titles == [f"track{i:02d}" for i, *_ in CUES]
 
@@ -49,13 +54,14 @@ def test_review_page_end_to_end(built_index, tmp_path):
         rows.nth(1).click()
         tin = float(page.evaluate("state.programme.cues[1].programme_start_s"))
         tref = float(page.evaluate("state.programme.cues[1].track_start_s"))
-        page.wait_for_function(f"document.getElementById('prog-audio').currentTime > {tin + 0.3}", timeout=20_000)
-        page.wait_for_function(f"document.getElementById('ref-audio').currentTime > {tref + 0.3}", timeout=20_000)
+        for player, t in (("prog-audio", tin), ("ref-audio", tref)):
+            page.wait_for_function(f"() => document.getElementById('{player}').currentTime > {t + 0.3}",
+                                   timeout=20_000)
         assert abs(page.evaluate("document.getElementById('ref-audio').currentTime") - tref) < 5
         assert any("/api/programmes/" in u and s == 206 for u, s, _ in audio), audio
         assert any("/api/tracks/" in u and s == 206 for u, s, _ in audio), audio
         page.keyboard.press("p")  # pause both
-        page.wait_for_function("document.getElementById('prog-audio').paused")
+        page.wait_for_function("() => document.getElementById('prog-audio').paused")
 
         # reject cue 1 with the keyboard (k: previous, r: reject)
         page.keyboard.press("k")
@@ -67,16 +73,16 @@ def test_review_page_end_to_end(built_index, tmp_path):
         page.keyboard.press("j")
         page.keyboard.press("j")
         page.keyboard.press("a")
-        page.wait_for_function("state.programme.cues[2].status === 'accepted'")
+        page.wait_for_function("() => state.programme.cues[2].status === 'accepted'")
         rows.nth(1).click()
         page.fill("#edit-in", "00:00:28.500")
         page.click("#edit-save")
-        page.wait_for_function("state.programme.cues[1].tc_in === '00:00:28.500'")
+        page.wait_for_function("() => state.programme.cues[1].tc_in === '00:00:28.500'")
         assert rows.nth(1).locator("td").nth(2).inner_text() == "00:00:28.500"
         # add a cue the detector missed
         page.fill("#add-in", "71")
         page.fill("#add-out", "00:01:14.000")
-        page.fill("#add-track", "track01 [2]")
+        page.fill("#add-track", "track01")  # a title (the list offers "track01 [id]")
         page.click("#add button")
         rows.nth(len(CUES)).wait_for()
         page.locator("#audit-box summary").click()
@@ -102,8 +108,14 @@ def test_review_page_end_to_end(built_index, tmp_path):
         # everything came from this server; the token is in sessionStorage, not in any URL
         assert requests and all(u.startswith(base) or u.startswith("blob:") for u in requests), requests
         assert not any(TOKEN in u for u in requests)
+        assert errors == [], errors  # no script error, nothing the Content-Security-Policy blocked
         assert page.evaluate("sessionStorage.getItem('bgmid-token')") == TOKEN
         # a reload keeps the session: no second sign-in
         page.reload()
         page.locator("#programmes li").first.wait_for()
         assert page.locator("#login").is_hidden()
+        # the API page renders the OpenAPI description by itself
+        page.goto(base + "/docs")
+        page.locator(".op").nth(10).wait_for()
+        assert "/api/programmes/{pid}/cues/{n}" in page.inner_text("#ops")
+        assert errors == [], errors

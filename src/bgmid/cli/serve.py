@@ -6,6 +6,7 @@ import argparse
 import importlib.util
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from bgmid.cli.common import add_db_argument
@@ -76,6 +77,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for d in data[1:]:
         if not d.is_dir():
             raise BgmidError(f"--data {d}: no such folder.")
+    # the server's temporary files (the multipart parser spools uploads over 1 MB) stay under --data too
+    tmp = data[0] / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    os.environ["TMPDIR"] = str(tmp.resolve())
+    tempfile.tempdir = None  # re-read TMPDIR
     config = ServeConfig(db=Path(args.db), data=data, tokens=tokens, max_upload_mb=args.max_upload_mb,
                          workers=max(1, args.workers), pool=args.pool, cors_origins=args.cors_origin)
     app = create_app(config)

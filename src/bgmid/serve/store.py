@@ -142,6 +142,11 @@ class ReviewStore:
         d["options"] = json.loads(d["options"])
         return d
 
+    def jobs(self, limit: int = 20) -> list[dict]:
+        """The latest jobs, newest first."""
+        rows = self._rows("SELECT * FROM jobs ORDER BY created DESC, rowid DESC LIMIT ?", (max(1, limit),))
+        return [{**dict(r), "options": json.loads(r["options"])} for r in rows]
+
     def fail_unfinished_jobs(self, why: str) -> int:
         """Mark jobs a previous server left queued or running as failed (their worker is gone)."""
         with self.write() as con:

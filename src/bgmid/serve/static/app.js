@@ -67,6 +67,7 @@ async function start() {
   try { await loadProgrammes(); } catch (e) { return; }
   $("login").hidden = true; $("who").hidden = false; $("app").hidden = false; say("");
   loadTracks();
+  loadJobs();
 }
 
 // -- programmes list and upload --------------------------------------------------------------------------
@@ -88,6 +89,24 @@ async function loadProgrammes() {
   return list;
 }
 
+async function loadJobs() {  // the latest jobs; polled while any is queued or running
+  const jobs = await (await api("/api/jobs?limit=8")).json();
+  const ul = $("jobs");
+  ul.replaceChildren();
+  for (const j of jobs) {
+    const li = document.createElement("li");
+    li.className = `job ${j.status}`;
+    li.textContent = `${j.name}: ${j.status}${j.status === "running" ? ` ${Math.round(100 * j.progress)} %` : ""}`;
+    if (j.error) li.title = j.error;
+    if (j.programme_id) li.addEventListener("click", () => openProgramme(j.programme_id));
+    ul.append(li);
+  }
+  clearTimeout(state.jobTimer);
+  if (jobs.some((j) => j.status === "queued" || j.status === "running")) {
+    state.jobTimer = setTimeout(() => loadJobs().then(loadProgrammes).catch(() => {}), 2000);
+  }
+}
+
 async function loadTracks() {
   const tracks = await (await api("/api/tracks?limit=500")).json();
   const dl = $("track-list");
@@ -102,11 +121,12 @@ async function loadTracks() {
 
 function trackLabel(t) { return `${t.title} [${t.track_id}]`; }
 
-function trackId(text) {  // "Title [12]" (from the list) or a bare id
+function trackId(text) {  // "Title [12]" (from the list), a bare id, or a title only one track has
   const m = String(text).match(/\[(\d+)\]\s*$/) || String(text).trim().match(/^(\d+)$/);
   if (m) return parseInt(m[1], 10);
-  if (state.tracks.has(text)) return state.tracks.get(text);
-  throw new Error(`unknown track: ${text}`);
+  const same = [...state.tracks].filter(([label]) => label.slice(0, label.lastIndexOf(" [")) === text.trim());
+  if (same.length === 1) return same[0][1];  // a title, when only one track has it
+  throw new Error(same.length ? `several tracks are called ${text}: pick one from the list` : `unknown track: ${text}`);
 }
 
 $("upload").addEventListener("submit", async (ev) => {
@@ -121,6 +141,7 @@ $("upload").addEventListener("submit", async (ev) => {
   catch (e) { $("job-status").textContent = ""; return; }
   const bar = $("job-progress");
   bar.hidden = false;
+  loadJobs();
   for (;;) {
     const j = await (await api(`/api/jobs/${job.job}`)).json();
     bar.value = j.progress;
@@ -130,6 +151,7 @@ $("upload").addEventListener("submit", async (ev) => {
     await new Promise((r) => setTimeout(r, 500));
   }
   bar.hidden = true;
+  loadJobs();
 });
 
 // -- one programme ---------------------------------------------------------------------------------------
