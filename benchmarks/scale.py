@@ -106,7 +106,7 @@ def _corpus_wavs(n: int, folder: Path) -> float:
     import soundfile as sf
 
     total = 0.0
-    for f in sorted((CACHE / "audio" / "16000").glob("*.npy"))[:n]:
+    for f in _music_files()[:n]:
         x = np.load(f)
         sf.write(folder / f"{f.stem}.wav", x, 16000, subtype="PCM_16")
         total += x.shape[0] / 16000
@@ -212,22 +212,28 @@ def decoy_catalogue(base: Path, size: int, target: Path) -> Path:
     return target
 
 
+def _music_files() -> list[Path]:
+    """The decoded corpus music tracks (16 kHz int16 caches), in id order."""
+    from bgmid.data.corpus import items, load_manifest
+
+    ids = sorted(r["id"] for r in items(load_manifest(CACHE), "music"))
+    return [f for f in (CACHE / "audio" / "16000" / f"{i}.npy" for i in ids) if f.exists()]
+
+
 def _excerpts(n: int, preset) -> list:
-    """``n`` 12 s excerpts of real corpus tracks (fingerprinted as queries)."""
+    """``n`` 12 s excerpts of real corpus music tracks (fingerprinted as queries)."""
     from bgmid.audio import resample
     from bgmid.fingerprint.landmarks import fingerprint
     from bgmid.fingerprint.presets import QueryOptions
 
     o = QueryOptions()
-    files = sorted((CACHE / "audio" / "16000").glob("*.npy"))
+    files = [f for f in _music_files() if np.load(f, mmap_mode="r").size >= 16000 * 14]
     rng = np.random.default_rng(7)
     out = []
     for f in rng.choice(files, size=n, replace=len(files) < n):
-        x = np.load(f).astype(np.float32) / 32768.0
-        if x.size < 16000 * 14:
-            continue
+        x = np.load(f, mmap_mode="r")
         s = int(rng.integers(0, x.size - 16000 * 12))
-        y = resample(x[s: s + 16000 * 12], 16000, preset.sample_rate)
+        y = resample(np.asarray(x[s: s + 16000 * 12], np.float32) / 32768.0, 16000, preset.sample_rate)
         out.append(fingerprint(y, preset, o.density_factor, o.fanout_factor))
     return out
 
@@ -241,7 +247,7 @@ def _time_queries(store, queries) -> tuple[list[float], list]:
         p = lookup(store, lm)
         v = score_offsets(p, 5)
         times.append((time.perf_counter() - t0) * 1000)
-        answers.append((v.track_ids.tolist(), v.scores.tolist()))
+        answers.append((v.track_ids.tolist(), v.scores.tolist(), len(p), len(lm)))
     return times, answers
 
 
@@ -253,6 +259,10 @@ def bench_query(a: argparse.Namespace) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     out: dict = {"machine_before": machine(), "shards": a.shards, "sizes": {}}
     base = Path(a.base)
+    if a.ray_actors:
+        from bgmid.cluster import connect
+
+        connect("local", num_cpus=os.cpu_count())
     with open_index(base) as s:
         queries = _excerpts(a.queries, s.preset)
         n_base = len(s.tracks())
@@ -266,14 +276,22 @@ def bench_query(a: argparse.Namespace) -> dict:
         split_s = time.perf_counter() - t0
         row: dict = {"split_s": round(split_s, 1)}
         answers = {}
-        for label, path in (("single", db), (f"{a.shards}_shards", sh)):
-            with open_index(path) as store:
+        from bgmid.index.shard import RayShardedStore
+
+        stores = [("single", open_index, db), (f"{a.shards}_shards", open_index, sh)]
+        if a.ray_actors:
+            stores.append((f"{a.shards}_shards_ray_actors", RayShardedStore, sh))
+        for label, opener, path in stores:
+            with opener(path) as store:
                 _time_queries(store, queries[:3])  # warm the page cache and the directories
                 ms, answers[label] = _time_queries(store, queries)
                 st = store.stats()
             row[label] = {"tracks": st["tracks"], "stored_postings": st["stored_postings"], "bytes": st["bytes"],
-                          "median_ms": round(float(np.median(ms)), 2), "p90_ms": round(float(np.percentile(ms, 90)), 2)}
-        row["identical_answers"] = answers["single"] == answers[f"{a.shards}_shards"]
+                          "median_ms": round(float(np.median(ms)), 2), "p90_ms": round(float(np.percentile(ms, 90)), 2),
+                          "queries": len(ms),
+                          "mean_landmarks_per_query": round(float(np.mean([x[3] for x in answers[label]])), 1),
+                          "mean_postings_per_query": round(float(np.mean([x[2] for x in answers[label]])), 1)}
+        row["identical_answers"] = all(v == answers["single"] for v in answers.values())
         out["sizes"][str(size)] = row
         print(json.dumps({size: row}), file=sys.stderr)
     out["machine_after"] = machine()
@@ -298,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--shards", type=int, default=4)
     q.add_argument("--queries", type=int, default=40)
     q.add_argument("--base", default=str(next(iter(sorted(CACHE.glob("index/p1-fill1000-*"))), DEFAULT_DB)))
+    q.add_argument("--ray-actors", action="store_true", help="also time the shards served by Ray actors")
     q.add_argument("--work", default="/tmp/bgmid-scale", help="where the grown catalogues are built (cached)")
     for p in (b, i, q):
         p.add_argument("--out", default=None, help="write the JSON report here (default benchmarks/results/)")

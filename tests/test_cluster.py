@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_batch import archive, assert_same_as_monitor, monitored  # noqa: F401  (shared fixtures)
+from archive import assert_same_as_monitor
 
 from bgmid.batch import BatchJob, run_batch
 
@@ -47,8 +47,8 @@ def _task_pids(name: str) -> list[int]:
     return pids
 
 
-def test_ray_batch_equals_single_process_and_survives_a_killed_worker(ray_cluster, archive, built_index,  # noqa: F811
-                                                                       monitored, tmp_path):  # noqa: F811
+def test_ray_batch_equals_single_process_and_survives_a_killed_worker(ray_cluster, archive, built_index, monitored,
+                                                                       tmp_path):
     from bgmid.cluster import RayExecutor
 
     paths = [str(p) for p in sorted(archive.glob("*.wav"))]
@@ -106,8 +106,8 @@ def test_index_on_ray_equals_one_process(ray_cluster, music_dir, built_index, tm
 def test_shards_on_ray_actors_answer_as_the_single_index(ray_cluster, built_index, tmp_path):
     """A 3-shard catalogue served by one Ray actor per shard gives the single index's postings and cue sheets."""
     import numpy as np
+    from archive import make_programme
     from conftest import SR
-    from test_batch import make_programme
 
     from bgmid.cuesheet import result_to_dict
     from bgmid.index import open_index
