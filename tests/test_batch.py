@@ -7,67 +7,14 @@ import os
 import signal
 import threading
 import time
-from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
-from conftest import SR, TRACK_S
-from signals import synth_music, synth_speech
+from archive import PROG_S, assert_same_as_monitor
 
-from bgmid.audio import resample
 from bgmid.batch import BatchJob, LocalPool, expand_inputs, output_names, run_batch
 from bgmid.cli import main
 from bgmid.fingerprint.presets import QueryOptions
 from bgmid.monitor import MonitorConfig
-
-PROG_S = 36.0
-#: per programme: (track index, programme start s, end s, track time at start s)
-LAYOUTS = [
-    [(0, 3.0, 15.0, 2.0), (1, 20.0, 33.0, 8.0)],
-    [(2, 2.0, 18.0, 5.0), (3, 22.0, 34.0, 0.0)],
-    [(4, 6.0, 30.0, 10.0)],
-]
-
-
-def make_programme(k: int) -> np.ndarray:
-    """Generated dialogue with indexed tracks under it (-3 dB), as the monitor tests build them."""
-    speech = resample(synth_speech(40 + k, PROG_S, 11025), 11025, SR)[: int(PROG_S * SR)]
-    prog = speech.copy()
-    ref = float(np.mean(speech.astype(np.float64) ** 2))
-    for i, a, b, off in LAYOUTS[k]:
-        x = synth_music(100 + i, TRACK_S, SR)[int(off * SR): int((off + b - a) * SR)]
-        prog[int(a * SR): int(a * SR) + x.size] += x * np.sqrt(ref * 10 ** (-0.3) / np.mean(x ** 2))
-    return (0.5 * prog / np.abs(prog).max()).astype(np.float32)
-
-
-@pytest.fixture(scope="session")
-def archive(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("archive")
-    for k in range(len(LAYOUTS)):
-        sf.write(d / f"prog{k}.wav", make_programme(k), SR)
-    return d
-
-
-@pytest.fixture(scope="session")
-def monitored(archive, built_index, tmp_path_factory) -> dict[str, tuple[dict, str]]:
-    """What ``bgmid monitor --out`` writes for each programme alone: {name: (JSON object, CSV text)}."""
-    d = tmp_path_factory.mktemp("alone")
-    out = {}
-    for wav in sorted(archive.glob("*.wav")):
-        assert main(["monitor", "--db", str(built_index), "--separator", "none", str(wav),
-                     "--out", str(d / f"{wav.stem}.json")]) == 0
-        assert main(["monitor", "--db", str(built_index), "--separator", "none", str(wav),
-                     "--out", str(d / f"{wav.stem}.csv")]) == 0
-        out[wav.stem] = (json.loads((d / f"{wav.stem}.json").read_text()), (d / f"{wav.stem}.csv").read_text())
-    return out
-
-
-def assert_same_as_monitor(out: Path, monitored: dict) -> None:
-    for name, (obj, text) in monitored.items():
-        assert json.loads((out / f"{name}.json").read_text()) == obj
-        assert (out / f"{name}.csv").read_text() == text
-    assert sum(len(obj["cues"]) for obj, _ in monitored.values()) >= 4  # the programmes' music was found
 
 
 def test_batch_cli_equals_monitor_and_resumes(archive, built_index, monitored, tmp_path, capsys):

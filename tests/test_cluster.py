@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_batch import archive, assert_same_as_monitor, monitored  # noqa: F401  (shared fixtures)
+from archive import assert_same_as_monitor
 
 from bgmid.batch import BatchJob, run_batch
 
@@ -47,8 +47,8 @@ def _task_pids(name: str) -> list[int]:
     return pids
 
 
-def test_ray_batch_equals_single_process_and_survives_a_killed_worker(ray_cluster, archive, built_index,  # noqa: F811
-                                                                       monitored, tmp_path):  # noqa: F811
+def test_ray_batch_equals_single_process_and_survives_a_killed_worker(ray_cluster, archive, built_index, monitored,
+                                                                       tmp_path):
     from bgmid.cluster import RayExecutor
 
     paths = [str(p) for p in sorted(archive.glob("*.wav"))]
@@ -101,3 +101,33 @@ def test_index_on_ray_equals_one_process(ray_cluster, music_dir, built_index, tm
         sa, sb = a.stats(), b.stats()
         assert (sa["postings"], sa["stored_postings"], sa["stop_words"]) == \
             (sb["postings"], sb["stored_postings"], sb["stop_words"])
+
+
+def test_shards_on_ray_actors_answer_as_the_single_index(ray_cluster, built_index, tmp_path):
+    """A 3-shard catalogue served by one Ray actor per shard gives the single index's postings and cue sheets."""
+    import numpy as np
+    from archive import make_programme
+    from conftest import SR
+
+    from bgmid.cuesheet import result_to_dict
+    from bgmid.index import open_index
+    from bgmid.index.shard import RayShardedStore, split_index
+    from bgmid.match import lookup
+    from bgmid.monitor import Monitor
+
+    split_index(built_index, tmp_path / "s3", 3)
+    prog = make_programme(1)
+    with open_index(built_index) as one, RayShardedStore(tmp_path / "s3") as actors:
+        assert len(actors.actors) == 3 and actors.n_hashes == one.n_hashes
+        from bgmid.audio import resample
+        from bgmid.fingerprint.landmarks import fingerprint
+
+        q = fingerprint(resample(prog[: SR * 12], SR, one.preset.sample_rate), one.preset, 2.0, 2.0)
+        for limit in (None, 1):
+            a, b = lookup(one, q, limit), lookup(actors, q, limit)
+            ka = np.lexsort((a.off, a.tids, a.rows))
+            kb = np.lexsort((b.off, b.tids, b.rows))
+            for u, v in ((a.rows, b.rows), (a.tids, b.tids), (a.off, b.off)):
+                np.testing.assert_array_equal(u[ka], v[kb])
+        c1 = result_to_dict(Monitor(one).run_array(prog, SR, "p"))
+        assert c1 == result_to_dict(Monitor(actors).run_array(prog, SR, "p")) and c1["cues"]

@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 import soundfile as sf
+from archive import make_programme
 from conftest import N_TRACKS, SR
 from signals import synth_music
-from test_batch import make_programme
 
 from bgmid.audio import resample
 from bgmid.cli import main

@@ -236,3 +236,99 @@ def split_index(source: str | os.PathLike, target: str | os.PathLike, n: int,
     _write_spec(dst, names, src.preset, source=shown(src_path))
     with ShardedStore(dst) as sharded:
         return sharded.stats()
+
+
+class _ShardServer:
+    """One shard held open (memory-mapped) by a Ray actor: the two halves of a lookup, with the first half's
+    per-segment positions kept between them under a token (several callers may interleave)."""
+
+    def __init__(self, path: str):
+        self.store = LocalStore(path)
+        self._pending: dict[int, list] = {}
+        self._next = 0
+
+    def info(self) -> tuple[int, np.ndarray, dict]:
+        return self.store.n_hashes, self.store.stop_words, self.store.preset.to_dict()
+
+    def count(self, q: np.ndarray) -> tuple[int, np.ndarray]:
+        found, total = self.store.find(q)
+        self._next += 1
+        self._pending[self._next] = found
+        return self._next, total
+
+    def postings(self, token: int, ok: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.store.postings_of(self._pending.pop(token), ok)
+
+    def track(self, track_id: int) -> TrackMeta:
+        return self.store.track(track_id)
+
+    def tracks(self) -> list[TrackMeta]:
+        return self.store.tracks()
+
+
+class RayShardedStore:
+    """A sharded index whose shards are held by Ray actors, one per shard (placed by Ray on any node that sees
+    the shard's folder; ``resources`` are each actor's Ray options): a lookup fans out to all actors at once and
+    merges as :class:`ShardedStore` does, so the answers are the same. Read-only (add tracks through
+    ``bgmid index --db``, which opens the shards directly)."""
+
+    def __init__(self, path: str | os.PathLike, resources: dict | None = None):
+        from bgmid.cluster import require_ray
+        from bgmid.fingerprint.presets import Preset
+
+        self.ray = require_ray()
+        self.path = Path(path)
+        server = self.ray.remote(_ShardServer).options(**{"num_cpus": 0, **(resources or {})})
+        self.actors = [server.remote(str(d)) for d in shard_folders(self.path)]
+        infos = self.ray.get([a.info.remote() for a in self.actors])
+        self.preset = Preset(**infos[0][2])
+        self._n_hashes = sum(i[0] for i in infos)
+        self._stops = np.unique(np.concatenate([i[1] for i in infos]))
+
+    @property
+    def n_hashes(self) -> int:
+        return self._n_hashes
+
+    def lookup(self, hashes: np.ndarray, max_postings: int | None = None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        q = np.asarray(hashes, dtype=np.uint32)
+        counted = self.ray.get([a.count.remote(q) for a in self.actors])
+        total = np.sum([t for _, t in counted], axis=0)
+        ok = total > 0
+        if max_postings is not None:
+            ok &= total <= max_postings
+        if self._stops.size:
+            ok &= ~np.isin(q, self._stops)
+        parts = self.ray.get([a.postings.remote(tok, ok) for a, (tok, _) in zip(self.actors, counted, strict=True)])
+        return tuple(np.concatenate(p) for p in zip(*parts, strict=True))  # type: ignore[return-value]
+
+    def track(self, track_id: int) -> TrackMeta:
+        return self.ray.get(self.actors[int(track_id) % len(self.actors)].track.remote(int(track_id)))
+
+    def tracks(self) -> list[TrackMeta]:
+        return sorted((t for ts in self.ray.get([a.tracks.remote() for a in self.actors]) for t in ts),
+                      key=lambda t: t.track_id)
+
+    def has_content(self, content_hash: str) -> bool:
+        return any(t.content_hash == content_hash for t in self.tracks())
+
+    def add_track(self, meta: TrackMeta, hashes: np.ndarray, times: np.ndarray) -> int:
+        raise BgmidError(f"{shown(self.path)}: shard actors serve lookups only; add tracks with 'bgmid index'.")
+
+    def remove(self, track_ids: Sequence[int]) -> int:
+        raise BgmidError(f"{shown(self.path)}: shard actors serve lookups only; remove tracks with 'bgmid remove'.")
+
+    def stats(self) -> dict:
+        with ShardedStore(self.path) as s:
+            return s.stats()
+
+    def close(self) -> None:
+        for a in self.actors:
+            self.ray.kill(a)
+        self.actors = []
+
+    def __enter__(self) -> RayShardedStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
