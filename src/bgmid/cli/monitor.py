@@ -22,7 +22,8 @@ def add_monitor_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--separator", default="auto", metavar="NAME|PATH|none",
         help="music-speech separator run before fingerprinting: a model name (unet, wave-unet, mmdensenet, "
-        "wave-densenet), a checkpoint .pt, or 'none' (raw mix only: much faster, weaker under loud speech). "
+        "wave-densenet; spleeter, pretrained, after 'bgmid models fetch spleeter'), a checkpoint .pt, or 'none' "
+        "(raw mix only: much faster, weaker under loud speech). "
         "Default 'auto': the shipped default model when its weights are installed, else none",
     )
     p.add_argument("--device", default="cpu", help="torch device for the separator (default cpu)")
