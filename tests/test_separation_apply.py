@@ -113,3 +113,7 @@ def test_cli_separate(tmp_path, capsys) -> None:
     from bgmid.audio import info
 
     assert info(tmp_path / "o" / "in.music.wav").sample_rate == 22050  # the input's rate, not the model's
+    assert main(["separate", "--model", "wave-unet", "--weights", str(ck), str(src), "--out", str(tmp_path / "o2"),
+                 "--sr", "8000"]) == 0
+    assert info(tmp_path / "o2" / "in.music.wav").sample_rate == 8000
+    assert main(["separate", "--weights", str(ck), str(src), "--out", str(tmp_path / "o3"), "--sr", "0"]) == 2

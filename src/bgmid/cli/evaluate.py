@@ -24,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--root", help="data root (default $BGMID_DATA or ~/.cache/bgmid)")
     p.add_argument("--models", nargs="+", metavar="MODEL",
                    help="separators: 'none' (unprocessed), registry names (unet, wave-unet, mmdensenet, "
-                        "wave-densenet) or checkpoint paths; default: none + every model with weights")
+                        "wave-densenet), pretrained names (spleeter, after 'bgmid models fetch spleeter') or "
+                        "checkpoint paths; default: none + every trained model with shipped weights")
     p.add_argument("--presets", nargs="+", metavar="PRESET", help="fingerprint presets (default p1 p2)")
     p.add_argument("--split", default="test", help="which fixed sets: test (default) or val")
     p.add_argument("--sets", nargs="+", metavar="SET",

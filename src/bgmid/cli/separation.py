@@ -12,7 +12,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "separate", help="split audio files into music and speech (writes NAME.music.wav, NAME.speech.wav)",
         description="Split audio/video files into music and speech: OUT/NAME.music.wav and OUT/NAME.speech.wav "
-        "(NAME: the input's file name without extension). Inputs that share a NAME (a/x.wav, b/x.wav) get "
+        "(NAME: the input's file name without extension), at the input's sample rate unless --sr says "
+        "otherwise. Inputs that share a NAME (a/x.wav, b/x.wav) get "
         "distinct names in input order (x, x-2, x-3, ...), so none overwrites another; each output is written "
         "whole or not at all. An unreadable input is named on stderr and skipped (exit status 1).",
     )
@@ -55,10 +56,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_separate(args: argparse.Namespace) -> int:
     from bgmid.audio import AudioError, iter_audio_files
     from bgmid.cli.common import audio_warnings
+    from bgmid.errors import BgmidError
     from bgmid.paths import shown
     from bgmid.separation.apply import separate_file, unique_stems
     from bgmid.separation.registry import load_separator, torch_threads
 
+    if args.sr is not None and args.sr <= 0:
+        raise BgmidError(f"--sr {args.sr}: a sample rate must be a positive number of Hz.")
     sep = load_separator(args.model, device=args.device, weights=args.weights)
     total_s = total_wall = 0.0
     inputs = list(iter_audio_files(args.inputs))
