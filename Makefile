@@ -22,6 +22,7 @@ demo: install
 	$(BIN)/bgmid demo --root $(DATA)
 
 test: install
+	$(BIN)/bgmid models fetch spleeter >/dev/null || echo "note: Spleeter weights not fetched; the port's comparison tests will skip"
 	$(BIN)/python -m pytest -q
 
 lint: install

@@ -38,3 +38,32 @@ def built_index(music_dir, tmp_path_factory) -> Path:
         rep = index_paths(store, [music_dir])
     assert len(rep.added) == N_TRACKS and not rep.failed
     return db
+
+
+@pytest.fixture(scope="session")
+def archive(tmp_path_factory) -> Path:
+    """Three short generated programmes (tests/archive.py) as WAV files."""
+    from archive import LAYOUTS, make_programme
+
+    d = tmp_path_factory.mktemp("archive")
+    for k in range(len(LAYOUTS)):
+        sf.write(d / f"prog{k}.wav", make_programme(k), SR)
+    return d
+
+
+@pytest.fixture(scope="session")
+def monitored(archive, built_index, tmp_path_factory) -> dict[str, tuple[dict, str]]:
+    """What ``bgmid monitor --out`` writes for each programme alone: {name: (JSON object, CSV text)}."""
+    import json
+
+    from bgmid.cli import main
+
+    d = tmp_path_factory.mktemp("alone")
+    out = {}
+    for wav in sorted(archive.glob("*.wav")):
+        assert main(["monitor", "--db", str(built_index), "--separator", "none", str(wav),
+                     "--out", str(d / f"{wav.stem}.json")]) == 0
+        assert main(["monitor", "--db", str(built_index), "--separator", "none", str(wav),
+                     "--out", str(d / f"{wav.stem}.csv")]) == 0
+        out[wav.stem] = (json.loads((d / f"{wav.stem}.json").read_text()), (d / f"{wav.stem}.csv").read_text())
+    return out

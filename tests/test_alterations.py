@@ -8,6 +8,7 @@ from conftest import SR
 from bgmid.alterations import NONE, Alteration, default_grid, query_peaks, search, undo
 from bgmid.audio import resample
 from bgmid.data import transforms
+from bgmid.fingerprint.presets import QueryOptions
 from bgmid.index import open_index
 from bgmid.match import Matcher
 
@@ -134,3 +135,22 @@ def test_a_sped_up_programme_is_monitored_with_the_right_cues(built_index, music
         assert abs(c.track_start_s - (t0 + (c.programme_start_s * speed - at))) < 0.3
         assert abs(c.speed / speed - 1) < 0.005
     assert abs(res.duration_s - prog.size / sr / speed) < 0.1
+
+
+def test_a_long_sped_up_query_file_is_searched_too(built_index, music_dir, tmp_path):
+    """Queries longer than STREAM_QUERY_S are streamed; when nothing matches as indexed, the pipeline
+    searches the alterations on their first minute (a PAL transfer is sped up throughout)."""
+    from signals import synth_speech
+
+    from bgmid.pipeline import STREAM_QUERY_S, QueryPipeline
+
+    x, sr = sf.read(music_dir / "track03.flac", dtype="float32")
+    y = np.concatenate([transforms.speed(x, sr, 25 / 24), 0.3 * synth_speech(3, 35.0, sr)])
+    assert y.size / sr > STREAM_QUERY_S
+    path = tmp_path / "long.flac"
+    sf.write(path, y, sr)
+    with open_index(built_index) as store:
+        (m,) = QueryPipeline(store).identify_file(path)
+        assert QueryPipeline(store, options=QueryOptions(alterations=False)).identify_file(path) == []
+    assert m.title == "track03" and abs(m.track_offset_s) < 0.15
+    assert abs(m.speed - 25 / 24) < 0.005

@@ -335,3 +335,34 @@ def test_repeat_criterion_on_a_loop():
     assert not is_repeat(x, 1.0, 24.0, 8.0)  # another place does not
     x16 = (x * 32767).astype(np.int16)  # the corpus cache's int16 is read as is
     assert is_repeat(x16, 1.0, 11.0, 8.0) and not is_repeat(x16, 1.0, 24.0, 8.0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# broadcast-condition sets (issue 12): evaluated with identify's own decision
+
+
+def test_condition_set_roles():
+    assert set_role("test_-10dB_speed+4.2") == ("condition", -10.0)
+    assert set_role("test_0dB_tempo-3") == ("condition", 0.0)
+    assert set_role("test_speech_broadcast") == ("condition_negative", -math.inf)
+    with pytest.raises(Exception, match="condition suffix"):
+        set_role("test_-10dB_warp9")
+
+
+def test_condition_sets_are_identified_through_the_alteration_search(data_root, tmp_path):
+    """A PAL speed-up (+4.2 %) defeats a plain landmark match; the evaluation scores such sets with the
+    pipeline identify runs, so the sped-up clips are found at the track's own offsets."""
+    from bgmid.data.mixing import build_fixed_sets
+    from bgmid.evaluate.report import _markdown, run_log
+
+    build_fixed_sets(data_root, "test", sample_rates=(16000,), n_clips=N_CLIPS, snrs=(0.0, -10.0), clip_s=CLIP_S,
+                     conditions=["speed+4.2"], log=lambda _m: None)
+    sets = ["test_0dB_speed+4.2", "test_0dB"]
+    st = EvalSettings(root=str(data_root), models=["none"], presets=["p1"], sets=sets, bss_clips=2, cache=False)
+    rep = evaluate(st, log=None)
+    rows = {r["set"]: r for r in rep["identification"]}
+    assert rows["test_0dB_speed+4.2"]["role"] == "condition"
+    assert rows["test_0dB_speed+4.2"]["rate"] >= 0.7, rows["test_0dB_speed+4.2"]
+    assert rows["test_0dB"]["rate"] >= 0.7
+    md = _markdown(rep, best_configuration(rep), run_log(rep, ["bgmid", "evaluate"]), [], "t")
+    assert "## 4b. Broadcast conditions" in md and "`test_0dB_speed+4.2`" in md

@@ -71,6 +71,33 @@ def test_separate_file_writes_both(tmp_path) -> None:
     assert rate == sr and mu.size == x.size and r.x_real_time > 0
 
 
+def test_separate_file_writes_the_inputs_rate(tmp_path) -> None:
+    """Stems come back at the input's rate (44.1 kHz here; the model runs at 11,025 Hz), as long as the input,
+    and still in time with it: an identity 'network' (music = mix) returns the input's tone at its phase."""
+    from bgmid.audio import load, write_wav
+
+    class Ident(torch.nn.Module):
+        sample_rate, segment, quantum = 11025, 8192, 1
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.cat([x, 0.5 * x], dim=1)
+
+    sr = 44100
+    t = np.arange(int(3.3 * sr)) / sr
+    x = (0.3 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)
+    src = write_wav(tmp_path / "clip.wav", x, sr)
+    r = separate_file(Ident(), src, tmp_path / "out", block_s=0.7)
+    mu, rate = load(r.music_path)
+    sp, _ = load(r.speech_path)
+    assert rate == r.sample_rate == sr and abs(mu.size - x.size) <= 2
+    k = min(mu.size, x.size)
+    mid = slice(sr // 10, k - sr // 10)  # away from the filters' start-up and end
+    assert np.max(np.abs(mu[mid] - x[mid])) < 2e-3  # 16-bit output of a 1 kHz tone through 44.1 -> 11.025 -> 44.1
+    assert np.max(np.abs(sp[mid] - 0.5 * x[mid])) < 2e-3
+    r = separate_file(Ident(), src, tmp_path / "o16", block_s=0.7, sample_rate=16000)
+    assert load(r.music_path)[1] == 16000 and abs(load(r.music_path)[0].size - x.size * 16000 / sr) <= 2
+
+
 def test_cli_separate(tmp_path, capsys) -> None:
     from bgmid.audio import write_wav
     from bgmid.cli import main
@@ -83,3 +110,10 @@ def test_cli_separate(tmp_path, capsys) -> None:
                  str(tmp_path / "o")]) == 0
     assert (tmp_path / "o" / "in.music.wav").exists() and (tmp_path / "o" / "in.speech.wav").exists()
     assert "real time" in capsys.readouterr().out
+    from bgmid.audio import info
+
+    assert info(tmp_path / "o" / "in.music.wav").sample_rate == 22050  # the input's rate, not the model's
+    assert main(["separate", "--model", "wave-unet", "--weights", str(ck), str(src), "--out", str(tmp_path / "o2"),
+                 "--sr", "8000"]) == 0
+    assert info(tmp_path / "o2" / "in.music.wav").sample_rate == 8000
+    assert main(["separate", "--weights", str(ck), str(src), "--out", str(tmp_path / "o3"), "--sr", "0"]) == 2

@@ -147,9 +147,17 @@ class Candidate:
     score: int
 
 
+#: A search candidate needs at least this many rare hashes on one (alteration, offset) to be verified. Chance
+#: reaches 5-8 on speech-only clips (12 s, and 5 s of processed speech: 30 of each on the corpus) and 5-16 on
+#: never-indexed music; altered music under speech at -10 dB mostly 15-150. Below it, verifying (a new analysis
+#: and lookup per alteration) would cost most of the search's time for nothing.
+MIN_SEARCH_SCORE = 9
+
+
 def search(store, peaks: QueryPeaks, grid: Sequence[Alteration], fanout: int, max_postings: int = 50,
-           top: int = 3) -> list[Candidate]:
-    """The ``top`` tracks with their best alteration from one lookup of every grid point's rare hashes.
+           top: int = 3, min_score: int = MIN_SEARCH_SCORE) -> list[Candidate]:
+    """The ``top`` tracks with their best alteration from one lookup of every grid point's rare hashes,
+    leaving out those below ``min_score``.
 
     Votes are on (track, alteration, offset in 2-frame bins): the bins absorb the drift of an alteration
     that is off by up to half a grid step.
@@ -163,7 +171,7 @@ def search(store, peaks: QueryPeaks, grid: Sequence[Alteration], fanout: int, ma
     if not hs:
         return []
     h, t, g = np.concatenate(hs), np.concatenate(ts), np.concatenate(gs)
-    rows, tids, times = store.lookup(h, max_postings=max_postings)
+    rows, tids, times = _lookup_unique(store, h, max_postings)
     if rows.size == 0:
         return []
     off = ((times - t[rows]) >> 1) + (1 << 21)
@@ -176,7 +184,25 @@ def search(store, peaks: QueryPeaks, grid: Sequence[Alteration], fanout: int, ma
     track, counts, uk = track[order], counts[order], uk[order]
     first = np.flatnonzero(np.r_[True, track[1:] != track[:-1]])
     best = first[np.argsort(-counts[first], kind="stable")[:top]]
-    return [Candidate(int(track[i]), grid[int((uk[i] >> 22) & 1023)], int(counts[i])) for i in best]
+    return [Candidate(int(track[i]), grid[int((uk[i] >> 22) & 1023)], int(counts[i])) for i in best
+            if counts[i] >= min_score]
+
+
+def _lookup_unique(store, h: np.ndarray, max_postings: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``store.lookup(h)`` with each distinct hash looked up once: neighbouring grid points share many hashes
+    (about half of a search's are repeats), and the lookup is most of a search's cost. Returns the postings
+    of every row of ``h`` (query row, track id, track time), as ``store.lookup`` would."""
+    uh, inv = np.unique(h, return_inverse=True)
+    urows, tids, times = store.lookup(uh, max_postings=max_postings)
+    if urows.size == 0:
+        return urows, tids, times
+    order = np.argsort(inv, kind="stable")  # query rows grouped by their distinct hash
+    per = np.bincount(inv, minlength=uh.size)
+    first = np.cumsum(per) - per
+    n = per[urows]  # each posting is repeated for every query row with its hash
+    which = np.repeat(np.arange(urows.size), n)
+    k = np.arange(which.size) - np.repeat(np.cumsum(n) - n, n)
+    return order[first[urows][which] + k], tids[which], times[which]
 
 
 def refine(alt: Alteration, step: float = 0.01, time: bool = False) -> list[Alteration]:

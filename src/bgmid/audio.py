@@ -44,7 +44,9 @@ __all__ = [
     "read_tags",
     "require_regular_file",
     "stream",
-    "stream_samples",
+    "OwnedBlock",
+    "OwningBlocker",
+    "owned_blocks",
     "resample",
     "resample_pieces",
     "write_wav",
@@ -440,16 +442,17 @@ def stream(
     """
     hop_s = block_s if hop_s is None else hop_s
     block, hop = int(round(block_s * sr)), int(round(hop_s * sr))
-    for start, x in stream_samples(path, sr, block, hop):
+    Blocker(block, hop)  # checks hop and block before anything is decoded
+    for start, x in blocks_of(resampled_pieces(path, sr), block, hop):
         yield start / sr, x
 
 
 class Blocker:
     """Cut consecutive pieces of one signal into blocks of ``block`` samples starting every ``hop`` samples.
 
-    The one place that lays out overlapping blocks: :func:`stream_samples` (decoded files), the monitor's
-    in-memory signals and the streamed fingerprinter (:class:`~bgmid.fingerprint.landmarks.LandmarkStream`)
-    all use it. :meth:`push` a piece, get the blocks it completed as ``(start, block)`` (start in samples);
+    The one place that lays out overlapping blocks; :class:`OwningBlocker` adds which samples each block
+    owns, for the streamed fingerprinter (:class:`~bgmid.fingerprint.landmarks.LandmarkStream`), long
+    queries and the monitor. :meth:`push` a piece, get the blocks it completed as ``(start, block)`` (start in samples);
     :meth:`finish` gives the tail: the last, shorter block when it holds samples no earlier block held (or
     when nothing was emitted yet). Blocks are copies, so callers own them.
     """
@@ -485,10 +488,68 @@ def blocks_of(pieces: Iterable[np.ndarray], block: int, hop: int) -> Iterator[tu
     yield from b.finish()
 
 
-def stream_samples(path: str | os.PathLike, sr: int, block: int, hop: int) -> Iterator[tuple[int, np.ndarray]]:
-    """Like :func:`stream` with block length, hop and start positions counted in samples at ``sr``."""
-    blocker = Blocker(block, hop)  # checks hop and block before anything is decoded
-    return blocks_of(resampled_pieces(path, sr), blocker.block, blocker.hop)
+@dataclass
+class OwnedBlock:
+    """A block of a streamed signal and the samples it *owns*: what is decided from this block alone.
+
+    Overlapping blocks give each sample context on both sides, but every sample (peak, landmark, separated
+    sample) must be decided by exactly one block, the one where it sits in the core, away from the edges:
+    ``own_lo:own_hi`` (absolute samples). The first block also owns its head (from 0) and the last one
+    everything to the end, so together they own the signal once.
+    """
+
+    start: int  #: absolute sample of ``x[0]``
+    x: np.ndarray
+    own_lo: int  #: first owned sample (absolute)
+    own_hi: int  #: one past the last owned sample (absolute; the end of the signal for the last block)
+    last: bool
+
+    @property
+    def own(self) -> slice:
+        """The owned samples as a slice of ``x``."""
+        return slice(self.own_lo - self.start, self.own_hi - self.start)
+
+
+class OwningBlocker:
+    """Blocks of ``block`` samples every ``hop`` samples (:class:`Blocker`), each owning ``hop`` samples from
+    ``ctx`` samples in: the one block-ownership rule of the streamed fingerprinter, long queries and the
+    monitor. A block is handed out once the next one exists (or the signal has ended), since the last block
+    owns more. :meth:`push` pieces, then :meth:`finish`."""
+
+    def __init__(self, block: int, hop: int, ctx: int):
+        if not 0 <= ctx <= block - hop:
+            raise ValueError(f"ctx must be in [0, block - hop], got ctx={ctx}, block={block}, hop={hop}")
+        self.blocker, self.ctx = Blocker(block, hop), int(ctx)
+        self._held: tuple[int, np.ndarray] | None = None
+
+    def _own(self, start: int, x: np.ndarray, last: bool) -> OwnedBlock:
+        lo = 0 if start == 0 else start + self.ctx
+        hi = start + x.size if last else start + self.ctx + self.blocker.hop
+        return OwnedBlock(start, x, lo, hi, last)
+
+    def push(self, y: np.ndarray) -> Iterator[OwnedBlock]:
+        for blk in self.blocker.push(y):
+            if self._held is not None:
+                yield self._own(*self._held, last=False)
+            self._held = blk
+
+    def finish(self) -> Iterator[OwnedBlock]:
+        for blk in self.blocker.finish():
+            if self._held is not None:
+                yield self._own(*self._held, last=False)
+            self._held = blk
+        if self._held is not None:
+            yield self._own(*self._held, last=True)
+            self._held = None
+
+
+def owned_blocks(pieces: Iterable[np.ndarray], core: int, ctx: int) -> Iterator[OwnedBlock]:
+    """:class:`OwnedBlock` s of ``core + 2 * ctx`` samples every ``core`` over consecutive sample ``pieces``
+    (a decoded file, a stream, an array cut in pieces): each owns its ``core``, as :class:`OwningBlocker`."""
+    ob = OwningBlocker(core + 2 * ctx, core, ctx)
+    for y in pieces:
+        yield from ob.push(y)
+    yield from ob.finish()
 
 
 def resampled_pieces(path: str | os.PathLike, sr: int, stream: int | str | None = None) -> Iterator[np.ndarray]:

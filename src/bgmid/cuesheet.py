@@ -40,6 +40,7 @@ __all__ = [
     "CueMetrics",
     "TRUTH_FIELDS",
     "TruthCue",
+    "csv_text",
     "cue_to_dict",
     "evaluate",
     "format_metrics",
@@ -152,14 +153,19 @@ def csv_rows(results: Sequence[MonitorResult]) -> tuple[list[str], list[dict]]:
     return header, rows
 
 
-def write_csv(results: Sequence[MonitorResult], path: str | os.PathLike) -> Path:
-    """Write one CSV cue sheet for all programmes (a ``programme`` column tells them apart)."""
+def csv_text(results: Sequence[MonitorResult]) -> str:
+    """One CSV cue sheet for all programmes (a ``programme`` column tells them apart), as text."""
     header, rows = csv_rows(results)
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=header, lineterminator="\n")
     w.writeheader()
     w.writerows(rows)
-    return _atomic_write(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def write_csv(results: Sequence[MonitorResult], path: str | os.PathLike) -> Path:
+    """Write :func:`csv_text` to ``path``."""
+    return _atomic_write(path, csv_text(results))
 
 
 def _atomic_write(path: str | os.PathLike, text: str) -> Path:

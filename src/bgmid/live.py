@@ -2,7 +2,7 @@
 
 :class:`bgmid.monitor.Monitor` reads a programme to its end and then merges its window hits into cues. On the
 air there is no end, so this module runs the same pipeline block by block (``Monitor._analyse`` and
-``Monitor._feed``: the block layout of :class:`bgmid.audio.Blocker`, the landmark ownership, the postings and
+``Monitor._feed``: the monitor's block layout and ownership, :class:`bgmid.audio.OwnedBlock`, the postings and
 the sliding windows of ``_WindowVoter``) and settles cues as the stream goes by (:func:`split_final`): a cue
 is final once no future window can extend it, join a loop to it or shadow it, that is once the voting frontier
 is more than ``max(max_gap_s, loop_gap_s)`` past its evidence. Final hits go through the file monitor's
@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bgmid.audio import AudioError, Blocker, is_url
+from bgmid.audio import AudioError, Blocker, OwnedBlock, is_url
 from bgmid.cuesheet import cue_to_dict
 from bgmid.monitor import (
     Cue,
@@ -292,8 +292,9 @@ class _Stretch:
     """One continuous stretch of received audio (a new one after each signal loss)."""
 
     def __init__(self, mon: Monitor, base_s: float):
-        block, hop = mon._block_samples()
-        self.blocker = Blocker(block, hop)
+        f = mon.samples_per_frame  # the file monitor's block layout (Monitor._blocks), in samples
+        self.core, self.ctx = int(round(mon.core_frames * f)), int(round(mon.ctx_frames * f))
+        self.blocker = Blocker(self.core + 2 * self.ctx, self.core)
         self.voter = _WindowVoter(mon.preset, mon.config)
         self.levels = _ShiftedLevels(mon.sr)
         self.base_s = base_s  #: programme time of the stretch's first sample
@@ -409,12 +410,16 @@ class LiveMonitor:
         st.clock.append((st.blocker.total + y.size, t_arr))
         self.stats.last_audio = t_arr
         for start, x in st.blocker.push(y):
-            self._block(st, start, x, last=False)
+            # handed on at once (bgmid.audio.OwningBlocker holds each block until the next exists: a block of
+            # latency); a live block is never the last: the stretch's tail is, when it closes (_close)
+            self._block(st, OwnedBlock(start, x, 0 if start == 0 else start + st.ctx, start + st.ctx + st.core,
+                                       False))
             self.stats.lag_s = time.time() - t_arr
 
-    def _block(self, st: _Stretch, start: int, x: np.ndarray, last: bool) -> None:
+    def _block(self, st: _Stretch, blk: OwnedBlock) -> None:
         mon = self.mon
-        mon._feed(st.voter, st.levels, start, x, mon._analyse(x), last)
+        mon._feed(st.voter, st.levels, blk, mon._analyse(blk.x))
+        last = blk.last
         st.pending.extend(st.voter.hits)
         st.voter.hits = []
         self.stats.programme_s = st.base_s + st.levels.n_samples / mon.sr
@@ -476,7 +481,8 @@ class LiveMonitor:
         every open cue is settled. Returns the programme time where the next stretch starts."""
         b = st.blocker
         if b.total > 0:
-            self._block(st, b.pos, b.buf.copy(), last=True)
+            x = b.buf.copy()
+            self._block(st, OwnedBlock(b.pos, x, 0 if b.pos == 0 else b.pos + st.ctx, b.pos + x.size, True))
         return st.base_s + b.total / self.mon.sr
 
 

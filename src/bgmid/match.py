@@ -516,7 +516,7 @@ class Matcher:
         o = self.options
         short = bool(ys) and ys[0].size < o.short_query_s * self.preset.sample_rate
         if short:
-            o = replace(o, density_factor=o.density_factor * o.short_density, shifts=max(2, o.shifts))
+            o = replace(o, density_factor=o.density_factor * o.short_density, shifts=max(o.short_shifts, o.shifts))
         m = self if o is self.options else Matcher(self.store, o)
         lm = m._query_landmarks(ys)
         matches, votes = m._match(lm, top, None)
@@ -622,7 +622,7 @@ class Matcher:
         """
         import soxr
 
-        from bgmid.audio import blocks_of
+        from bgmid.audio import owned_blocks
 
         p, o = self.preset, self.options
         n_sh, n_ref = max(1, o.shifts), self.options.refine_phases
@@ -647,13 +647,10 @@ class Matcher:
                 feed(0, y)
         else:
             core, ctx = max(1, int(round(block_s * sr))), max(0, int(round(context_s * sr)))
-            held = None
-            for blk in blocks_of(pieces, core + 2 * ctx, core):
-                if held is not None:
-                    self._separated_part(separator, *held, ctx, core, False, feed)
-                held = blk
-            if held is not None:
-                self._separated_part(separator, *held, ctx, core, True, feed)
+            for blk in owned_blocks(pieces, core, ctx):  # each block's own part of the mix and the music
+                music, _ = separator.separate(blk.x)
+                feed(0, blk.x[blk.own])
+                feed(1, np.asarray(music, np.float32)[blk.own])
         for i in range(signals):
             feed(i, np.zeros(0, np.float32), last=True)
         lms = {key: ls.finish() for key, ls in streams.items()}
@@ -664,13 +661,3 @@ class Matcher:
                 None, matches[0], votes, phase=lambda k: pool_landmarks([lms[(i, refine[k])] for i in range(signals)])
             )
         return matches
-
-    @staticmethod
-    def _separated_part(separator, start: int, x: np.ndarray, ctx: int, core: int, last: bool, feed) -> None:
-        """Separate one block and feed the samples it owns (its core; the first block also its head, the last
-        one everything to the end) of the mix (signal 0) and the music (signal 1)."""
-        a = 0 if start == 0 else ctx
-        b = x.size if last else ctx + core
-        music, _ = separator.separate(x)
-        feed(0, x[a:b])
-        feed(1, np.asarray(music, np.float32)[a:b])

@@ -5,11 +5,12 @@ The query side (analysis, postings lookup with the index's stop-word policy, off
 the segment logic. Pipeline (one pass, bounded memory):
 
 1. **Blocks.** The programme is decoded and streamed in blocks of ``block_s`` seconds plus ``context_s`` on each
-   side (:func:`bgmid.audio.stream_samples`). Each block is optionally separated (music estimate and speech
-   estimate, :class:`~bgmid.separation.Separator` interface, :func:`~bgmid.separation.torch_threads` policy),
-   and the raw mix and the separated music are analysed together (:func:`bgmid.match.analyse`: their landmarks
-   pooled on one time line, true votes add up, chance votes do not); only the landmarks anchored in the block's
-   own core are kept (``Monitor._owned``), so no landmark is counted twice and none is cut by a block edge.
+   side (:func:`bgmid.audio.blocks_of`). Each block goes through the query pipeline that ``bgmid identify``
+   uses (:meth:`bgmid.pipeline.QueryPipeline.block_landmarks`: optional separation into music and speech
+   estimates under the separator's thread policy, then the raw mix and the separated music analysed
+   together, their landmarks pooled on one time line: true votes add up, chance votes do not); only the
+   landmarks anchored in the block's own core are kept (``Monitor._owned``), so no landmark is counted twice
+   and none is cut by a block edge.
    Every landmark is looked up once, when its block is processed (:func:`bgmid.match.lookup`), and the
    per-second levels of the block's own audio are accumulated (``_Levels``).
 2. **Windows.** ``_WindowVoter`` keeps the postings in a rolling buffer and scores sliding windows
@@ -48,12 +49,13 @@ from pathlib import Path
 import numpy as np
 
 from bgmid.alterations import NONE, Alteration, estimate_programme, undo_pieces
-from bgmid.audio import blocks_of, resample
+from bgmid.audio import OwnedBlock, owned_blocks, resample
 from bgmid.fingerprint.landmarks import Landmarks, hash_dt
 from bgmid.fingerprint.presets import Preset, QueryOptions
 from bgmid.index.base import Store
-from bgmid.match import Matcher, Postings, analyse, confidence, lookup, near_counts, score_offsets
-from bgmid.separation.registry import Separator, torch_threads
+from bgmid.match import Postings, confidence, lookup, near_counts, score_offsets
+from bgmid.pipeline import QueryPipeline
+from bgmid.separation.registry import Separator
 
 __all__ = [
     "Cue",
@@ -640,18 +642,24 @@ class Monitor:
         options: QueryOptions | None = None,
         separator_name: str | None = None,
         alteration: Alteration | str | None = None,
+        pipeline: QueryPipeline | None = None,
     ):
-        """``alteration``: how the programme airs its music, undone for the whole stream: an
-        :class:`~bgmid.alterations.Alteration`, ``"auto"`` (estimated once from its first
+        """``pipeline``: the :class:`~bgmid.pipeline.QueryPipeline` each block goes through (separator, fusion,
+        query options, thread policy); when not given it is made from ``separator``, ``options`` and
+        ``config.separator_threads``. ``alteration``: how the programme airs its music, undone for the whole
+        stream: an :class:`~bgmid.alterations.Alteration`, ``"auto"`` (estimated once from its first
         ``ALTERATION_SCAN_S`` seconds, :func:`bgmid.alterations.estimate_programme`) or None (as indexed)."""
         self.store = store
         self.alteration = alteration
         self.preset = store.preset
-        self.separator = separator
-        self.separator_name = separator_name or ("none" if separator is None else type(separator).__name__)
         self.config = config or MonitorConfig()
-        self.options = options or QueryOptions()
-        self.sr = int(separator.sample_rate) if separator is not None else self.preset.sample_rate
+        self.pipeline = pipeline or QueryPipeline(store, separator, options=options or QueryOptions(),
+                                                  threads=self.config.separator_threads,
+                                                  separator_name=separator_name or "")
+        self.separator = self.pipeline.separator
+        self.separator_name = self.pipeline.separator_name
+        self.options = self.pipeline.options
+        self.sr = self.pipeline.sample_rate
         p, c = self.preset, self.config
         step = _frame_step(p, self.sr)
         self.core_frames = max(step, int(round(c.block_s / p.frame_s / step)) * step)
@@ -666,18 +674,16 @@ class Monitor:
         from bgmid.audio import load, resampled_pieces
 
         alt, evidence = self._alteration(lambda: load(path, self.sr, duration_s=ALTERATION_SCAN_S, stream=stream)[0])
-        block, hop = self._block_samples()
         pieces = undo_pieces(resampled_pieces(path, self.sr, stream), self.sr, alt)
         tick = None if on_progress is None else (lambda s: on_progress(s / alt.time_factor))
-        return self._rescaled(self._run(str(path), blocks_of(pieces, block, hop), tick), alt, evidence)
+        return self._rescaled(self._run(str(path), self._blocks(pieces), tick), alt, evidence)
 
     def run_array(self, x: np.ndarray, sr: int, name: str = "<array>") -> MonitorResult:
         """Monitor an in-memory mono signal (tests, notebooks)."""
         y = resample(np.asarray(x, np.float32), sr, self.sr)
         alt, evidence = self._alteration(lambda: y[: int(ALTERATION_SCAN_S * self.sr)])
-        block, hop = self._block_samples()
         pieces = undo_pieces([y[i:i + self.sr] for i in range(0, y.size, self.sr)], self.sr, alt)
-        return self._rescaled(self._run(name, blocks_of(pieces, block, hop), None), alt, evidence)
+        return self._rescaled(self._run(name, self._blocks(pieces), None), alt, evidence)
 
     def _alteration(self, head: Callable[[], np.ndarray]) -> tuple[Alteration, list[dict]]:
         """The programme's alteration: the one given, or estimated once from its first minutes (mix only:
@@ -686,7 +692,7 @@ class Monitor:
             return NONE, []
         if isinstance(self.alteration, Alteration):
             return self.alteration, []
-        matcher = Matcher(self.store, self.options)
+        matcher = self.pipeline.matcher
         return estimate_programme(lambda x, sr: matcher.identify(x, sr), head(), self.sr)
 
     @staticmethod
@@ -716,32 +722,26 @@ class Monitor:
         return result
 
     # internals
-    def _block_samples(self) -> tuple[int, int]:
+    def _blocks(self, pieces: Iterable[np.ndarray]) -> Iterator[OwnedBlock]:
+        """The programme's blocks (:func:`bgmid.audio.owned_blocks`): ``core_frames`` owned, ``ctx_frames`` of
+        context each side, in samples at the working rate (exact: both are multiples of ``_frame_step``)."""
         f = self.samples_per_frame
-        return int(round((self.core_frames + 2 * self.ctx_frames) * f)), int(round(self.core_frames * f))
+        return owned_blocks(pieces, int(round(self.core_frames * f)), int(round(self.ctx_frames * f)))
 
     def _analyse(self, x: np.ndarray) -> tuple[Landmarks, dict[str, np.ndarray]]:
-        """Pooled landmarks of a block (raw mix, plus separated music with a separator) and its signals."""
-        sig = {"mix": x}
-        if self.separator is not None:
-            with torch_threads(self.config.separator_threads):
-                music, speech = self.separator.separate(x)
-            sig["music"], sig["speech"] = np.asarray(music, np.float32), np.asarray(speech, np.float32)
-        ys = [resample(sig[k], self.sr, self.preset.sample_rate) for k in ("mix", "music") if k in sig]
-        return analyse(ys, self.preset, self.options), sig
+        """Pooled landmarks of a block (raw mix, plus separated music with a separator) and its stems."""
+        return self.pipeline.block_landmarks(x)
 
-    def _owned(self, start: int, x: np.ndarray, lm: Landmarks, last: bool) -> tuple[Landmarks, int, int, int]:
-        """Block ownership: the landmarks anchored in the block's own frames (its core; the first block also
-        its head, the last one everything to the end), on the programme's frame grid; the block's own samples
-        ``a:b``; and the first frame it does not own (every window ending by then has all its postings)."""
-        k0 = int(round(start / self.samples_per_frame))  # programme frame of the block's first sample
-        own_lo = 0 if k0 == 0 else k0 + self.ctx_frames
-        own_hi = k0 + int(x.size / self.samples_per_frame) + 1 if last else k0 + self.ctx_frames + self.core_frames
+    def _owned(self, blk: OwnedBlock, lm: Landmarks) -> tuple[Landmarks, int]:
+        """The block's landmarks anchored in the frames it owns, on the programme's frame grid, and the first
+        frame it does not own (every window ending by then has all its postings)."""
+        f = self.samples_per_frame
+        k0 = int(round(blk.start / f))  # programme frame of the block's first sample
+        own_lo = int(round(blk.own_lo / f))
+        own_hi = k0 + int(blk.x.size / f) + 1 if blk.last else int(round(blk.own_hi / f))
         t = lm.times.astype(np.int64) + k0
         keep = (t >= own_lo) & (t < own_hi)
-        a = int(round(own_lo * self.samples_per_frame)) - start
-        b = x.size if last else min(x.size, int(round(own_hi * self.samples_per_frame)) - start)
-        return Landmarks(lm.hashes[keep], t[keep]), a, b, own_hi
+        return Landmarks(lm.hashes[keep], t[keep]), own_hi
 
     def _postings(self, lm: Landmarks) -> tuple[Postings, np.ndarray, np.ndarray]:
         """One index lookup per landmark, with the index's stop-word policy (as a single query's: on the
@@ -753,32 +753,32 @@ class Monitor:
         p = p.take(order)
         return p, landmark_id(p.qt, p.rows), p.qt + hash_dt(lm.hashes[p.rows], self.preset)
 
-    def _feed(self, voter: _WindowVoter, levels: _Levels, start: int, x: np.ndarray,
-              analysis: tuple[Landmarks, dict[str, np.ndarray]], last: bool) -> None:
+    def _feed(self, voter: _WindowVoter, levels: _Levels, blk: OwnedBlock,
+              analysis: tuple[Landmarks, dict[str, np.ndarray]]) -> None:
         """One analysed block (:meth:`_analyse`) into the windows and the levels: its own landmarks looked up,
         every window it completes scored (the last block: every window left). The step file monitoring and live
         monitoring (:mod:`bgmid.live`) share."""
         lm, sig = analysis
-        own, a, b, own_hi = self._owned(start, x, lm, last)
-        levels.add(sig, start, a, b)
+        own, own_hi = self._owned(blk, lm)
+        levels.add(sig, blk.start, blk.own.start, blk.own.stop)
         voter.add(*self._postings(own))
-        voter.emit(None if last else own_hi, int(levels.n_samples / self.samples_per_frame) if last else 0)
+        voter.emit(None if blk.last else own_hi, int(levels.n_samples / self.samples_per_frame) if blk.last else 0)
 
     def _run(
         self,
         name: str,
-        blocks: Iterable[tuple[int, np.ndarray]],
+        blocks: Iterable[OwnedBlock],
         on_progress: Callable[[float], None] | None,
     ) -> MonitorResult:
         t_start = time.perf_counter()
         voter, levels = _WindowVoter(self.preset, self.config), _Levels(self.sr)
         analysed: Iterable = (
-            _prefetch(blocks, lambda b: self._analyse(b[1]))
+            _prefetch(blocks, lambda b: self._analyse(b.x))
             if self.config.prefetch
-            else ((b, self._analyse(b[1])) for b in blocks)
+            else ((b, self._analyse(b.x)) for b in blocks)
         )
-        for ((start, x), analysis), last in _with_last(analysed):
-            self._feed(voter, levels, start, x, analysis, last)
+        for blk, analysis in analysed:
+            self._feed(voter, levels, blk, analysis)
             if on_progress is not None:
                 on_progress(levels.n_samples / self.sr)
         return self._result(name, voter, levels, time.perf_counter() - t_start)
@@ -896,18 +896,6 @@ def _prefetch(items: Iterable, fn: Callable) -> Iterator[tuple[object, object]]:
             yield got
     finally:
         stop.set()
-
-
-def _with_last(it: Iterable) -> Iterator[tuple[object, bool]]:
-    """Yield ``(item, is_last)``: the last block owns everything to the end of the programme."""
-    held = None
-    have = False
-    for item in it:
-        if have:
-            yield held, False
-        held, have = item, True
-    if have:
-        yield held, True
 
 
 def monitor_file(

@@ -163,12 +163,6 @@ def loss_fn(model: nn.Module, mix: torch.Tensor, music: torch.Tensor, speech: to
     return (est[:, :1] - music).abs().mean() + (est[:, 1:] - speech).abs().mean()
 
 
-def si_sdr(est: np.ndarray, ref: np.ndarray) -> float:
-    """Deprecated argument order (estimate first): :func:`bgmid.metrics.si_sdr` with ``zero_mean=True``, the
-    figure training validates with. New code calls ``bgmid.metrics.si_sdr(reference=..., estimate=...)``."""
-    return metrics_si_sdr(reference=ref, estimate=est, zero_mean=True)
-
-
 def lr_at(cfg: TrainConfig, step: int, horizon: int | None) -> float:
     warm = min(1.0, (step + 1) / max(1, cfg.warmup))
     if not horizon:

@@ -18,9 +18,12 @@ COMMANDS = (
     "bgmid.cli.library",  # index, identify, stats, remove
     "bgmid.cli.separation",  # separate, train
     "bgmid.cli.data",  # data fetch, add, mix, programme, info
+    "bgmid.cli.models",  # models fetch, list (pretrained weights)
     "bgmid.cli.evaluate",  # evaluate
     "bgmid.cli.monitor",  # monitor
+    "bgmid.cli.batch",  # batch: many programmes on a process pool or Ray
     "bgmid.cli.demo",  # demo: the whole job end to end
+    "bgmid.cli.serve",  # serve: HTTP API and review page
 )
 
 

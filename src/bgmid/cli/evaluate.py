@@ -24,12 +24,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--root", help="data root (default $BGMID_DATA or ~/.cache/bgmid)")
     p.add_argument("--models", nargs="+", metavar="MODEL",
                    help="separators: 'none' (unprocessed), registry names (unet, wave-unet, mmdensenet, "
-                        "wave-densenet) or checkpoint paths; default: none + every model with weights")
+                        "wave-densenet), pretrained names (spleeter, after 'bgmid models fetch spleeter') or "
+                        "checkpoint paths; default: none + every trained model with shipped weights")
     p.add_argument("--presets", nargs="+", metavar="PRESET", help="fingerprint presets (default p1 p2)")
     p.add_argument("--split", default="test", help="which fixed sets: test (default) or val")
     p.add_argument("--sets", nargs="+", metavar="SET",
                    help="fixed set names (default: every set of --split: SPLIT_0dB, SPLIT_-10dB, SPLIT_-20dB, "
                         "SPLIT_music, SPLIT_speech, SPLIT_ooi, SPLIT_ooi_0dB, SPLIT_ooi_-10dB)")
+    p.add_argument("--conditions", nargs="+", metavar="NAME",
+                   help="also evaluate the broadcast-condition sets of these conditions ('all', or names such as "
+                        "speed+4.2 tempo-3 pitch+1 broadcast aac64 short5; built by 'bgmid data mix "
+                        "--conditions ...'), with identify's own decision (alteration search): their own report "
+                        "section")
     p.add_argument("--clips", type=int, help="first N clips of each set (default all)")
     p.add_argument("--bss-clips", type=int, help="BSS Eval on the first N clips of each mixture set (default 50; "
                                                  "about 1 s per clip)")
@@ -74,6 +80,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 f"{args.split}_ooi"]
     else:
         sets = default_sets(args.split)
+    if args.conditions:
+        from bgmid.data.mixing import condition_set_names
+
+        sets += [n for n in condition_set_names(args.split, args.conditions) if n not in sets]
     if args.queries:
         queries = [QuerySpec.parse(q).label for q in args.queries]
     elif args.grid:

@@ -10,6 +10,7 @@ import time
 
 from bgmid.cli.common import add_db_argument, progress
 from bgmid.fingerprint.presets import DEFAULT_PRESET, PRESETS, QueryOptions
+from bgmid.pipeline import STREAM_QUERY_S
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,6 +33,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         "n_fft 512, hop 256; p2: 16 kHz, n_fft 1024, hop 373)",
     )
     p.add_argument("--jobs", type=int, default=1, help="files fingerprinted in parallel (processes; default 1)")
+    p.add_argument(
+        "--ray", metavar="local|ADDRESS", default=None,
+        help="fingerprint on Ray: 'local' (an embedded cluster here, --jobs CPUs, default all) or a cluster "
+        "address whose nodes see the files at the same paths; this process alone writes the index. Needs "
+        "pip install 'bgmid[cluster]'",
+    )
+    p.add_argument(
+        "--shards", type=int, default=None, metavar="N",
+        help="create --db as a new sharded catalogue of N shard indexes (track t in shard t mod N; queries "
+        "answer as one index would). To split an existing index: 'bgmid shard'",
+    )
     p.add_argument("--json", action="store_true", help="print a JSON summary instead of text")
     p.add_argument(
         "--no-wait", action="store_true",
@@ -40,6 +52,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="audio files or folders")
     p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser(
+        "shard",
+        help="split an index by track into N shard indexes that answer as the single index does",
+        description=(
+            "Split the index --db by track into --shards N shard indexes in the new folder --out (track t goes "
+            "to shard t mod N; track ids, metadata and the stop-word policy are kept, so match, identify, "
+            "monitor and batch give the same results on --out as on --db). Each shard is a normal index "
+            "folder; --out opens as one index everywhere --db is accepted. The source is only read."
+        ),
+        epilog="Example: bgmid shard --db lib/ --out lib4/ --shards 4",
+    )
+    add_db_argument(p)
+    p.add_argument("--out", required=True, metavar="DIR", help="new folder for the sharded index")
+    p.add_argument("--shards", type=int, required=True, metavar="N", help="number of shards (>= 2)")
+    p.add_argument("--json", action="store_true", help="print the sharded index's stats as JSON")
+    p.set_defaults(func=cmd_shard)
 
     p = sub.add_parser(
         "identify",
@@ -141,14 +170,36 @@ def cmd_index(args: argparse.Namespace) -> int:
             f"no audio files under {', '.join(shown(p) for p in args.paths)} (looked for "
             "WAV, FLAC, OGG, Opus, MP3, AAC/M4A, MP4/MKV/TS and extensionless files); nothing was indexed."
         )
-    with open_index(args.db, preset=args.preset, create=True, wait=not args.no_wait) as store:
+    if args.shards is not None:
+        from bgmid.index.shard import create_sharded, is_sharded
+
+        if not is_sharded(args.db):
+            if os.path.isdir(args.db) and os.listdir(args.db):
+                raise BgmidError(f"{shown(args.db)}: already an index (or not empty); --shards creates a new "
+                                 f"catalogue. Split an index with 'bgmid shard --db {shown(args.db)} --out NEW "
+                                 f"--shards {args.shards}'.")
+            create_sharded(args.db, args.shards, args.preset)
+    from contextlib import nullcontext
+
+    session = nullcontext(None)
+    if args.ray is not None:
+        from bgmid.cluster import ray_session
+
+        session = ray_session(args.ray, num_cpus=args.jobs if args.ray == "local" and args.jobs > 1 else None)
+    with session as ray, open_index(args.db, preset=args.preset, create=True, wait=not args.no_wait) as store:
+        executor, jobs = None, max(1, args.jobs)
+        if ray is not None:
+            from bgmid.cluster import RayExecutor
+
+            executor = RayExecutor(ray, {"num_cpus": 1})
+            jobs = args.jobs if args.jobs > 1 else max(1, int(ray.cluster_resources().get("CPU", 1)))
         bar = progress(total=total, desc="indexing", unit="file")
 
         def on_progress(path: str, status: str) -> None:
             bar.update(1)
             bar.set_postfix_str(status, refresh=False)
 
-        report = index_paths(store, args.paths, jobs=max(1, args.jobs), on_progress=on_progress)
+        report = index_paths(store, args.paths, jobs=jobs, on_progress=on_progress, executor=executor)
         bar.close()
         stats = store.stats()
     for _, reason in report.failed:
@@ -174,49 +225,64 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 1 if report.failed else 0
 
 
-#: Queries longer than this (s, as the container declares; unknown counts as long) are streamed in blocks
-#: (:meth:`bgmid.match.Matcher.identify_file`): memory stays flat whatever their length. Shorter ones are
-#: loaded whole, which skips the refinement phases' analyses when no refinement is needed.
-STREAM_QUERY_S = 60.0
+def cmd_shard(args: argparse.Namespace) -> int:
+    from bgmid.index.shard import split_index
+
+    bar = progress(desc="splitting", unit="segment")
+
+    def on_progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    stats = split_index(args.db, args.out, args.shards, on_progress=on_progress)
+    bar.close()
+    if args.json:
+        print(json.dumps(stats))
+    else:
+        print(f"{stats['tracks']} tracks in {stats['shards']} shards ({', '.join(map(str, stats['tracks_per_shard']))}"
+              f" tracks), {human_bytes(stats['bytes'])}: {args.out}")
+    return 0
+
+
+def query_options(args: argparse.Namespace) -> QueryOptions:
+    """The query options ``identify``'s arguments ask for (also what ``bgmid serve`` uses, from its defaults)."""
+    return QueryOptions(shifts=max(1, args.shifts), min_aligned=args.min_aligned,
+                        refine_phases=max(1, args.refine_phases), alterations=not args.no_alterations)
+
+
+def identify_object(name: str, matches: list, error: str | None = None) -> dict:
+    """One query's ``identify --json`` object (the JSON contract, see README)."""
+    obj = {"query": name, "matches": [m.to_dict() for m in matches]}
+    if error is not None:
+        obj["error"] = error
+    return obj
 
 
 def cmd_identify(args: argparse.Namespace) -> int:
-    from bgmid.audio import AudioError, info, load, resample
+    from bgmid.audio import AudioError
     from bgmid.cli.common import audio_warnings, resolve_separator
     from bgmid.index import open_index
-    from bgmid.match import Matcher
     from bgmid.paths import shown
+    from bgmid.pipeline import QueryPipeline
 
     status = 0
     separator = resolve_separator(args.separator, command="identify")
     top = max(1, args.top)
     with open_index(args.db) as store, audio_warnings("identify"):
-        matcher = Matcher(store, QueryOptions(shifts=max(1, args.shifts), min_aligned=args.min_aligned,
-                                              refine_phases=max(1, args.refine_phases),
-                                              alterations=not args.no_alterations))
+        pipeline = QueryPipeline(store, separator, options=query_options(args))
         for q in args.queries:
             name = shown(q)
             try:
-                duration = info(q).duration_s
-                if duration <= 0 or duration > STREAM_QUERY_S:
-                    matches = matcher.identify_file(q, top=top, separator=separator)
-                else:
-                    x, sr = load(q)
-                    if separator is not None:  # fusion: votes of the mix and of the separated music are pooled
-                        x = resample(x, sr, separator.sample_rate)
-                        sr = separator.sample_rate
-                        music, _ = separator.separate(x)
-                        matches = matcher.identify([x, music], sr, top=top)
-                    else:
-                        matches = matcher.identify(x, sr, top=top)
+                matches = pipeline.identify_file(q, top=top)
             except AudioError as exc:
                 print(f"bgmid identify: {exc}", file=sys.stderr)
                 status = 1
                 if args.json:
-                    print(json.dumps({"query": name, "matches": [], "error": str(exc)}), flush=True)
+                    print(json.dumps(identify_object(name, [], error=str(exc))), flush=True)
                 continue
             if args.json:
-                print(json.dumps({"query": name, "matches": [m.to_dict() for m in matches]}), flush=True)
+                print(json.dumps(identify_object(name, matches)), flush=True)
             elif not matches:
                 print(f"{name}: no match", flush=True)
             else:

@@ -7,10 +7,73 @@ import json
 import sys
 from pathlib import Path
 
+from bgmid.alterations import Alteration
 from bgmid.cli.common import add_db_argument, progress, resolve_separator
+from bgmid.fingerprint.presets import QueryOptions
 from bgmid.monitor import MonitorConfig
 
 _D = MonitorConfig()
+
+
+def add_monitor_options(p: argparse.ArgumentParser) -> None:
+    """The options of a monitoring run (index, separator, windows, alteration), shared by ``bgmid monitor`` and
+    ``bgmid batch`` so the two always accept the same ones; :func:`monitor_settings` reads them back."""
+    add_db_argument(p)
+    p.add_argument(
+        "--separator", default="auto", metavar="NAME|PATH|none",
+        help="music-speech separator run before fingerprinting: a model name (unet, wave-unet, mmdensenet, "
+        "wave-densenet; spleeter, pretrained, after 'bgmid models fetch spleeter'), a checkpoint .pt, or 'none' "
+        "(raw mix only: much faster, weaker under loud speech). "
+        "Default 'auto': the shipped default model when its weights are installed, else none",
+    )
+    p.add_argument("--device", default="cpu", help="torch device for the separator (default cpu)")
+    p.add_argument(
+        "--threads", type=int, default=_D.separator_threads,
+        help="CPU threads for the separator (default %(default)s: fastest when cores are shared; 0: torch's own)",
+    )
+    p.add_argument("--preset", default=None, help="fingerprint preset the index must have (default: the index's)")
+    p.add_argument("--window", type=float, default=_D.window_s, help="match window, s (default %(default)s)")
+    p.add_argument("--hop", type=float, default=_D.hop_s, help="window hop, s (default %(default)s)")
+    p.add_argument(
+        "--max-gap", type=float, default=_D.max_gap_s,
+        help="bridge gaps up to this long inside a cue (same track, same position), s (default %(default)s)",
+    )
+    p.add_argument("--min-cue", type=float, default=_D.min_cue_s, help="drop shorter cues, s (default %(default)s)")
+    p.add_argument("--shifts", type=int, default=1, help="STFT analysis phases (more: slower, more robust)")
+    p.add_argument(
+        "--alteration", default="auto", metavar="auto|none|speed=R,tempo=R,pitch=S",
+        help="how the programme airs its music, undone for the whole programme. 'auto' (default): estimated "
+        "once from ten excerpts of the first 5 minutes (a 24 fps film aired at 25 fps is sped up throughout: "
+        "speed=1.041667); 'none': as indexed; or given, e.g. 'speed=25/24', 'tempo=1.03', 'pitch=-1' "
+        "(semitones). Cues report track times in the track's own time line",
+    )
+
+
+def monitor_settings(args: argparse.Namespace) -> tuple[MonitorConfig, QueryOptions, Alteration | str | None]:
+    """The :class:`MonitorConfig`, query options and alteration that :func:`add_monitor_options` gave; a bad
+    combination is a one-line :class:`~bgmid.errors.BgmidError`."""
+    from bgmid.alterations import parse_alteration
+    from bgmid.errors import BgmidError
+
+    if args.window <= 0 or not 0 < args.hop <= args.window:
+        raise BgmidError("--window must be > 0 and --hop in (0, window].")
+    config = MonitorConfig(window_s=args.window, hop_s=args.hop, max_gap_s=args.max_gap, min_cue_s=args.min_cue,
+                           separator_threads=args.threads)
+    return config, QueryOptions(shifts=args.shifts), parse_alteration(args.alteration)
+
+
+def monitor_config(args: argparse.Namespace, block_s: float | None = None) -> MonitorConfig:
+    """The monitor's configuration from the command line (:func:`monitor_settings`) with its block length:
+    --block, else ``block_s`` (None: the file monitor's)."""
+    from dataclasses import replace
+
+    from bgmid.errors import BgmidError
+
+    config = monitor_settings(args)[0]
+    block = getattr(args, "block", None) or block_s or config.block_s
+    if block <= 0:
+        raise BgmidError(f"--block {block:g}: must be > 0 s.")
+    return replace(config, block_s=block)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,19 +94,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "Example: bgmid monitor --db lib/ show.mp4 --out show.csv --plot show.png"
         ),
     )
-    add_db_argument(p)
-    p.add_argument(
-        "--separator", default="auto", metavar="NAME|PATH|none",
-        help="music-speech separator run before fingerprinting: a model name (unet, wave-unet, mmdensenet, "
-        "wave-densenet), a checkpoint .pt, or 'none' (raw mix only: much faster, weaker under loud speech). "
-        "Default 'auto': the shipped default model when its weights are installed, else none",
-    )
-    p.add_argument("--device", default="cpu", help="torch device for the separator (default cpu)")
-    p.add_argument(
-        "--threads", type=int, default=_D.separator_threads,
-        help="CPU threads for the separator (default %(default)s: fastest when cores are shared; 0: torch's own)",
-    )
-    p.add_argument("--preset", default=None, help="fingerprint preset the index must have (default: the index's)")
+    add_monitor_options(p)
     p.add_argument("--out", metavar="FILE", help="write the cue sheet to FILE.csv or FILE.json")
     p.add_argument("--json", action="store_true", help="print each programme's cue sheet as one JSON line")
     p.add_argument("--truth", metavar="CUES.csv", help="ground-truth cue CSV: print precision/recall/F1 against it")
@@ -52,21 +103,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="with --truth: score only truth cues at least this loud relative to speech (e.g. -10)",
     )
     p.add_argument("--plot", metavar="FILE.png", help="draw the programme timeline (levels, cues, truth)")
-    p.add_argument("--window", type=float, default=_D.window_s, help="match window, s (default %(default)s)")
-    p.add_argument("--hop", type=float, default=_D.hop_s, help="window hop, s (default %(default)s)")
-    p.add_argument(
-        "--max-gap", type=float, default=_D.max_gap_s,
-        help="bridge gaps up to this long inside a cue (same track, same position), s (default %(default)s)",
-    )
-    p.add_argument("--min-cue", type=float, default=_D.min_cue_s, help="drop shorter cues, s (default %(default)s)")
-    p.add_argument("--shifts", type=int, default=1, help="STFT analysis phases (more: slower, more robust)")
-    p.add_argument(
-        "--alteration", default="auto", metavar="auto|none|speed=R,tempo=R,pitch=S",
-        help="how the programme airs its music, undone for the whole programme. 'auto' (default): estimated "
-        "once from ten excerpts of the first 5 minutes (a 24 fps film aired at 25 fps is sped up throughout: "
-        "speed=1.041667); 'none': as indexed; or given, e.g. 'speed=25/24', 'tempo=1.03', 'pitch=-1' "
-        "(semitones). Cues report track times in the track's own time line",
-    )
     p.add_argument(
         "--stream", default=None, metavar="INDEX|LANG|pid=PID",
         help="audio stream of a container or TS with several (multi-programme TS, dubbed film): its index among "
@@ -113,27 +149,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_monitor)
 
 
-def monitor_config(args: argparse.Namespace, block_s: float | None = None) -> MonitorConfig:
-    """The monitor's configuration from the command line (``block_s``: the default block when --block is not
-    given; None: the file monitor's)."""
-    from bgmid.errors import BgmidError
-
-    if args.window <= 0 or not 0 < args.hop <= args.window:
-        raise BgmidError("--window must be > 0 and --hop in (0, window].")
-    block = args.block if args.block is not None else (block_s or _D.block_s)
-    if block <= 0:
-        raise BgmidError(f"--block {block:g}: must be > 0 s.")
-    return MonitorConfig(window_s=args.window, hop_s=args.hop, max_gap_s=args.max_gap, min_cue_s=args.min_cue,
-                         separator_threads=args.threads, block_s=block)
-
-
 def cmd_monitor(args: argparse.Namespace) -> int:
-    from bgmid.alterations import parse_alteration
     from bgmid.audio import AudioError, info, is_url
     from bgmid.cli.common import audio_warnings
     from bgmid.cuesheet import evaluate, format_metrics, format_table, read_truth, result_to_dict, write_csv, write_json
     from bgmid.errors import BgmidError
-    from bgmid.fingerprint.presets import QueryOptions
     from bgmid.index import open_index
     from bgmid.monitor import Monitor
     from bgmid.paths import shown
@@ -149,6 +169,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
                          "extension picks the format).")
     if args.plot and Path(args.plot).suffix.lower() not in (".png", ".pdf", ".svg"):
         raise BgmidError(f"--plot {args.plot}: name a .png, .pdf or .svg file.")
+    config, options, alteration = monitor_settings(args)
     config = monitor_config(args)
     sep = resolve_separator(args.separator, args.device)
     sep_name = "none" if sep is None else getattr(sep, "name", args.separator)
@@ -168,8 +189,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
                 durations.append((path, info(path, args.stream).duration_s))
             except AudioError as exc:
                 fail(path, exc)
-        mon = Monitor(store, sep, config, QueryOptions(shifts=args.shifts), separator_name=sep_name,
-                      alteration=parse_alteration(args.alteration))
+        mon = Monitor(store, sep, config, options, separator_name=sep_name, alteration=alteration)
         bar = progress(total=round(sum(d for _, d in durations), 1) or None, desc="monitor", unit="s")
         done = 0.0
         with bar:

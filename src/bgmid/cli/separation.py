@@ -7,19 +7,25 @@ import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from bgmid.separation.registry import DEFAULT_MODEL, MODELS
+    from bgmid.separation.registry import DEFAULT_MODEL, MODELS, PRETRAINED_MODELS
 
     p = sub.add_parser(
         "separate", help="split audio files into music and speech (writes NAME.music.wav, NAME.speech.wav)",
         description="Split audio/video files into music and speech: OUT/NAME.music.wav and OUT/NAME.speech.wav "
-        "(NAME: the input's file name without extension). Inputs that share a NAME (a/x.wav, b/x.wav) get "
+        "(NAME: the input's file name without extension), at the input's sample rate unless --sr says "
+        "otherwise. Inputs that share a NAME (a/x.wav, b/x.wav) get "
         "distinct names in input order (x, x-2, x-3, ...), so none overwrites another; each output is written "
         "whole or not at all. An unreadable input is named on stderr and skipped (exit status 1).",
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="audio/video files or folders")
-    p.add_argument("--model", default=DEFAULT_MODEL, choices=list(MODELS), help=f"default {DEFAULT_MODEL}")
-    p.add_argument("--weights", help="checkpoint file (default: the shipped models/<model>-lite.pt)")
+    p.add_argument("--model", default=DEFAULT_MODEL, choices=[*MODELS, *PRETRAINED_MODELS],
+                   help=f"default {DEFAULT_MODEL}; pretrained ({', '.join(PRETRAINED_MODELS)}) need "
+                   "'bgmid models fetch NAME' once")
+    p.add_argument("--weights", help="checkpoint file (default: the shipped models/<model>-lite.pt; for a pretrained "
+                   "model, its fetched TensorFlow checkpoint folder)")
     p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--sr", type=int, metavar="HZ",
+                   help="sample rate of the written stems in Hz (default: each input's own rate)")
     p.add_argument("--chunk", type=int, help="chunk length in samples (default: the model's training segment)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1,
@@ -48,23 +54,24 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_separate(args: argparse.Namespace) -> int:
-    import torch
-
     from bgmid.audio import AudioError, iter_audio_files
     from bgmid.cli.common import audio_warnings
+    from bgmid.errors import BgmidError
     from bgmid.paths import shown
     from bgmid.separation.apply import separate_file, unique_stems
-    from bgmid.separation.registry import load_separator
+    from bgmid.separation.registry import load_separator, torch_threads
 
-    torch.set_num_threads(max(1, args.threads))
+    if args.sr is not None and args.sr <= 0:
+        raise BgmidError(f"--sr {args.sr}: a sample rate must be a positive number of Hz.")
     sep = load_separator(args.model, device=args.device, weights=args.weights)
     total_s = total_wall = 0.0
     inputs = list(iter_audio_files(args.inputs))
     failed = 0
-    with audio_warnings("separate"):
+    with audio_warnings("separate"), torch_threads(max(1, args.threads)):
         for path, stem in zip(inputs, unique_stems(inputs), strict=True):
             try:
-                r = separate_file(sep.model, path, args.out, chunk=args.chunk, device=args.device, stem=stem)
+                r = separate_file(sep.model, path, args.out, chunk=args.chunk, device=args.device, stem=stem,
+                                  sample_rate=args.sr)
             except AudioError as exc:
                 print(f"bgmid separate: skipped: {exc}", file=sys.stderr, flush=True)
                 failed += 1
@@ -72,7 +79,7 @@ def cmd_separate(args: argparse.Namespace) -> int:
             total_s += r.seconds
             total_wall += r.wall_s
             print(f"{shown(path)}: {r.seconds:.1f} s in {r.wall_s:.1f} s ({r.x_real_time:.1f}x real time) -> "
-                  f"{shown(r.music_path)}, {shown(r.speech_path)}", flush=True)
+                  f"{shown(r.music_path)}, {shown(r.speech_path)} ({r.sample_rate} Hz)", flush=True)
     if total_wall > 0:
         print(f"{sep.name}: {total_s:.1f} s of audio at {total_s / total_wall:.1f}x real time", file=sys.stderr)
     return 1 if failed else 0

@@ -4,8 +4,8 @@ One run evaluates a grid of configurations on the fixed test sets of the data mo
 
 * **separator** -- ``none`` (the unprocessed signal) or a separator name/checkpoint;
 * **input** -- ``sep`` (the separator's music estimate alone, the paper's pipeline) or ``fusion`` (the votes of
-  the estimate and of the unprocessed mix pooled in one query, as :meth:`bgmid.match.Matcher.identify` does
-  with ``[mix, music_est]``);
+  the estimate and of the unprocessed mix pooled in one query), both through the query pipeline that
+  ``bgmid identify`` runs (:class:`bgmid.pipeline.QueryPipeline`), given the stems stage 1 cached;
 * **preset** -- the fingerprint parameter set of the index (``p1``/``p2``);
 * **query** -- query-side options (density and fan-out factors, analysis shifts), which need no new index;
 * **threshold** -- aligned hashes needed to report a match. Every query records its best candidate's score,
@@ -62,12 +62,13 @@ from bgmid.evaluate.separators import (
 )
 from bgmid.fingerprint import QueryOptions
 from bgmid.hashing import file_digest
+from bgmid.pipeline import QueryPipeline
 
 if TYPE_CHECKING:
     from bgmid.data.mixing import FixedClip
     from bgmid.fingerprint.landmarks import Landmarks
     from bgmid.index import LocalStore
-    from bgmid.match import Match, Matcher
+    from bgmid.match import Match
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
@@ -91,9 +92,12 @@ __all__ = [
     "open_library",
     "resolve_separators",
     "score",
+    "is_condition",
     "set_role",
 ]
 
+#: What a separator's row identifies: its music estimate alone (the paper's pipeline) or fused with the mix.
+INPUTS = ("sep", "fusion")
 #: Offsets within this many seconds of the truth count as correct.
 OFFSET_TOLERANCE_S = 0.5
 #: Thresholds (aligned hashes) at which every configuration is scored; the matcher's calibrated default is added.
@@ -117,6 +121,7 @@ class QuerySpec:
         return f"d{self.density_factor:g}-f{self.fanout_factor:g}-s{self.shifts}"
 
     def options(self, min_aligned: int = 1) -> QueryOptions:
+        """Query options (``min_aligned`` 0: the calibrated decision, with alteration search)."""
         return QueryOptions(density_factor=self.density_factor, fanout_factor=self.fanout_factor,
                             shifts=self.shifts, min_aligned=min_aligned)
 
@@ -155,10 +160,19 @@ QUERY_GRID = (
 
 
 def set_role(name: str) -> tuple[str, float]:
-    """(role, SNR dB) of a fixed set name: ``mixture``, ``clean``, ``speech``, ``ooi``, ``ooi_mixture``.
+    """(role, SNR dB) of a fixed set name: ``mixture``, ``clean``, ``speech``, ``ooi``, ``ooi_mixture``, and
+    for the broadcast-condition sets of ``bgmid data mix --conditions`` (``test_-10dB_speed+4.2``,
+    ``test_speech_broadcast``, see :func:`bgmid.data.mixing.split_condition`) ``condition`` (altered music)
+    or ``condition_negative`` (altered speech or out-of-index music), with the SNR of their base set.
 
     SNR is +inf for music-only sets and -inf for speech-only ones.
     """
+    from bgmid.data.mixing import split_condition
+
+    base, cond = split_condition(name)
+    if cond:
+        role, snr = set_role(base)
+        return ("condition_negative" if is_negative(role) else "condition"), snr
     m = re.fullmatch(r"[A-Za-z0-9]+_(ooi_)?(-?\d+(?:\.\d+)?)dB", name)
     if m:
         return ("ooi_mixture" if m.group(1) else "mixture"), float(m.group(2))
@@ -170,11 +184,18 @@ def set_role(name: str) -> tuple[str, float]:
     if suffix == "ooi":
         return "ooi", math.inf
     raise BgmidError(f"fixed set {name!r}: not a set this evaluation knows (SPLIT_<snr>dB, SPLIT_music, "
-                     "SPLIT_speech, SPLIT_ooi, SPLIT_ooi_<snr>dB)")
+                     "SPLIT_speech, SPLIT_ooi, SPLIT_ooi_<snr>dB, or one of those with a condition suffix "
+                     "such as _speed+4.2: see bgmid data mix --help)")
 
 
 def is_negative(role: str) -> bool:
-    return role in ("speech", "ooi", "ooi_mixture")
+    return role in ("speech", "ooi", "ooi_mixture", "condition_negative")
+
+
+def is_condition(role: str) -> bool:
+    """A broadcast-condition set: identified with the full decision of ``bgmid identify`` (alteration search,
+    short-query density), not with the raw candidates of the threshold sweep."""
+    return role in ("condition", "condition_negative")
 
 
 def default_sets(split: str = "test", snrs: Sequence[float] = (0, -10, -20)) -> list[str]:
@@ -281,12 +302,16 @@ def load_set(root: Path, name: str, limit: int | None = None) -> FixedSet:
 @dataclass
 class Library:
     """The corpus index of each preset (:func:`bgmid.evaluate.library.open_corpus_index`), its track id -> item
-    id map, and a matcher per (preset, query label)."""
+    id map, and a query pipeline per (preset, query label, input): the pipeline ``bgmid identify`` runs, here
+    given stems that stage 1 separated and cached (``sep``: the music estimate alone; ``fusion``: pooled with
+    the mix)."""
 
     stores: dict[str, LocalStore]
     info: dict[str, dict]  #: each index's ``built.json``
     item_of: dict[str, dict[int, str]]
-    matchers: dict[tuple[str, str], Matcher]
+    pipelines: dict[tuple[str, str, str], QueryPipeline]
+    #: the same with the calibrated decision and alteration search, for the condition sets (:func:`is_condition`)
+    decisions: dict[tuple[str, str, str], QueryPipeline]
 
     def close(self) -> None:
         for s in self.stores.values():
@@ -297,14 +322,16 @@ def open_library(root: Path, presets: Sequence[str], queries: Sequence[QuerySpec
                  log: Callable[[str], None] | None = print) -> Library:
     """Build (once, cached) and open the corpus index of every preset."""
     from bgmid.evaluate.library import open_corpus_index
-    from bgmid.match import Matcher
 
     stores, info = {}, {}
     for p in presets:
         stores[p], info[p] = open_corpus_index(root, p, jobs=jobs, log=log)
     item_of = {p: {m.track_id: m.content_hash for m in s.tracks()} for p, s in stores.items()}
-    matchers = {(p, q.label): Matcher(stores[p], q.options(min_aligned=1)) for p in presets for q in queries}
-    return Library(stores, info, item_of, matchers)
+    pipelines = {(p, q.label, inp): QueryPipeline(stores[p], fusion=inp == "fusion", options=q.options(min_aligned=1))
+                 for p in presets for q in queries for inp in INPUTS}
+    decisions = {(p, q.label, inp): QueryPipeline(stores[p], fusion=inp == "fusion", options=q.options(min_aligned=0))
+                 for p in presets for q in queries for inp in INPUTS}
+    return Library(stores, info, item_of, pipelines, decisions)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -385,14 +412,17 @@ class MixLandmarks:
         self._at: dict[tuple[int, int], np.ndarray] = {}
         self._lm: dict[tuple[int, str, str], Landmarks] = {}
 
-    def get(self, k: int, preset: str, query: str, matcher: Matcher) -> Landmarks:
-        """Clip ``k``'s mix landmarks with ``matcher`` (of ``preset`` and query label ``query``)."""
+    def mix(self, k: int, sr: int) -> np.ndarray:
+        """Clip ``k``'s mix at ``sr`` Hz."""
+        if (k, sr) not in self._at:
+            self._at[(k, sr)] = _at_rate(self.fs.clips[k].mix, sr)
+        return self._at[(k, sr)]
+
+    def get(self, k: int, preset: str, query: str, pipeline: QueryPipeline) -> Landmarks:
+        """Clip ``k``'s mix landmarks through ``pipeline`` (of ``preset`` and query label ``query``)."""
         key = (k, preset, query)
         if key not in self._lm:
-            sr = matcher.preset.sample_rate
-            if (k, sr) not in self._at:
-                self._at[(k, sr)] = _at_rate(self.fs.clips[k].mix, sr)
-            self._lm[key] = matcher.landmarks(self._at[(k, sr)], sr)
+            self._lm[key] = pipeline.stem_landmarks(self.mix(k, pipeline.sample_rate))
         return self._lm[key]
 
 
@@ -433,20 +463,21 @@ def _identify_clips(fs: FixedSet, sep: str, ests: Sequence[np.ndarray | None], p
                     inputs: Sequence[str], lib: Library, mixes: MixLandmarks, repeat: RepeatCheck
                     ) -> dict[str, list[Row]]:
     """Rows of every clip of ``fs`` for one preset and query; ``ests`` at the preset's rate (None: the mix)."""
-    from bgmid.match import pool_landmarks
-
-    matcher = lib.matchers[(preset, label)]
-    psr = matcher.preset.sample_rate
+    pipes = {i: lib.pipelines[(preset, label, i)] for i in inputs}
+    first = pipes[inputs[0]]
     out: dict[str, list[Row]] = {i: [] for i in inputs}
     for k, est in enumerate(ests):
-        mix_lm = mixes.get(k, preset, label, matcher)
+        mix_lm = mixes.get(k, preset, label, first)
         t_est = time.perf_counter()
-        est_lm = mix_lm if est is None else matcher.landmarks(est, psr)
+        known = {"mix": mix_lm} if est is None else {"mix": mix_lm, "music": first.stem_landmarks(est)}
         t_est = time.perf_counter() - t_est
+        stems = {"mix": mixes.mix(k, first.sample_rate)} | ({} if est is None else {"music": est})
         for inp in inputs:
             t0 = time.perf_counter()
-            lm = pool_landmarks([est_lm, mix_lm]) if inp == "fusion" else est_lm
-            ms = matcher.match_landmarks(lm, top=2, min_aligned=1)
+            if is_condition(fs.role):  # the decision identify makes: runner_up 0, score as decided
+                ms = lib.decisions[(preset, label, inp)].identify_stems(stems, top=1)
+            else:
+                ms = pipes[inp].candidates(pipes[inp].landmarks(stems, known), top=2, min_aligned=1)
             dt = time.perf_counter() - t0 + t_est
             out[inp].append(_row(fs, k, sep, inp, preset, label, ms, lib.item_of[preset], repeat, dt))
     return out
@@ -550,10 +581,10 @@ def cost(sep_totals: dict[str, tuple[float, float]], threads: int, lib: Library,
         hours = sum(x.size for x in timing_clips) / EVAL_SR / 3600
         for p in lib.stores:
             for q in queries:
-                m = lib.matchers[(p, q.label)]
+                pipe = lib.pipelines[(p, q.label, "sep")]
                 t0 = time.perf_counter()
                 for x in timing_clips:
-                    m.match_landmarks(m.landmarks(x, EVAL_SR), top=1)
+                    pipe.candidates(pipe.landmarks(pipe.stems(x, EVAL_SR)), top=1)
                 t = time.perf_counter() - t0
                 out["identification"].setdefault(p, {})[q.label] = {
                     "query_hours": round(hours, 4), "wall_s": round(t, 3), "s_per_hour_of_queries": round(t / hours, 2),

@@ -168,6 +168,8 @@ def score_configuration(rows: Sequence[dict], t: int | str) -> dict:
             out[f"{r['snr']:g}dB"] = c
         elif r["role"] == "clean":
             out["clean"] = c
+        elif r["role"] == "condition":
+            continue  # reported in their own section, at identify's own decision
         else:
             neg_m += r["by_threshold"][str(t)]["matched"]
             neg_n += r["clips"]
@@ -540,7 +542,8 @@ class _View:
 def _markdown(report: dict, best: dict, log: dict, plots: list[str], title: str) -> str:
     v = _View.of(report, best, log)
     md = _section_header(v, title)
-    for section in (_section_bss, _section_identification, _section_clean, _section_false_matches, _section_cost,
+    for section in (_section_bss, _section_identification, _section_clean, _section_false_matches,
+                    _section_conditions, _section_cost,
                     _section_query_grid, _section_sdr_vs_identification, _section_ablations, _section_best):
         md += section(v)
     md += _section_files(plots)
@@ -670,6 +673,35 @@ def _section_false_matches(v: _View) -> list[str]:
             rows.append([_config_name(sep, inp), p, *vals, wrong])
     md.append(_md_table(["configuration", "preset", *[f"`{x}`" for x in sets],
                          f"wrong @{v.snrs[0]:g} dB" if v.snrs else "wrong"], rows))
+    return md
+
+
+def _section_conditions(v: _View) -> list[str]:
+    """4b. Music as broadcasters air it: the condition sets of ``bgmid data mix --conditions`` (speed, tempo,
+    pitch, processing chain, codec, 5 s excerpts), identified with ``bgmid identify``'s own decision."""
+    conds = [r for r in _ident(v.report) if r["role"] in ("condition", "condition_negative") and r["query"] == v.q0]
+    if not conds:
+        return []
+    sets = list(dict.fromkeys(r["set"] for r in conds))
+    md = ["", "## 4b. Broadcast conditions", "",
+          "Clips of the fixed sets changed the way channels air music (`bgmid data mix --conditions`), identified "
+          "with the decision `bgmid identify` makes (alteration search, denser analysis of short queries; the "
+          "threshold sweep does not apply). Positives: identified (%, right track and offset in the track's own "
+          "time line); negatives (altered speech): any match is false (%).", ""]
+    rows = []
+    for sep, inp in _config_order(v.report):
+        for p in v.presets:
+            vals = []
+            for st in sets:
+                r = next((x for x in conds if (x["separator"], x["input"], x["preset"], x["set"]) ==
+                          (sep, inp, p, st)), None)
+                if r is None:
+                    vals.append("–")
+                else:
+                    rate, false = _rate_at(r, v.t0)
+                    vals.append(_pct(false) if r["role"] == "condition_negative" else _pct(rate))
+            rows.append([_config_name(sep, inp), p, *vals])
+    md.append(_md_table(["configuration", "preset", *[f"`{x}`" for x in sets]], rows))
     return md
 
 

@@ -27,14 +27,14 @@ import numpy as np
 
 from bgmid.evaluate.bss import bss_eval, source_metrics
 from bgmid.hashing import file_digest
-from bgmid.separation.registry import Separator
+from bgmid.separation.registry import Separator, separate_at
 
 if TYPE_CHECKING:
     from bgmid.data.mixing import FixedClip
     from bgmid.evaluate.identification import FixedSet
 
 __all__ = ["EVAL_SR", "Separated", "SeparatorEntry", "display_name", "entry_for", "resolve_separators",
-           "run_separator", "separate_set", "separation_row"]
+           "separate_set", "separation_row"]
 
 #: Sample rate at which sets are loaded and separation quality is measured (the paper's 16 kHz).
 EVAL_SR = 16000
@@ -121,22 +121,6 @@ def entry_for(name: str, sep: Separator, models_dir: str | os.PathLike = "models
     return SeparatorEntry(name, sep, w, file_digest(w) if w else "", info)
 
 
-def run_separator(sep: Separator, mix: np.ndarray, sr: int = EVAL_SR) -> tuple[np.ndarray, np.ndarray]:
-    """Separate ``mix`` (at ``sr``) with ``sep`` at its own rate; return (music, speech) at ``sr``, same length."""
-    from bgmid.audio import resample
-
-    x = mix if sep.sample_rate == sr else resample(mix, sr, sep.sample_rate)
-    music, speech = sep.separate(np.ascontiguousarray(x, dtype=np.float32))
-    out = []
-    for y in (music, speech):
-        y = np.asarray(y, dtype=np.float32).reshape(-1)
-        if sep.sample_rate != sr:
-            y = resample(y, sep.sample_rate, sr)
-        y = y[: mix.size] if y.size >= mix.size else np.pad(y, (0, mix.size - y.size))
-        out.append(y.astype(np.float32))
-    return out[0], out[1]
-
-
 # --------------------------------------------------------------------------------------------------
 # stage 1: separate a set
 
@@ -211,7 +195,7 @@ def _separate_clip(sep: Separator, cache: _SepCache, role: str, c: FixedClip, k:
     if got is not None and (role != "mixture" or not with_bss or "sdr_music" in got[1]):
         return got
     t0 = time.perf_counter()
-    music, speech = run_separator(sep, c.mix)
+    music, speech = separate_at(sep, c.mix, EVAL_SR)  # the run's thread policy is set around the stage
     met = {"sep_s": time.perf_counter() - t0, "audio_s": c.mix.size / EVAL_SR}
     met.update(_quality(role, c, music, speech, with_bss))
     cache.put(k, music, met)

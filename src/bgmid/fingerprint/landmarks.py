@@ -16,11 +16,15 @@ Pipeline, all vectorised numpy:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from bgmid.fingerprint.presets import Preset
+
+if TYPE_CHECKING:
+    from bgmid.audio import OwnedBlock
 
 __all__ = [
     "LandmarkStream",
@@ -208,7 +212,8 @@ class LandmarkStream:
     ``[k*core + ctx, (k+1)*core + ctx)`` (block 0 also the first ``ctx`` frames, the last block everything to
     the end) and sees ``ctx`` frames of context either side; cuts fall on one-second peak-thinning
     boundaries; pairs are formed with a lag of one block so targets across a cut are found. Blocks are laid
-    out by :class:`bgmid.audio.Blocker`. :meth:`feed` pieces at ``preset.sample_rate``, then :meth:`finish`.
+    out, and owned, by :class:`bgmid.audio.OwningBlocker`. :meth:`feed` pieces at ``preset.sample_rate``,
+    then :meth:`finish`.
     """
 
     def __init__(
@@ -219,19 +224,18 @@ class LandmarkStream:
         block_s: float = 60.0,
         skip: int = 0,
     ):
-        from bgmid.audio import Blocker
+        from bgmid.audio import OwningBlocker
 
         self.preset = preset
         hop, fps = preset.hop, frames_per_second(preset)
         self.ctx = -(-(peak_context(preset) + preset.n_fft // hop + 1) // fps) * fps  # context frames, whole s
         self.core = max(int(round(block_s)) * fps, 2 * self.ctx, -(-(preset.dt_max + 1) // fps) * fps)
         block = (self.core + 2 * self.ctx - 1) * hop + preset.n_fft
-        self.blocker = Blocker(block, self.core * hop)
+        self.blocker = OwningBlocker(block, self.core * hop, self.ctx * hop)
         self.density = preset.density * density_factor
         self.fanout = int(round(preset.fanout * fanout_factor))
         self.skip = int(skip)
         self.n_samples = 0  #: samples analysed so far (after ``skip``)
-        self._held: tuple[int, np.ndarray] | None = None
         self._out_h: list[np.ndarray] = []
         self._out_t: list[np.ndarray] = []
         self._prev_t = np.zeros(0, np.int64)
@@ -243,15 +247,12 @@ class LandmarkStream:
             drop = min(self.skip, x.size)
             x, self.skip = x[drop:], self.skip - drop
         for blk in self.blocker.push(x):
-            self._take(blk)
+            self._block(blk)
 
     def finish(self) -> Landmarks:
         """All landmarks of the signal fed (times in frames from its first analysed sample)."""
         for blk in self.blocker.finish():
-            self._take(blk)
-        if self._held is not None:
-            self._block(*self._held, last=True)
-            self._held = None
+            self._block(blk)
         lm = pair_peaks(self._prev_t, self._prev_f, self.preset, self.fanout)
         self._out_h.append(lm.hashes)
         self._out_t.append(lm.times)
@@ -260,18 +261,13 @@ class LandmarkStream:
         self._out_h, self._out_t = [], []
         return out
 
-    def _take(self, blk: tuple[int, np.ndarray]) -> None:
-        if self._held is not None:  # a block is processed once the next exists: the last one owns the end
-            self._block(*self._held, last=False)
-        self._held = blk
-
-    def _block(self, start: int, x: np.ndarray, last: bool) -> None:
+    def _block(self, blk: OwnedBlock) -> None:
         p = self.preset
-        self.n_samples = max(self.n_samples, start + x.size)
-        g0 = start // p.hop  # global frame of this block's first spectrogram row
-        own_lo = 0 if g0 == 0 else g0 + self.ctx
-        own_hi = np.iinfo(np.int64).max if last else g0 + self.ctx + self.core
-        t, f, sc = peak_candidates(spectrogram(x, p), p)
+        self.n_samples = max(self.n_samples, blk.start + blk.x.size)
+        g0 = blk.start // p.hop  # global frame of this block's first spectrogram row
+        own_lo = blk.own_lo // p.hop  # the block's own frames: its core (ownership in whole hops)
+        own_hi = np.iinfo(np.int64).max if blk.last else blk.own_hi // p.hop
+        t, f, sc = peak_candidates(spectrogram(blk.x, p), p)
         t = t.astype(np.int64) + g0
         keep = (t >= own_lo) & (t < own_hi)
         t, f = thin_peaks(t[keep], f[keep], sc[keep], p, self.density)

@@ -52,10 +52,13 @@ class QueryOptions:
     #: when the unaltered query finds nothing, search for speed (+-6 %), tempo (+-5 %) and pitch (+-2
     #: semitones) changes as broadcasts apply them (:mod:`bgmid.alterations`); False: unaltered only
     alterations: bool = True
-    #: queries shorter than this (s) are analysed at ``short_density`` times the density and two phases: a
-    #: 5 s cue has less than half the evidence of a 12 s query
+    #: queries shorter than this (s) are analysed at ``short_density`` times the density and ``short_shifts``
+    #: phases: a 5 s cue has less than half the evidence of a 12 s query. On 40 corpus clips of 5 s at -10 dB
+    #: (no separator): 1.5x / 2 phases found 26, 2x / 8 phases 35, with no false match on 120 clips of 5 s of
+    #: speech or never-indexed music either way; the cost is that of analysing a 40 s query
     short_query_s: float = 8.0
-    short_density: float = 1.5
+    short_density: float = 2.0
+    short_shifts: int = 8
 
 
 PRESETS: dict[str, Preset] = {

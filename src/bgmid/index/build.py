@@ -8,7 +8,6 @@ flight, and a re-run skips what is already there by content hash).
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -18,6 +17,7 @@ from bgmid.audio import AudioError, iter_audio_files, require_regular_file
 from bgmid.audio import read_tags as read_title  # moved to bgmid.audio; the old name stays
 from bgmid.fingerprint.landmarks import Landmarks, fingerprint_file
 from bgmid.fingerprint.presets import Preset
+from bgmid.hashing import file_digest
 from bgmid.index.base import Store, TrackMeta
 from bgmid.paths import shown
 
@@ -31,15 +31,6 @@ class IndexReport:
     skipped: list[str] = field(default_factory=list)  #: already in the index (same bytes)
     failed: list[tuple[str, str]] = field(default_factory=list)  #: (path, reason)
     warnings: list[tuple[str, str]] = field(default_factory=list)  #: (path, message): indexed, with a caveat
-
-
-def file_sha1(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """sha1 of a file's bytes, read in 1 MiB chunks."""
-    h = hashlib.sha1()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _work(path: str, preset: Preset) -> tuple[Landmarks, float, str, dict, list[str]]:
@@ -70,10 +61,15 @@ def index_paths(
     jobs: int = 1,
     on_progress: Callable[[str, str], None] | None = None,
     min_duration_s: float = 1.0,
+    executor=None,
 ) -> IndexReport:
     """Index every audio file under ``paths`` into ``store``; failures are collected, not raised.
 
     ``on_progress(path, status)`` is called once per file with status ``added``, ``skipped`` or ``failed``.
+    ``executor``: where files are fingerprinted (anything with ``submit(fn, *args) -> Future``, e.g. a
+    :class:`bgmid.cluster.RayExecutor`; default a process pool of ``jobs`` workers when ``jobs`` > 1), with at
+    most ``2 * jobs`` files in flight. Only this process writes: every result comes back here and is committed
+    through the store's single writer.
     """
     report = IndexReport()
     files = [str(p) for p in iter_audio_files(list(paths))]
@@ -126,12 +122,14 @@ def index_paths(
         if len(report.added) % COMPACT_EVERY == 0 and hasattr(store, "compact"):
             store.compact()  # tiered merges as we go: a long run keeps few segments (and few open files)
 
-    executor = ProcessPoolExecutor(max_workers=jobs) if jobs > 1 else None
+    own_executor = executor is None and jobs > 1
+    if own_executor:
+        executor = ProcessPoolExecutor(max_workers=jobs)
     try:
         for path in files:
             try:
                 require_regular_file(path)  # a FIFO or device would block the hashing below forever
-                digest = file_sha1(path)
+                digest = file_digest(path, "sha1")  # the index names tracks by sha1 (bgmid.hashing)
             except AudioError as exc:
                 fail(path, str(exc))
                 continue
@@ -171,7 +169,7 @@ def index_paths(
             for f in done:
                 finish(f)
     finally:
-        if executor is not None:
+        if own_executor:
             executor.shutdown(wait=False, cancel_futures=True)
         if hasattr(store, "compact"):
             store.compact()

@@ -149,10 +149,19 @@ def _scan(index: Path) -> tuple[_Meta, dict[str, dict], dict[str, Finding]]:
 
 
 def check_index(path: str | os.PathLike) -> CheckReport:
-    """Verify the index at ``path`` completely, changing nothing (see module docstring)."""
+    """Verify the index at ``path`` completely, changing nothing (see module docstring). A sharded index
+    (:mod:`bgmid.index.shard`) is checked shard by shard, in one report."""
+    from bgmid.index.shard import is_sharded, shard_folders
+
     index = Path(path)
     if not index.is_dir():
         raise BgmidError(f"{shown(index)}: no such index folder.")
+    if is_sharded(index):
+        reps = [check_index(d) for d in shard_folders(index)]
+        return CheckReport(shown(index), tracks=sum(r.tracks for r in reps),
+                           healthy_tracks=sum(r.healthy_tracks for r in reps), segments=sum(r.segments for r in reps),
+                           healthy_segments=sum(r.healthy_segments for r in reps),
+                           findings=[f for r in reps for f in r.findings], metadata_ok=all(r.metadata_ok for r in reps))
     if _read_meta(index).version == 2:
         return CheckReport(shown(index), findings=[Finding(shown(index / "meta.sqlite"), "format 2 (no checksums "
                                                            "to verify): upgrade it with --repair")])
@@ -255,12 +264,21 @@ def _choose_segments(healthy: dict[str, dict]) -> tuple[dict[str, dict], list[st
 
 def repair_index(path: str | os.PathLike, reindex: bool = True, wait: bool = True,
                  on_progress: Callable[[str, str], None] | None = None) -> RepairReport:
-    """Repair the index at ``path`` (see module docstring); returns what was kept, moved and re-indexed."""
+    """Repair the index at ``path`` (see module docstring); returns what was kept, moved and re-indexed. A
+    sharded index is repaired shard by shard."""
     from bgmid.index.local import REMOVED_FILE, LocalStore
+    from bgmid.index.shard import is_sharded, shard_folders
 
     index = Path(path)
     if not index.is_dir():
         raise BgmidError(f"{shown(index)}: no such index folder.")
+    if is_sharded(index):
+        reps = [repair_index(d, reindex, wait, on_progress) for d in shard_folders(index)]
+        return RepairReport(shown(index), quarantined=[q for r in reps for q in r.quarantined],
+                            kept_tracks=sum(r.kept_tracks for r in reps),
+                            reindexed=[x for r in reps for x in r.reindexed],
+                            unrecoverable=[u for r in reps for u in r.unrecoverable],
+                            quarantine=next((r.quarantine for r in reps if r.quarantine), None))
     lock = WriterLock(index, wait=wait)
     try:
         rep = RepairReport(shown(index))

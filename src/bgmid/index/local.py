@@ -308,16 +308,27 @@ class LocalStore:
         Skips stop words and hashes with more than ``max_postings`` postings summed over all segments.
         """
         q = np.asarray(hashes, dtype=np.uint32)
-        empty = np.zeros(0, np.int64)
-        if not self._segments or q.size == 0:
-            return empty, empty, empty
-        found = [seg.lists.find(q) for seg in self._segments]
-        total = np.sum([c for _, c in found], axis=0)
+        found, total = self.find(q)
         ok = total > 0
         if max_postings is not None:
             ok &= total <= max_postings
         if self._stops.size:
             ok &= ~np.isin(q, self._stops)
+        return self.postings_of(found, ok)
+
+    def find(self, q: np.ndarray) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray]:
+        """Where each query hash's list is in each segment (``(key, count)`` per segment) and its postings in
+        all segments together: the first half of :meth:`lookup`, which a sharded index
+        (:class:`bgmid.index.shard.ShardedStore`) sums over its shards before it applies the stop-word rule."""
+        q = np.asarray(q, dtype=np.uint32)
+        found = [seg.lists.find(q) for seg in self._segments]
+        total = np.sum([c for _, c in found], axis=0) if found else np.zeros(q.size, np.int64)
+        return found, np.asarray(total, np.int64)
+
+    def postings_of(self, found: list[tuple[np.ndarray, np.ndarray]], ok: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The postings of the query hashes where ``ok`` (from :meth:`find`), removed tracks left out."""
+        empty = np.zeros(0, np.int64)
         parts = []
         for seg, (k, c) in zip(self._segments, found, strict=True):
             rows = np.nonzero(ok & (k >= 0))[0]
@@ -407,11 +418,12 @@ class LocalStore:
             out.append(track_record(self._row_to_meta(row)))
         return out
 
-    def add_track(self, meta: TrackMeta, hashes: np.ndarray, times: np.ndarray) -> int:
+    def add_track(self, meta: TrackMeta, hashes: np.ndarray, times: np.ndarray, track_id: int | None = None) -> int:
         """Store one track durably (its own segment, committed with its metadata row); return its id.
 
         The "already indexed?" check is repeated inside the write transaction: a file whose bytes are
-        already indexed is never stored twice (its existing id is returned).
+        already indexed is never stored twice (its existing id is returned). ``track_id``: the id to give it
+        (a sharded index allocates ids over all its shards); default the next one.
         """
         self._require_writer()
         hashes = np.asarray(hashes, dtype=np.uint32)
@@ -427,10 +439,10 @@ class LocalStore:
                 return meta.track_id
             g = self._commit_generation()
             cur = self.db.execute(
-                "INSERT INTO tracks (title, path, duration_s, content_hash, n_hashes, extra, added_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (meta.title, to_stored(meta.path), float(meta.duration_s), meta.content_hash, int(hashes.size),
-                 extra, time.time()),
+                "INSERT INTO tracks (id, title, path, duration_s, content_hash, n_hashes, extra, added_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (track_id, meta.title, to_stored(meta.path), float(meta.duration_s), meta.content_hash,
+                 int(hashes.size), extra, time.time()),
             )
             tid = int(cur.lastrowid)
             meta.track_id, meta.n_hashes = tid, int(hashes.size)
@@ -454,6 +466,40 @@ class LocalStore:
         self.db.execute("INSERT INTO segments (name, n_postings, value_bits, created_at, checksum, generation) "
                         "VALUES (?, ?, ?, ?, ?, ?)", (w.name, w.n_postings, w.value_bits, time.time(), w.checksum,
                                                       generation))
+
+    @property
+    def last_id(self) -> int:
+        """The highest track id this index ever gave (removed tracks included; 0 when empty)."""
+        row = self.db.execute("SELECT COALESCE(MAX(id), 0) FROM tracks").fetchone()
+        seq = self.db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'tracks'").fetchone()
+        return max(int(row[0]), int(seq[0]) if seq else 0)
+
+    def import_tracks(self, metas: Sequence[TrackMeta], hashes: np.ndarray, track_ids: np.ndarray,
+                      times: np.ndarray, stops: np.ndarray | None = None) -> None:
+        """Copy whole tracks from another index (splitting one into shards, :mod:`bgmid.index.shard`): their
+        ids, metadata and hash counts kept (the counts set the stop-word limit), their stored postings as one
+        new segment recording ``stops`` (the source's stop words), all committed in one transaction."""
+        self._require_writer()
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            g = self._commit_generation()
+            for m in metas:
+                extra = json.dumps(m.extra)
+                self.db.execute(
+                    "INSERT INTO tracks (id, title, path, duration_s, content_hash, n_hashes, extra, added_at, "
+                    "row_sum) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (int(m.track_id), m.title, to_stored(m.path), float(m.duration_s), m.content_hash,
+                     int(m.n_hashes), extra, time.time(), row_checksum(m.track_id, m.title, m.path, m.duration_s,
+                                                                     m.content_hash, int(m.n_hashes), extra, 0)))
+            w = write_segment(self.seg_root, hashes, track_ids, times, tracks=[track_record(m) for m in metas],
+                              generation=g, preset=self.preset.to_dict(), stops=stops)
+            self._insert_segment(w, g)
+            self.db.execute("COMMIT")
+        except BaseException:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise
+        self.refresh()
 
     def remove(self, track_ids: Sequence[int]) -> int:
         """Mark tracks removed (their postings vanish from lookups at once, from disk at the next compaction)."""
@@ -482,7 +528,8 @@ class LocalStore:
         self.refresh()
         return n
 
-    def compact(self, fan_in: int = 4, force: bool = False, max_postings: int = MAX_MERGE_POSTINGS) -> int:
+    def compact(self, fan_in: int = 4, force: bool = False, max_postings: int = MAX_MERGE_POSTINGS,
+                stop_basis: int | None = None) -> int:
         """Merge small segments so lookups touch few files; drop postings of removed tracks.
 
         Log-structured tiers: segments are grouped by size class (powers of ``fan_in``); when a class holds
@@ -490,7 +537,9 @@ class LocalStore:
         O(log n) times. A merge decodes its segments in memory, so tiers stop at ``max_postings`` postings:
         indexing a library of any size needs bounded memory, and a big library ends as a few big segments
         (a lookup costs one binary search more per segment). ``force`` merges everything into one segment
-        whatever its size (memory grows with the index). Returns the number of segments merged.
+        whatever its size (memory grows with the index). ``stop_basis``: the hashes the stop-word limit is
+        computed from (default this index's; a shard passes its whole catalogue's). Returns the number of
+        segments merged.
         """
         self._require_writer()
         merged = 0
@@ -510,13 +559,13 @@ class LocalStore:
                 if merged:
                     self._checkpoint()
                 return merged
-            self._merge(victims)
+            self._merge(victims, stop_basis)
             merged += len(victims)
             if force:
                 self._checkpoint()
                 return merged
 
-    def _merge(self, victims: list) -> None:
+    def _merge(self, victims: list, stop_basis: int | None = None) -> None:
         segs = [Segment(self.path, segment_dir(self.path, self.seg_root, n), int(b), int(c), cs)
                 for n, c, b, cs in victims]
         parts = [s.postings() for s in segs]
@@ -524,7 +573,7 @@ class LocalStore:
         if self._removed.size:
             live = ~np.isin(t, self._removed)
             h, t, tm = h[live], t[live], tm[live]
-        limit = stop_word_limit(self._n_hashes, self.preset)
+        limit = stop_word_limit(self._n_hashes if stop_basis is None else stop_basis, self.preset)
         # new stop words only once the index is big enough for the relative rule (not the floor) to decide:
         # while it is small, the floor would condemn hashes that a grown index keeps
         new_stops = _over_limit(h, limit) if limit > STOP_FLOOR else np.zeros(0, np.uint32)
@@ -661,5 +710,11 @@ def open_index(path: str | os.PathLike, preset: Preset | str | None = None, crea
                ) -> LocalStore:
     """Open the index at ``path``: for reading (the default: changes nothing on disk), or for writing with
     ``write=True`` (takes the writer lock; ``wait=False`` fails at once if another writer holds it) or
-    ``create=True`` (creates the index if needed; ``preset`` is fixed at creation)."""
+    ``create=True`` (creates the index if needed; ``preset`` is fixed at creation). A sharded index
+    (:mod:`bgmid.index.shard`) opens as a :class:`~bgmid.index.shard.ShardedStore`, the same interface."""
+    from bgmid.index.shard import ShardedStore, is_sharded
+
+    if is_sharded(path):
+        return ShardedStore(path, preset=preset, write=bool(create or write), wait=wait,  # type: ignore[return-value]
+                            on_wait=on_wait)
     return LocalStore(path, preset=preset, create=create, write=write, wait=wait, on_wait=on_wait)

