@@ -143,7 +143,8 @@ def decode_tag(value: object) -> str:
 
 
 def read_tags(path: str | os.PathLike) -> tuple[str, dict]:
-    """Title and other tags (artist, album, composer, isrc, date, genre) from the file's metadata; the file
+    """Title and other tags (artist, album, composer, publisher, isrc, iswc, date, genre: what a cue sheet
+    reports) from the file's metadata; the file
     name (shown readably) when it has no title tag. Tags in any legacy encoding are decoded (see
     :func:`decode_tag`); a file whose metadata cannot be read at all gets its name and no tags."""
     extra: dict = {}
@@ -154,7 +155,7 @@ def read_tags(path: str | os.PathLike) -> tuple[str, dict]:
                 tags.update({str(k).lower(): v for k, v in (c.streams.audio[0].metadata or {}).items()})
     except Exception:
         tags = {}
-    for k in ("artist", "album", "composer", "isrc", "date", "genre"):
+    for k in ("artist", "album", "composer", "publisher", "isrc", "iswc", "date", "genre"):
         if tags.get(k):
             extra[k] = decode_tag(tags[k])
     title = decode_tag(tags["title"]) if tags.get("title") else ""
