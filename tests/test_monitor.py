@@ -31,6 +31,7 @@ from bgmid.monitor import (
     MonitorResult,
     WindowHit,
     estimate_usage,
+    hit_span,
     landmark_id,
     merge_segments,
     segments_to_cues,
@@ -110,9 +111,30 @@ def test_cross_fade_keeps_both_tracks():
 def test_gap_inside_a_cue_is_bridged_but_a_long_one_splits():
     one = cues_of(play(7, 10.0, 60.0, 0.0, holes=((30.0, 36.0),)))
     assert len(one) == 1 and abs(one[0].duration_s - 50.0) < 0.3
-    two = cues_of(play(7, 10.0, 90.0, 0.0, holes=((30.0, 60.0),)))
+    two = cues_of(play(7, 10.0, 120.0, 0.0, holes=((30.0, 75.0),)))  # longer than link_gap_s
     assert len(two) == 2
-    assert abs(two[0].programme_end_s - 30.0) < 0.2 and abs(two[1].programme_start_s - 60.0) < 0.1
+    assert abs(two[0].programme_end_s - 30.0) < 0.2 and abs(two[1].programme_start_s - 75.0) < 0.2
+
+
+def test_same_offset_after_a_masked_stretch_is_one_cue_but_another_offset_is_not():
+    """15-25 s where no window reaches weak_score (loud speech over quiet music): past max_gap_s, but the track
+    comes back at the offset it had, so it kept playing; at another offset it is a new use."""
+    for hole in ((30.0, 45.0), (30.0, 55.0)):
+        one = cues_of(play(7, 10.0, 80.0, 0.0, holes=(hole,)))
+        assert len(one) == 1 and one[0].loops == 0 and abs(one[0].duration_s - 70.0) < 0.3
+    other = cues_of(play(7, 10.0, 30.0, 0.0) + play(7, 45.0, 80.0, 100.0, id_base=10**7))
+    assert len(other) == 2 and abs(other[1].track_start_s - 100.0) < 0.1
+
+
+def test_one_chance_landmark_does_not_move_a_boundary():
+    """A hit's span is its second-earliest anchor to its second-latest end (``span_rank``)."""
+    frames = np.array([100, 140, 141, 142, 150, 400])  # 400: one chance alignment long after the music
+    ids = landmark_id(frames, np.arange(frames.size))
+    ends = frames + 20
+    ends[-1] = frames[-1] + 5
+    assert hit_span(ids, ids, ends, 2) == (140, 170)
+    assert hit_span(ids, ids, ends, 1) == (100, 405)
+    assert hit_span(ids[:1], ids[:1], ends[:1], 2) == (100, 120)  # one landmark: it is the span
 
 
 def test_music_looping_within_a_track_is_one_cue_with_parts():

@@ -22,8 +22,10 @@ the segment logic. Pipeline (one pass, bounded memory):
    ``max_gap_s`` apart: a constant offset means the track kept running, so a few seconds masked by loud speech
    do not split a cue. A segment becomes a cue only with real evidence (at least one window at the calibrated
    match threshold, ``min_windows`` windows, ``min_cue_score`` distinct aligned landmarks, ``min_cue_s``
-   seconds): isolated weak hits, which chance produces in speech, are dropped. Boundaries are the first aligned
-   landmark's anchor and the last aligned landmark's target peak, not window edges.
+   seconds): isolated weak hits, which chance produces in speech, are dropped. Boundaries are the second
+   aligned landmark's anchor and the second-last aligned landmark's target peak (``span_rank``: one chance
+   alignment does not move them), not window edges. Accepted segments at the same offset up to ``link_gap_s``
+   apart are one cue (:func:`link_same_offset`): the playback went on under speech that masked it.
 4. **Loops.** Segments of the same track with different offsets that touch (within ``loop_gap_s``) or overlap
    are one continuous use of the track whose playback jumped: looped game/library music, an edit that repeats
    a section, or a track whose own sections repeat (then the same audio matches two offsets at once). They are
@@ -64,6 +66,8 @@ __all__ = [
     "Segment",
     "WindowHit",
     "estimate_usage",
+    "hit_span",
+    "link_same_offset",
     "merge_loops",
     "merge_segments",
     "segments_to_cues",
@@ -103,6 +107,14 @@ class MonitorConfig:
     offset_tol_frames: int = 2  #: offsets this close (STFT frames) are the same playback
     max_gap_s: float = 10.0  #: bridge gaps up to this long between hits of the same track and offset
     loop_gap_s: float = 8.0  #: same track, different offset, this close: one cue (loop / repeat)
+    #: accepted segments of one track at the same offset this far apart are one cue that kept playing under
+    #: loud speech: a constant offset after a pause is the same playback (an MP2 copy of a programme split a
+    #: -16 dB cue at a 13.6 s gap its WAV bridged with weak windows); two uses of a track never share an offset
+    link_gap_s: float = 30.0
+    #: a window hit's in point is its ``span_rank``-th earliest aligned anchor and its out point the
+    #: ``span_rank``-th latest aligned landmark end: one chance alignment (a peak of the next track in a
+    #: cross-fade, a codec's noise) must not move a boundary (it moved one by 0.56 s between WAV and M4A)
+    span_rank: int = 2
     min_cue_s: float = 2.0  #: shorter detections are dropped (landmark spans are shorter than the audible cue)
     #: cues are widened by this much at each end: the first aligned landmark comes after the music became
     #: audible (a fade-in hides the first notes) and the last one before it stopped; on the benchmark the
@@ -270,6 +282,40 @@ def window_votes(
                                           strict=True)]
 
 
+def hit_span(aligned: np.ndarray, ids: np.ndarray, ends: np.ndarray, rank: int) -> tuple[int, int]:
+    """A window hit's evidence span in frames: the ``rank``-th earliest anchor frame of its ``aligned`` landmark
+    ids and the ``rank``-th latest end frame (``ends`` parallel to the window's landmark ``ids``), so that a
+    single chance alignment does not set a boundary. Fewer than ``rank`` landmarks: the extreme ones."""
+    anchors = np.sort(landmark_frames(aligned))
+    u, first = np.unique(ids, return_index=True)
+    e = np.sort(ends[first[np.isin(u, aligned, assume_unique=True)]])
+    k = max(1, int(rank))
+    a0 = int(anchors[min(k, anchors.size) - 1]) if anchors.size else 0
+    e1 = int(e[-min(k, e.size)]) if e.size else a0
+    return a0, e1
+
+
+def link_same_offset(segments: Sequence[Segment], config: MonitorConfig = MonitorConfig()) -> list[Segment]:
+    """Join segments of one track whose offsets agree (``offset_tol_frames``) and that are at most
+    ``link_gap_s`` apart: the same playback, with a stretch in between where speech masked the music too much
+    for any window to reach ``weak_score`` (:func:`merge_segments` bridges only ``max_gap_s``)."""
+    out: list[Segment] = []
+    for s in sorted(segments, key=lambda s: (s.track_id, s.start_s)):
+        prev = next((p for p in reversed(out) if p.track_id == s.track_id
+                     and abs(p.offset - s.offset) <= config.offset_tol_frames
+                     and s.start_s - p.end_s <= config.link_gap_s), None)
+        if prev is not None:
+            if s.max_score > prev.max_score:
+                prev.offset = s.offset
+            prev.hits = prev.hits + s.hits
+            prev.end_s = max(prev.end_s, s.end_s)
+            prev.aligned = np.union1d(prev.aligned, s.aligned)
+        else:
+            out.append(Segment(s.track_id, s.offset, s.start_s, s.end_s, list(s.hits), s.aligned))
+    out.sort(key=lambda s: (s.start_s, s.track_id))
+    return out
+
+
 def merge_segments(hits: Iterable[WindowHit], config: MonitorConfig = MonitorConfig()) -> list[Segment]:
     """Link window hits into segments of one track at one (constant) offset.
 
@@ -426,9 +472,10 @@ def suppress_shadows(cues: Sequence[Cue], frame_s: float, config: MonitorConfig 
 
 
 def _widen(cue: Cue, pad: float) -> None:
-    """Move a cue's in point ``pad`` earlier (not before 0) and its out point ``pad`` later, parts and track
-    positions with them (the programme end is clipped later, when the programme's length is known)."""
-    lead = min(pad, cue.programme_start_s)
+    """Move a cue's in point ``pad`` earlier (not before 0 in the programme or in the track) and its out point
+    ``pad`` later, parts and track positions with them (the programme end is clipped later, when the
+    programme's length is known)."""
+    lead = max(0.0, min(pad, cue.programme_start_s, cue.track_start_s))  # not before the track's own start
     cue.programme_start_s -= lead
     cue.track_start_s -= lead
     cue.programme_end_s += pad
@@ -449,7 +496,7 @@ def segments_to_cues(
 ) -> list[Cue]:
     """Filter segments (:func:`accept_segment`), merge loops (:func:`merge_loops`), drop shadows
     (:func:`suppress_shadows`) and build numbered cues."""
-    good = [s for s in segments if accept_segment(s, config, n_windows_total)]
+    good = link_same_offset([s for s in segments if accept_segment(s, config, n_windows_total)], config)
     cues = []
     for g in merge_loops(good, config):
         parts = _parts(_main_runs(g, config.min_cue_s + 1.0), frame_s)
@@ -589,10 +636,9 @@ class _WindowVoter:
             return
         fs, tail = p.frame_s, p.n_fft / p.sample_rate
         v = score_offsets(w, c.top, min_score=c.weak_score, candidates=2 * max(c.top, 1), ids=ids, ends=ends)
-        for tr, o, s, f0, f1, a in zip(v.track_ids, v.offsets, v.scores, v.q_first, v.q_last, v.aligned or [],
-                                       strict=True):
-            self.hits.append(WindowHit(w0 * fs, w_end * fs, int(tr), int(o), int(s), int(f0) * fs,
-                                      int(f1) * fs + tail, a))
+        for tr, o, s, a in zip(v.track_ids, v.offsets, v.scores, v.aligned or [], strict=True):
+            f0, f1 = hit_span(a, ids, ends, c.span_rank)
+            self.hits.append(WindowHit(w0 * fs, w_end * fs, int(tr), int(o), int(s), f0 * fs, f1 * fs + tail, a))
 
 
 class _Levels:
