@@ -126,15 +126,19 @@ def test_same_offset_after_a_masked_stretch_is_one_cue_but_another_offset_is_not
     assert len(other) == 2 and abs(other[1].track_start_s - 100.0) < 0.1
 
 
-def test_one_chance_landmark_does_not_move_a_boundary():
-    """A hit's span is its second-earliest anchor to its second-latest end (``span_rank``)."""
-    frames = np.array([100, 140, 141, 142, 150, 400])  # 400: one chance alignment long after the music
+def test_one_chance_landmark_does_not_move_a_boundary_but_sparse_evidence_does():
+    """A last landmark far beyond dense evidence is chance; the lone last one of sparse evidence is not."""
+    dense = np.arange(100, 200, 2)  # 0.5 landmarks a frame, then one 30 frames after the rest
+    frames = np.concatenate([dense, [dense[-1] + 30]])
     ids = landmark_id(frames, np.arange(frames.size))
-    ends = frames + 20
-    ends[-1] = frames[-1] + 5
-    assert hit_span(ids, ids, ends, 2) == (140, 170)
-    assert hit_span(ids, ids, ends, 1) == (100, 405)
-    assert hit_span(ids[:1], ids[:1], ends[:1], 2) == (100, 120)  # one landmark: it is the span
+    assert hit_span(ids, ids, frames + 10, 86, 0.01) == (100, 208)
+    early = np.concatenate([[70], dense])  # the same at the in point
+    ids = landmark_id(early, np.arange(early.size))
+    assert hit_span(ids, ids, early + 10, 86, 0.01)[0] == 100
+    sparse = np.array([100, 140, 180, 220, 260])  # under loud speech: a landmark every 40 frames
+    ids = landmark_id(sparse, np.arange(sparse.size))
+    assert hit_span(ids, ids, sparse + 10, 86, 0.01) == (100, 270)
+    assert hit_span(ids[:1], ids[:1], sparse[:1] + 10, 86, 0.01) == (100, 110)  # one landmark: it is the span
 
 
 def test_music_looping_within_a_track_is_one_cue_with_parts():

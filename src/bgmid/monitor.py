@@ -22,10 +22,11 @@ the segment logic. Pipeline (one pass, bounded memory):
    ``max_gap_s`` apart: a constant offset means the track kept running, so a few seconds masked by loud speech
    do not split a cue. A segment becomes a cue only with real evidence (at least one window at the calibrated
    match threshold, ``min_windows`` windows, ``min_cue_score`` distinct aligned landmarks, ``min_cue_s``
-   seconds): isolated weak hits, which chance produces in speech, are dropped. Boundaries are the second
-   aligned landmark's anchor and the second-last aligned landmark's target peak (``span_rank``: one chance
-   alignment does not move them), not window edges. Accepted segments at the same offset up to ``link_gap_s``
-   apart are one cue (:func:`link_same_offset`): the playback went on under speech that masked it.
+   seconds): isolated weak hits, which chance produces in speech, are dropped. Boundaries are the first
+   aligned landmark's anchor and the last aligned landmark's target peak, not window edges, unless that
+   landmark stands apart from the others more than their rate explains (a chance alignment: :func:`hit_span`).
+   Accepted segments at the same offset up to ``link_gap_s`` apart are one cue (:func:`link_same_offset`): the
+   playback went on under speech that masked it.
 4. **Loops.** Segments of the same track with different offsets that touch (within ``loop_gap_s``) or overlap
    are one continuous use of the track whose playback jumped: looped game/library music, an edit that repeats
    a section, or a track whose own sections repeat (then the same audio matches two offsets at once). They are
@@ -111,10 +112,10 @@ class MonitorConfig:
     #: loud speech: a constant offset after a pause is the same playback (an MP2 copy of a programme split a
     #: -16 dB cue at a 13.6 s gap its WAV bridged with weak windows); two uses of a track never share an offset
     link_gap_s: float = 30.0
-    #: a window hit's in point is its ``span_rank``-th earliest aligned anchor and its out point the
-    #: ``span_rank``-th latest aligned landmark end: one chance alignment (a peak of the next track in a
-    #: cross-fade, a codec's noise) must not move a boundary (it moved one by 0.56 s between WAV and M4A)
-    span_rank: int = 2
+    #: a window hit's first (last) aligned landmark is a chance alignment, not the boundary, when its gap to
+    #: the next is this improbable at the landmark rate of the ``span_rate_s`` next to it (see :func:`hit_span`)
+    span_outlier_p: float = 0.01
+    span_rate_s: float = 2.0
     min_cue_s: float = 2.0  #: shorter detections are dropped (landmark spans are shorter than the audible cue)
     #: cues are widened by this much at each end: the first aligned landmark comes after the music became
     #: audible (a fade-in hides the first notes) and the last one before it stopped; on the benchmark the
@@ -282,17 +283,31 @@ def window_votes(
                                           strict=True)]
 
 
-def hit_span(aligned: np.ndarray, ids: np.ndarray, ends: np.ndarray, rank: int) -> tuple[int, int]:
-    """A window hit's evidence span in frames: the ``rank``-th earliest anchor frame of its ``aligned`` landmark
-    ids and the ``rank``-th latest end frame (``ends`` parallel to the window's landmark ``ids``), so that a
-    single chance alignment does not set a boundary. Fewer than ``rank`` landmarks: the extreme ones."""
+def _trim_outlier(t: np.ndarray, rate_frames: int, p: float) -> int:
+    """The last value of sorted frames ``t`` unless it is an outlier: its gap to the one before is one that the
+    landmark rate just before (over ``rate_frames``) would leave with probability below ``p`` (Poisson:
+    ``exp(-rate * gap)``); then the one before."""
+    if t.size < 3:
+        return int(t[-1])
+    gap = float(t[-1] - t[-2])
+    rate = float(np.count_nonzero(t[:-1] >= t[-2] - rate_frames)) / rate_frames
+    return int(t[-2]) if gap > 0 and math.exp(-rate * gap) < p else int(t[-1])
+
+
+def hit_span(aligned: np.ndarray, ids: np.ndarray, ends: np.ndarray, rate_frames: int, p: float) -> tuple[int, int]:
+    """A window hit's evidence span in frames: the earliest anchor frame of its ``aligned`` landmark ids and
+    the latest end frame (``ends`` parallel to the window's landmark ``ids``), except that an extreme landmark
+    that stands apart from the others more than their rate explains (:func:`_trim_outlier`, probability
+    ``p``) is a chance alignment (a peak of the next track in a cross-fade, a codec's noise: it moved an out
+    point by 0.56 s between a WAV and an M4A of one programme) and the next one sets the boundary. Quiet music
+    under speech has sparse landmarks, so its lone last landmark is kept."""
     anchors = np.sort(landmark_frames(aligned))
     u, first = np.unique(ids, return_index=True)
     e = np.sort(ends[first[np.isin(u, aligned, assume_unique=True)]])
-    k = max(1, int(rank))
-    a0 = int(anchors[min(k, anchors.size) - 1]) if anchors.size else 0
-    e1 = int(e[-min(k, e.size)]) if e.size else a0
-    return a0, e1
+    if anchors.size == 0:
+        return 0, int(e[-1]) if e.size else 0
+    a0 = -_trim_outlier(-anchors[::-1], rate_frames, p)
+    return a0, (_trim_outlier(e, rate_frames, p) if e.size else a0)
 
 
 def link_same_offset(segments: Sequence[Segment], config: MonitorConfig = MonitorConfig()) -> list[Segment]:
@@ -637,7 +652,7 @@ class _WindowVoter:
         fs, tail = p.frame_s, p.n_fft / p.sample_rate
         v = score_offsets(w, c.top, min_score=c.weak_score, candidates=2 * max(c.top, 1), ids=ids, ends=ends)
         for tr, o, s, a in zip(v.track_ids, v.offsets, v.scores, v.aligned or [], strict=True):
-            f0, f1 = hit_span(a, ids, ends, c.span_rank)
+            f0, f1 = hit_span(a, ids, ends, max(1, int(round(c.span_rate_s / fs))), c.span_outlier_p)
             self.hits.append(WindowHit(w0 * fs, w_end * fs, int(tr), int(o), int(s), f0 * fs, f1 * fs + tail, a))
 
 
