@@ -30,6 +30,8 @@ from bgmid.monitor import (
     MonitorConfig,
     MonitorResult,
     WindowHit,
+    cue_confidence,
+    cue_features,
     estimate_usage,
     hit_span,
     landmark_id,
@@ -254,6 +256,30 @@ def test_usage_from_level_rise_and_fingerprint_survival():
     estimate_usage(cues, level, music, speech)
     assert [c.usage for c in cues] == ["featured", "background", "background"]
     assert abs(cues[0].msr_db - 5.0) < 1e-6 and abs(cues[1].msr_db + 10.0) < 1e-6
+
+
+def test_usage_parts_find_a_featured_passage_inside_a_cue():
+    """Under dialogue 100-120 s, alone 120-135 s (most of the fingerprint survives), under dialogue again."""
+    rng = np.random.default_rng(0)
+    t = np.concatenate([rng.uniform(100, 120, 200), rng.uniform(120, 135, 900), rng.uniform(135, 160, 250)])
+    aligned = landmark_id(np.round(t / FS).astype(np.int64), np.arange(t.size))
+    cue = Cue(1, 100.0, 160.0, 0.0, 60.0, t.size, 1.0, aligned=aligned)
+    level = np.full(300, -25.0, np.float32)
+    estimate_usage([cue], level, track_density={1: 100.0}, frame_s=FS)
+    got = [(round(a), round(b), u) for a, b, u in cue.usage_parts]
+    assert [u for *_, u in got] == ["background", "featured", "background"], got
+    assert abs(got[1][0] - 120) <= 3 and abs(got[1][1] - 135) <= 3 and got[0][0] == 100 and got[-1][1] == 160
+    steady = Cue(2, 100.0, 160.0, 0.0, 60.0, 600, 1.0, aligned=aligned[:200])
+    estimate_usage([steady], level, track_density={2: 100.0}, frame_s=FS)
+    assert steady.usage_parts == [(100.0, 160.0, steady.usage)]  # one stretch: the cue's own usage
+
+
+def test_cue_confidence_grows_with_evidence_and_falls_inside_a_stronger_cue():
+    weak, strong = cue_features(25, 16, (10.0, 20.0), []), cue_features(400, 120, (10.0, 40.0), [])
+    assert cue_confidence(weak) < cue_confidence(strong)
+    shadow = cue_features(25, 16, (10.0, 20.0), [(0.0, 60.0)])
+    assert shadow[2] == 1.0 and cue_confidence(shadow) < cue_confidence(weak)
+    assert 0.0 < cue_confidence(weak) < 1.0
 
 
 # -- cue sheet ------------------------------------------------------------------------------------------

@@ -77,3 +77,43 @@ def test_five_encodings_give_the_same_cues(built_index, five_encodings):
             assert abs(c.programme_end_s - r.programme_end_s) <= 0.5, (k, got)
             assert abs((c.track_start_s - c.programme_start_s) - (r.track_start_s - r.programme_start_s)) < 0.05
             assert c.loops == r.loops == 0
+
+
+def test_surround_centre_channel_is_left_out_of_the_side_signal(tmp_path, built_index):
+    """5.1 with dialogue in FC and music in the others: the side signal is the music alone (what the centre
+    split is for), the mix has both; stereo has no side signal. The side signal identifies the track."""
+    import av
+
+    from bgmid.audio import load_channels
+    from bgmid.match import Matcher
+
+    sr = 48000
+    music = resample(synth_music(103, 12.0, SR), SR, sr)  # track03 of the index
+    from signals import synth_speech
+
+    speech = resample(synth_speech(9, 12.0, 16000), 16000, sr)[: music.size]
+    n = min(music.size, speech.size)
+    x = np.zeros((6, n), np.float32)  # FL FR FC LFE BL BR
+    x[[0, 1, 4, 5]] = 0.3 * music[:n]
+    x[2] = 0.9 * speech[:n]
+    x[3] = 0.05 * np.sin(2 * np.pi * 50 * np.arange(n) / sr)
+    p = tmp_path / "six.flac"
+    with av.open(str(p), "w") as c:
+        st = c.add_stream("flac", rate=sr)
+        st.layout = "5.1"
+        fr = av.AudioFrame.from_ndarray(np.ascontiguousarray(x), format="fltp", layout="5.1")
+        fr.sample_rate = sr
+        for pkt in list(st.encode(fr)) + list(st.encode(None)):
+            c.mux(pkt)
+    mix, side, rate = load_channels(p, SR)
+    assert rate == SR and side is not None and mix.size == side.size
+    ref = resample(0.3 * music[:n], sr, SR)[: side.size]
+    assert np.corrcoef(side, ref)[0, 1] > 0.999  # no dialogue in it
+    sp = resample(0.9 * speech[:n], sr, SR)[: mix.size]
+    assert np.corrcoef(mix - ref * 4 / 5, sp / 5)[0, 1] > 0.99  # the mix: mean of the five non-LFE channels
+    stereo = tmp_path / "two.flac"
+    sf.write(stereo, np.stack([music, music], 1)[: sr * 2], sr)
+    assert load_channels(stereo)[1] is None
+    with open_index(built_index) as store:
+        m = Matcher(store).identify(side, SR)
+    assert m and m[0].title == "track03"

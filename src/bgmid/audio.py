@@ -28,6 +28,8 @@ __all__ = [
     "AudioInfo",
     "AudioWarning",
     "Blocker",
+    "centre_split",
+    "load_channels",
     "info",
     "load",
     "read_tags",
@@ -319,6 +321,67 @@ def _decoded_blocks(path: str | os.PathLike, start_s: float = 0.0) -> Iterator[t
             ), stacklevel=2)
     finally:
         container.close()
+
+
+#: Channels of a surround layout that carry no dialogue in broadcast practice (ffmpeg's names): the front pair
+#: and the surrounds; dialogue sits in the centre (FC), effects in the LFE.
+SIDE_CHANNELS = frozenset({"FL", "FR", "BL", "BR", "SL", "SR", "FLC", "FRC", "BC", "TFL", "TFR", "TBL", "TBR"})
+
+
+def centre_split(x: np.ndarray, channels: list[str]) -> tuple[np.ndarray, np.ndarray | None]:
+    """Mono mix and a dialogue-poor signal of multichannel audio ``x`` (channels, samples) whose channel names
+    (ffmpeg's: ``FL FR FC LFE BL BR`` for 5.1) are ``channels``.
+
+    The mix is the mean of all channels but the LFE (what a mono receiver hears, up to a gain). In 5.1/7.1
+    broadcasts the dialogue is mixed into the centre channel and the music across the others, so the mean of
+    the :data:`SIDE_CHANNELS` without FC is a music-rich signal with little dialogue: an extra signal to
+    fingerprint and pool (like a separator's music estimate, but free). None when there is no centre channel
+    or fewer than two side channels (mono, stereo: the dialogue is in every channel)."""
+    x = np.asarray(x, np.float32)
+    keep = [i for i, c in enumerate(channels) if c != "LFE"] or list(range(len(channels)))
+    mix = x[keep].mean(axis=0)
+    side = [i for i, c in enumerate(channels) if c in SIDE_CHANNELS]
+    if "FC" not in channels or len(side) < 2:
+        return mix, None
+    return mix, x[side].mean(axis=0)
+
+
+def load_channels(path: str | os.PathLike, sr: int | None = None,
+                  duration_s: float | None = None) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """Decode ``path`` keeping its channel layout and return :func:`centre_split`'s ``(mix, side, rate)``,
+    resampled to ``sr`` Hz (default the file's own), at most ``duration_s`` seconds. For surround programmes
+    (5.1 dialogue in the centre); mono and stereo files give ``side`` None."""
+    import av
+
+    container = _open(path)
+    try:
+        st = container.streams.audio[0]
+        names = [ch.name for ch in st.layout.channels]
+        rs = av.AudioResampler(format="fltp", layout=st.layout.name, rate=st.codec_context.sample_rate)
+        chunks: list[np.ndarray] = []
+        rate = st.codec_context.sample_rate
+        need = None if duration_s is None else int(round(duration_s * rate))
+        got = 0
+        for frame in container.decode(st):
+            for out in rs.resample(frame):
+                a = out.to_ndarray().reshape(len(names), -1)
+                chunks.append(a)
+                got += a.shape[1]
+            if need is not None and got >= need:
+                break
+        if not chunks:
+            raise AudioError(f"{shown(path)}: holds no decodable audio samples (empty or silent stream).")
+        x = np.concatenate(chunks, axis=1)[:, :need]
+    except av.error.FFmpegError as exc:
+        raise AudioError(f"{shown(path)}: decoding failed ({exc}); re-encode or replace it.") from exc
+    finally:
+        container.close()
+    mix, side = centre_split(x, names)
+    if sr is not None and sr != rate:
+        mix = resample(mix, rate, sr)
+        side = None if side is None else resample(side, rate, sr)
+        rate = sr
+    return mix, side, rate
 
 
 def load(

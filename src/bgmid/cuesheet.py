@@ -8,7 +8,7 @@ The JSON form is a contract other tools read. One object per programme::
                "track_start_s", "track_end_s", "duration_s", "usage", "score", "confidence",
                # additions, which readers may ignore:
                "tc_in", "tc_out", "msr_db", "loops", "speed", "tempo", "pitch_semitones", "metadata",
-               "usage_code", "parts", "utc_in", "utc_out" (with a known start)}]}
+               "usage_code", "usage_parts", "parts", "utc_in", "utc_out" (with a known start)}]}
 
 Times are seconds (3 decimals) from the programme's first sample; ``tc_in``/``tc_out`` are the same instants as
 timecodes in the sheet's :class:`~bgmid.timecode.Timebase` (default ``HH:MM:SS.mmm`` from 0; SMPTE
@@ -198,6 +198,9 @@ def cue_to_dict(cue: Cue, timebase: Timebase | None = None) -> dict:
         "pitch_semitones": round(cue.pitch_semitones, 3),
         "metadata": dict(cue.extra),
         "usage_code": USAGE_CODES.get(cue.usage, ""),
+        "usage_parts": [{"programme_start_s": round(a, 3), "programme_end_s": round(b, 3), "usage": u,
+                         "usage_code": USAGE_CODES.get(u, ""), "tc_in": tb.tc(a), "tc_out": tb.tc(b)}
+                        for a, b, u in (cue.usage_parts or [(cue.programme_start_s, cue.programme_end_s, cue.usage)])],
         "parts": [
             {"programme_start_s": round(p.programme_start_s, 3), "programme_end_s": round(p.programme_end_s, 3),
              "track_start_s": round(p.track_start_s, 3), "track_end_s": round(p.track_end_s, 3),

@@ -66,8 +66,11 @@ __all__ = [
     "MonitorResult",
     "Segment",
     "WindowHit",
+    "cue_confidence",
+    "cue_features",
     "estimate_usage",
     "hit_span",
+    "usage_parts",
     "link_same_offset",
     "merge_loops",
     "merge_segments",
@@ -189,9 +192,12 @@ class Cue:
     track_start_s: float  #: track time at ``programme_start_s``
     track_end_s: float  #: track time at ``programme_end_s`` (of the last part when the music looped)
     score: int  #: distinct aligned landmarks over the cue
-    confidence: float  #: calibrated probability (strongest window) that the track is right
+    confidence: float  #: calibrated probability that the track sounds there (:func:`cue_confidence`)
     parts: list[CuePart] = field(default_factory=list)
     n_windows: int = 0
+    max_window_score: int = 0  #: aligned landmarks of the cue's strongest window
+    #: ``(start_s, end_s, usage)`` stretches (a featured passage inside a background cue), see :func:`usage_parts`
+    usage_parts: list[tuple[float, float, str]] = field(default_factory=list)
     msr_db: float | None = None  #: estimated music-to-speech ratio over the cue (dB); None: music alone
     usage: str = "background"  #: "background" (BI-style) or "featured" (music dominant)
     seq: int = 0  #: 1-based position in the programme's cue sheet
@@ -239,6 +245,33 @@ class MonitorResult:
 
 
 # -- pure functions: votes -> hits -> segments -> cues -------------------------------------------------
+
+#: Per-cue confidence: a logistic map from the cue's evidence (:func:`cue_features`) to the probability that
+#: its track really sounds there, fitted on the candidate cues (every segment, accepted or not) of generated
+#: programmes against their truth: true cues and phantoms (chance alignments in speech, crowds and unindexed
+#: music; shadows of a stronger track). Refit (prints this table) with
+#: ``python benchmarks/calibrate_cues.py PROGRAMMES.wav`` (its docstring lists the programmes: 3 standard, 4
+#: hard, tuning seeds; reliability table in ``benchmarks/results/cue_calibration.json``: all 39 accepted cues
+#: true, predicted 0.80-1.00; the 1,013 candidates below 0.5 are 0.2 % true). L2 1 keeps a fit on 42 true cues
+#: from claiming certainty.
+CUE_CALIBRATION = {"w": (-12.358, 1.736, 2.007, -1.285),
+                   "fitted_on": "1054 candidates (42 true) of 7 programmes"}
+
+
+def cue_features(score: int, max_score: int, span: tuple[float, float],
+                 stronger: Sequence[tuple[float, float]]) -> tuple[float, float, float]:
+    """Evidence of one candidate cue: log of its distinct aligned landmarks, log of its best window's, and the
+    share of its span that cues of other tracks with more evidence cover (a shadow lies inside one)."""
+    a, b = span
+    inside = _covered(a, b, list(stronger)) / (b - a) if b > a else 0.0
+    return math.log(max(score, 1)), math.log(max(max_score, 1)), inside
+
+
+def cue_confidence(features: tuple[float, float, float]) -> float:
+    """:data:`CUE_CALIBRATION`'s probability for :func:`cue_features`."""
+    w = CUE_CALIBRATION["w"]
+    z = w[0] + sum(wi * fi for wi, fi in zip(w[1:], features, strict=True))
+    return 1.0 / (1.0 + math.exp(-z))
 
 #: Landmark ids carry their programme frame in the high bits (``frame << ID_FRAME_SHIFT | serial``) so the time
 #: of any aligned landmark can be recovered from a cue's id set (used by :func:`suppress_shadows`).
@@ -525,13 +558,19 @@ def segments_to_cues(
                 track_start_s=parts[0].track_start_s,
                 track_end_s=parts[-1].track_end_s,
                 score=int(aligned.size),
-                confidence=float(confidence(max_score)),
+                confidence=float(confidence(max_score)),  # replaced by the per-cue calibration below
                 parts=parts,
+                max_window_score=int(max_score),
                 n_windows=sum(len(s.hits) for s in g),
                 aligned=aligned,
             )
         )
     cues = suppress_shadows(cues, frame_s, config)
+    for c in cues:
+        stronger = [(o.programme_start_s, o.programme_end_s) for o in cues
+                    if o.track_id != c.track_id and o.score > c.score]
+        c.confidence = cue_confidence(cue_features(c.score, c.max_window_score, (c.programme_start_s,
+                                                                                 c.programme_end_s), stronger))
     for c in cues:
         _widen(c, config.edge_pad_s)
     cues.sort(key=lambda c: (c.programme_start_s, c.track_id))
@@ -540,12 +579,82 @@ def segments_to_cues(
     return cues
 
 
+#: Usage parts: a stretch of a cue whose usage differs from its neighbours' must last this long (s) ...
+MIN_USAGE_PART_S = 8.0
+#: ... judged on per-second evidence smoothed over this many seconds.
+USAGE_SMOOTH_S = 7
+
+
+def _smooth(x: np.ndarray, n: int) -> np.ndarray:
+    """Centred moving mean over ``n`` samples (shorter at the ends)."""
+    if x.size == 0 or n <= 1:
+        return x.astype(np.float64)
+    k = np.ones(n)
+    return np.convolve(x, k, "same") / np.convolve(np.ones(x.size), k, "same")
+
+
+def usage_parts(
+    cue: Cue,
+    level_db: np.ndarray,
+    ref_db: float | None,
+    music_db: np.ndarray | None,
+    speech_db: np.ndarray | None,
+    density: float | None,
+    frame_s: float | None,
+) -> list[tuple[float, float, str]]:
+    """``(start_s, end_s, usage)`` stretches of one cue: a cue under dialogue with a music-only passage inside is
+    background, featured, background. Per second of the cue, smoothed over ``USAGE_SMOOTH_S``: with a
+    separator the music-to-speech ratio (featured at >= ``FEATURED_MSR_DB``); without one the level rise over
+    the dialogue reference ``ref_db`` (3 dB: music as loud as dialogue) or the share of the track's landmarks
+    per second found (``FEATURED_SURVIVAL``: music alone keeps its fingerprint). Stretches shorter than
+    ``MIN_USAGE_PART_S`` join the one before; a cue with one stretch has the cue's own usage."""
+    a, b = int(math.floor(cue.programme_start_s)), max(int(math.ceil(cue.programme_end_s)), 1)
+    whole = [(cue.programme_start_s, cue.programme_end_s, cue.usage)]
+    n = min(b, level_db.size) - a
+    if n < 2 * MIN_USAGE_PART_S:
+        return whole
+    if music_db is not None and speech_db is not None:
+        pm = _smooth(10 ** (music_db[a : a + n].astype(np.float64) / 10), USAGE_SMOOTH_S)
+        ps = _smooth(10 ** (speech_db[a : a + n].astype(np.float64) / 10), USAGE_SMOOTH_S)
+        feat = 10 * np.log10((pm + 1e-12) / (ps + 1e-12)) >= FEATURED_MSR_DB
+    else:
+        feat = np.zeros(n, bool)
+        if ref_db is not None:
+            p = _smooth(10 ** (level_db[a : a + n].astype(np.float64) / 10), USAGE_SMOOTH_S)
+            feat |= 10 * np.log10(p + 1e-12) - ref_db >= 10 * math.log10(2.0)  # music >= dialogue: +3 dB
+        if density and frame_s and cue.aligned is not None and cue.aligned.size:
+            sec = (landmark_frames(cue.aligned) * frame_s).astype(np.int64) - a
+            per_s = np.bincount(sec[(sec >= 0) & (sec < n)], minlength=n).astype(np.float64)
+            feat |= _smooth(per_s, USAGE_SMOOTH_S) / density >= FEATURED_SURVIVAL
+    runs: list[list] = []  # [start second, end second, featured]
+    for i, f in enumerate(feat):
+        if runs and runs[-1][2] == f:
+            runs[-1][1] = i + 1
+        else:
+            runs.append([i, i + 1, bool(f)])
+    merged: list[list] = []
+    for r in runs:
+        if merged and (r[1] - r[0] < MIN_USAGE_PART_S or merged[-1][2] == r[2]):
+            merged[-1][1] = r[1]
+        elif not merged and r[1] - r[0] < MIN_USAGE_PART_S and len(runs) > 1:
+            runs[1][0] = r[0]  # a short first stretch joins the next
+        else:
+            merged.append(list(r))
+    if len(merged) <= 1:
+        return whole
+    out = [(max(cue.programme_start_s, a + r[0]), min(cue.programme_end_s, a + r[1]),
+            "featured" if r[2] else "background") for r in merged]
+    out[-1] = (out[-1][0], cue.programme_end_s, out[-1][2])
+    return out
+
+
 def estimate_usage(
     cues: Sequence[Cue],
     level_db: np.ndarray,
     music_db: np.ndarray | None = None,
     speech_db: np.ndarray | None = None,
     track_density: dict[int, float] | None = None,
+    frame_s: float | None = None,
 ) -> None:
     """Set each cue's ``msr_db`` (music-to-speech ratio estimate) and ``usage`` (``featured``/``background``).
 
@@ -559,6 +668,9 @@ def estimate_usage(
       landmarks per second of each track). Music alone keeps most of its fingerprint, music under dialogue
       loses most of it; above ``FEATURED_SURVIVAL`` the cue is ``featured``. On the generated programmes this
       labels about 9 cues in 10 right; the level estimate is within a few dB when dialogue runs under the cue.
+
+    Each cue also gets ``usage_parts`` (:func:`usage_parts`; ``frame_s``, the landmarks' frame period, lets the
+    survival test run per second).
     """
     n = level_db.size
     inside = np.zeros(n, bool)
@@ -585,6 +697,8 @@ def estimate_usage(
                 featured = True
                 c.msr_db = None  # music alone: there is no dialogue level to compare with
         c.usage = "featured" if featured else "background"
+        c.usage_parts = usage_parts(c, level_db, ref, music_db, speech_db, (track_density or {}).get(c.track_id),
+                                    frame_s)
 
 
 # -- streaming ------------------------------------------------------------------------------------------
@@ -764,6 +878,7 @@ class Monitor:
             for part in c.parts:
                 part.programme_start_s /= f
                 part.programme_end_s /= f
+            c.usage_parts = [(a / f, b / f, u) for a, b, u in c.usage_parts]
         for h in result.hits:
             h.start_s, h.end_s, h.first_s, h.last_s = h.start_s / f, h.end_s / f, h.first_s / f, h.last_s / f
         n = int(math.ceil(result.duration_s))
@@ -851,7 +966,7 @@ class Monitor:
         curves = levels.curves()
         n_sec = int(math.ceil(duration_s))
         level_db = curves["mix"] if curves["mix"] is not None else np.zeros(n_sec, np.float32)
-        estimate_usage(cues, level_db, curves["music"], curves["speech"], density)
+        estimate_usage(cues, level_db, curves["music"], curves["speech"], density, self.preset.frame_s)
         return MonitorResult(
             programme=name,
             duration_s=duration_s,
