@@ -9,7 +9,8 @@ with a featured (music-only) passage inside, a crowd/ambience scene. Each progra
 Prints and writes as JSON (``--json``, default ``benchmarks/results/monitor_hard.json``): seconds-level F1 (all
 cues and cues >= -10 dB), cue recall for cues >= 5 s, phantom cues (over every programme and encoding),
 boundary error median, usage accuracy per cue and per part (each truth row: a featured passage inside a cue is
-its own part), and determinism (per encoding: programmes whose cue sheet names the same tracks in the same
+its own part), misplaced parts (a cue's offset run at a track position the truth does not have there), and
+determinism (per encoding: programmes whose cue sheet names the same tracks in the same
 order as the WAV's, and the largest in/out difference). Not a test: figures depend on the corpus and machine.
 
     python benchmarks/monitor_hard.py --programmes 3 --duration 300 --separator none
@@ -81,6 +82,26 @@ def part_usage(cues, truth) -> tuple[int, int]:
     return correct, total
 
 
+def misplaced_parts(cues, truth) -> tuple[int, int, float]:
+    """Detected cue parts (offset runs) whose track position matches no truth row of the track at that time
+    (within 1 s at the part's middle): a loop/jump the programme does not have, or an equivalent position of
+    a track whose own audio repeats (looped game music: the same audio 24-140 s apart in the track, which the
+    truth cannot tell from its position), so an upper bound. Returns (misplaced parts, parts, seconds)."""
+    bad = n = 0
+    secs = 0.0
+    for c in cues:
+        for p in c.parts or []:
+            n += 1
+            mid = 0.5 * (p.programme_start_s + p.programme_end_s)
+            pos = p.track_start_s + (mid - p.programme_start_s)
+            ok = any(same_track(c, t) and t.track_offset_s is not None and t.start_s - 1 <= mid <= t.end_s + 1
+                     and abs(t.track_offset_s + (mid - t.start_s) - pos) < 1.0 for t in truth)
+            if not ok:
+                bad += 1
+                secs += p.programme_end_s - p.programme_start_s
+    return bad, n, secs
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", type=Path, default=None, help="corpus root (default ~/.cache/bgmid)")
@@ -106,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     sep = resolve_separator(args.separator, args.device)
     tot: dict[str, dict[str, CueMetrics]] = {e: {"all": CueMetrics(), "m10": CueMetrics()} for e in encs}
     parts = {e: [0, 0] for e in encs}
+    misplaced = {e: [0, 0, 0.0] for e in encs}
     same = {e: 0 for e in encs}
     max_diff = {e: 0.0 for e in encs}
     audio_s = wall_s = 0.0
@@ -132,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
                 c, n = part_usage(res.cues, truth)
                 parts[e][0] += c
                 parts[e][1] += n
+                for i, v in enumerate(misplaced_parts(res.cues, truth)):
+                    misplaced[e][i] += v
                 key = [(x.track_id, x.programme_start_s, x.programme_end_s) for x in res.cues]
                 if ref is None:
                     ref = key
@@ -155,10 +179,12 @@ def main(argv: list[str] | None = None) -> int:
         print(format_metrics(tot[e]["m10"], f"{e} cues >= -10 dB"))
         pu = parts[e][0] / parts[e][1] if parts[e][1] else float("nan")
         print(f"{e}: usage per part {parts[e][0]}/{parts[e][1]} = {pu:.0%}; same tracks as the WAV in "
-              f"{same[e]}/{args.programmes} programmes, largest boundary difference {max_diff[e]:.2f} s")
+              f"{same[e]}/{args.programmes} programmes, largest boundary difference {max_diff[e]:.2f} s; misplaced "
+              f"parts {misplaced[e][0]}/{misplaced[e][1]} ({misplaced[e][2]:.1f} s)")
         summary[e] = {"all": tot[e]["all"].to_dict(), "ge_minus10db": tot[e]["m10"].to_dict(),
                       "usage_per_part": round(pu, 4) if parts[e][1] else None, "usage_parts": parts[e][1],
-                      "same_tracks_as_wav": same[e],
+                      "same_tracks_as_wav": same[e], "misplaced_parts": misplaced[e][0], "parts": misplaced[e][1],
+                      "misplaced_s": round(misplaced[e][2], 1),
                       "max_boundary_diff_s": None if max_diff[e] == float("inf") else round(max_diff[e], 3)}
     phantoms = sum(tot[e]["all"].phantom_cues for e in encs)
     print(f"phantom cues over all programmes and encodings: {phantoms}")
