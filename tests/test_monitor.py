@@ -163,6 +163,8 @@ def test_repeated_section_matching_two_offsets_does_not_double_count():
     c = cues[0]
     assert abs(c.programme_start_s - 20.0) < 0.1 and abs(c.programme_end_s - 60.0) < 0.2
     assert c.loops == 0 and abs(c.track_start_s - 30.0) < 0.05 and abs(c.track_end_s - 70.0) < 0.2
+    # the other position is reported with the part (at the part's in point: 95 s at 35 s is 80 s at 20 s)
+    assert len(c.parts[0].also_track_start_s) == 1 and abs(c.parts[0].also_track_start_s[0] - 80.0) < 0.1
 
 
 def test_short_cue_of_five_seconds_is_kept():

@@ -204,7 +204,8 @@ def cue_to_dict(cue: Cue, timebase: Timebase | None = None) -> dict:
         "parts": [
             {"programme_start_s": round(p.programme_start_s, 3), "programme_end_s": round(p.programme_end_s, 3),
              "track_start_s": round(p.track_start_s, 3), "track_end_s": round(p.track_end_s, 3),
-             "tc_in": tb.tc(p.programme_start_s), "tc_out": tb.tc(p.programme_end_s)}
+             "tc_in": tb.tc(p.programme_start_s), "tc_out": tb.tc(p.programme_end_s),
+             "also_track_start_s": [round(v, 3) for v in p.also_track_start_s]}
             for p in cue.parts
         ],
     }

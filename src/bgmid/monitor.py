@@ -179,6 +179,22 @@ class CuePart:
     programme_end_s: float
     track_start_s: float
     track_end_s: float
+    #: other track positions (at ``programme_start_s``) where the same programme audio also aligns: a track
+    #: whose own audio repeats (looped game/library music) matches it at each; the cue reports the strongest
+    also_track_start_s: list[float] = field(default_factory=list)
+
+
+def _also_at(parts: list[CuePart], echoes: Sequence[Segment], frame_s: float) -> None:
+    """Record on each part the track positions of the echo runs (same track, other offset, adding no time of
+    their own: :func:`_main_runs`) that lie mostly inside it."""
+    for p in parts:
+        pos = set()
+        for e in echoes:
+            ov = min(p.programme_end_s, e.end_s) - max(p.programme_start_s, e.start_s)
+            same = abs(e.offset * frame_s - (p.track_start_s - p.programme_start_s)) <= 1.0
+            if ov >= 0.5 * (e.end_s - e.start_s) and not same:
+                pos.add(round(p.programme_start_s + e.offset * frame_s, 3))
+        p.also_track_start_s = sorted(pos)
 
 
 @dataclass
@@ -532,6 +548,7 @@ def _widen(cue: Cue, pad: float) -> None:
         first, last = cue.parts[0], cue.parts[-1]
         first.programme_start_s -= lead
         first.track_start_s -= lead
+        first.also_track_start_s = [v - lead for v in first.also_track_start_s]
         last.programme_end_s += pad
         last.track_end_s += pad
 
@@ -547,7 +564,9 @@ def segments_to_cues(
     good = link_same_offset([s for s in segments if accept_segment(s, config, n_windows_total)], config)
     cues = []
     for g in merge_loops(good, config):
-        parts = _parts(_main_runs(g, config.min_cue_s + 1.0), frame_s)
+        main = _main_runs(g, config.min_cue_s + 1.0)
+        parts = _parts(main, frame_s)
+        _also_at(parts, [x for x in g if not any(x is m for m in main)], frame_s)
         aligned = np.unique(np.concatenate([s.aligned for s in g]))
         max_score = max(s.max_score for s in g)
         cues.append(
