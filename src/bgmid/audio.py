@@ -28,6 +28,8 @@ __all__ = [
     "AudioInfo",
     "AudioWarning",
     "Blocker",
+    "centre_split",
+    "load_channels",
     "info",
     "load",
     "read_tags",
@@ -145,7 +147,8 @@ def decode_tag(value: object) -> str:
 
 
 def read_tags(path: str | os.PathLike) -> tuple[str, dict]:
-    """Title and other tags (artist, album, composer, isrc, date, genre) from the file's metadata; the file
+    """Title and other tags (artist, album, composer, publisher, isrc, iswc, date, genre: what a cue sheet
+    reports) from the file's metadata; the file
     name (shown readably) when it has no title tag. Tags in any legacy encoding are decoded (see
     :func:`decode_tag`); a file whose metadata cannot be read at all gets its name and no tags."""
     extra: dict = {}
@@ -156,7 +159,7 @@ def read_tags(path: str | os.PathLike) -> tuple[str, dict]:
                 tags.update({str(k).lower(): v for k, v in (c.streams.audio[0].metadata or {}).items()})
     except Exception:
         tags = {}
-    for k in ("artist", "album", "composer", "isrc", "date", "genre"):
+    for k in ("artist", "album", "composer", "publisher", "isrc", "iswc", "date", "genre"):
         if tags.get(k):
             extra[k] = decode_tag(tags[k])
     title = decode_tag(tags["title"]) if tags.get("title") else ""
@@ -207,6 +210,40 @@ TRUNCATED_SHARE = 0.98
 TRUNCATED_MIN_S = 1.0
 
 
+#: Decoder delay (samples at the stream's rate) of codecs whose containers carry no priming information
+#: (MPEG-TS and -PS, raw ADTS/AC-3 streams): ffmpeg drops it where the container says (MP4 edit lists, the LAME
+#: header of an MP3 file, Matroska's codec delay, Ogg pre-skip) but not there, so the same programme would come
+#: out ~10-20 ms late as MP2/AAC/AC-3 in a TS and fall on another STFT frame phase than its WAV. Measured with
+#: ffmpeg's encoders (cross-correlation against the source): MPEG-1 layer II 481 (the polyphase filterbank),
+#: layer III 529 (its decoder; an encoder's own padding is not known), AAC-LC 1024 (priming), AC-3/E-AC-3 256.
+DECODER_DELAY = {"mp2": 481, "mp3": 529, "aac": 1024, "ac3": 256, "eac3": 256}
+
+#: Containers without priming information (ffmpeg's demuxer names).
+_NO_PRIMING_INFO = frozenset({"mpegts", "mpeg", "aac", "ac3", "eac3"})
+
+
+def decoder_delay(container: str, codec: str, first_packet: bytes = b"") -> int:
+    """Samples to drop at the start of a decoded stream so that it starts where the encoded audio did:
+    :data:`DECODER_DELAY` for streams in :data:`_NO_PRIMING_INFO` containers (and raw MPEG layer II, which has
+    no gapless header), else 0. MPEG audio in a TS is decoded by ffmpeg's ``mp3float`` whatever its layer; the
+    layer is read from the first frame header (``first_packet``)."""
+    kind = codec.removesuffix("float").removesuffix("fixed")
+    if kind in ("mp2", "mp3") and len(first_packet) >= 2 and first_packet[0] == 0xFF:
+        kind = {2: "mp2", 1: "mp3"}.get((first_packet[1] >> 1) & 3, kind)
+    if container in _NO_PRIMING_INFO or (container == "mp3" and kind == "mp2"):
+        return DECODER_DELAY.get(kind, 0)
+    return 0
+
+
+def _frames(container, st, first: list[bytes]) -> Iterator:
+    """``container.decode(st)``, appending the first non-empty packet's first bytes to ``first`` (for
+    :func:`decoder_delay`)."""
+    for packet in container.demux(st):
+        if packet.size and not first:
+            first.append(bytes(packet)[:4])
+        yield from packet.decode()
+
+
 def _decoded_blocks(path: str | os.PathLike, start_s: float = 0.0) -> Iterator[tuple[np.ndarray, int]]:
     """Yield (mono float32 samples, native sample rate) as the decoder produces them.
 
@@ -234,16 +271,26 @@ def _decoded_blocks(path: str | os.PathLike, start_s: float = 0.0) -> Iterator[t
                 pass
         resampler = av.AudioResampler(format="flt", layout="mono")
         damage = None
+        delay: int | None = None  # decoder delay to drop (samples), known from the first packet
+        to_drop = 0
+        first: list[bytes] = []
         try:
-            for frame in container.decode(st):
+            for frame in _frames(container, st, first):
+                if delay is None:
+                    delay = decoder_delay(container.format.name, st.codec_context.name, first[0] if first else b"")
+                    to_drop = delay if start_s <= 0 else 0
                 sr = frame.sample_rate
                 t0 = float(frame.pts * frame.time_base) if frame.pts is not None and frame.time_base else None
                 for out in resampler.resample(frame):
                     arr = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
-                    if start_s > 0 and t0 is not None and t0 < start_s:
-                        skip = int(round((start_s - t0) * sr))
+                    if start_s > 0 and t0 is not None and t0 < start_s + delay / sr:
+                        # the decoded sample at pts t is the audio of t - delay
+                        skip = int(round((start_s - t0) * sr)) + delay
                         arr = arr[skip:]
-                        t0 = start_s
+                        t0 = start_s + delay / sr
+                    if to_drop:
+                        cut = min(to_drop, arr.size)
+                        arr, to_drop = arr[cut:], to_drop - cut
                     if arr.size:
                         produced = True
                         n_out += arr.size
@@ -264,7 +311,9 @@ def _decoded_blocks(path: str | os.PathLike, start_s: float = 0.0) -> Iterator[t
                 ) from exc
             damage = exc
         got = start_s + (n_out / rate if rate else 0.0)
-        short = declared > 0 and got < TRUNCATED_SHARE * declared and declared - got > TRUNCATED_MIN_S
+        # raw ADTS declares a duration estimated from the bit rate (a variable one): no evidence of damage
+        short = (declared > 0 and got < TRUNCATED_SHARE * declared and declared - got > TRUNCATED_MIN_S
+                 and container.format.name != "aac")
         if damage is not None or short:
             of = f" of {declared:.1f} s" if declared > got else ""
             why = f" ({damage.__class__.__name__}: {damage})" if damage is not None else ""
@@ -274,6 +323,67 @@ def _decoded_blocks(path: str | os.PathLike, start_s: float = 0.0) -> Iterator[t
             ), stacklevel=2)
     finally:
         container.close()
+
+
+#: Channels of a surround layout that carry no dialogue in broadcast practice (ffmpeg's names): the front pair
+#: and the surrounds; dialogue sits in the centre (FC), effects in the LFE.
+SIDE_CHANNELS = frozenset({"FL", "FR", "BL", "BR", "SL", "SR", "FLC", "FRC", "BC", "TFL", "TFR", "TBL", "TBR"})
+
+
+def centre_split(x: np.ndarray, channels: list[str]) -> tuple[np.ndarray, np.ndarray | None]:
+    """Mono mix and a dialogue-poor signal of multichannel audio ``x`` (channels, samples) whose channel names
+    (ffmpeg's: ``FL FR FC LFE BL BR`` for 5.1) are ``channels``.
+
+    The mix is the mean of all channels but the LFE (what a mono receiver hears, up to a gain). In 5.1/7.1
+    broadcasts the dialogue is mixed into the centre channel and the music across the others, so the mean of
+    the :data:`SIDE_CHANNELS` without FC is a music-rich signal with little dialogue: an extra signal to
+    fingerprint and pool (like a separator's music estimate, but free). None when there is no centre channel
+    or fewer than two side channels (mono, stereo: the dialogue is in every channel)."""
+    x = np.asarray(x, np.float32)
+    keep = [i for i, c in enumerate(channels) if c != "LFE"] or list(range(len(channels)))
+    mix = x[keep].mean(axis=0)
+    side = [i for i, c in enumerate(channels) if c in SIDE_CHANNELS]
+    if "FC" not in channels or len(side) < 2:
+        return mix, None
+    return mix, x[side].mean(axis=0)
+
+
+def load_channels(path: str | os.PathLike, sr: int | None = None,
+                  duration_s: float | None = None) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """Decode ``path`` keeping its channel layout and return :func:`centre_split`'s ``(mix, side, rate)``,
+    resampled to ``sr`` Hz (default the file's own), at most ``duration_s`` seconds. For surround programmes
+    (5.1 dialogue in the centre); mono and stereo files give ``side`` None."""
+    import av
+
+    container = _open(path)
+    try:
+        st = container.streams.audio[0]
+        names = [ch.name for ch in st.layout.channels]
+        rs = av.AudioResampler(format="fltp", layout=st.layout.name, rate=st.codec_context.sample_rate)
+        chunks: list[np.ndarray] = []
+        rate = st.codec_context.sample_rate
+        need = None if duration_s is None else int(round(duration_s * rate))
+        got = 0
+        for frame in container.decode(st):
+            for out in rs.resample(frame):
+                a = out.to_ndarray().reshape(len(names), -1)
+                chunks.append(a)
+                got += a.shape[1]
+            if need is not None and got >= need:
+                break
+        if not chunks:
+            raise AudioError(f"{shown(path)}: holds no decodable audio samples (empty or silent stream).")
+        x = np.concatenate(chunks, axis=1)[:, :need]
+    except av.error.FFmpegError as exc:
+        raise AudioError(f"{shown(path)}: decoding failed ({exc}); re-encode or replace it.") from exc
+    finally:
+        container.close()
+    mix, side = centre_split(x, names)
+    if sr is not None and sr != rate:
+        mix = resample(mix, rate, sr)
+        side = None if side is None else resample(side, rate, sr)
+        rate = sr
+    return mix, side, rate
 
 
 def load(
