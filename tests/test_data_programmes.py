@@ -127,3 +127,56 @@ def test_programme_tempo_pitch_options(cache, tmp_path):
     assert all(p["end_s"] <= 60.0 / 1.03 + 1e-3 for p in info["passages"])
     default = programmes.generate_programme(cache, duration_s=60.0, seed=5, tempo=1.03)[0]
     assert default.name == "prog_5_tempo1.03.wav"
+
+
+def test_hard_programme_has_every_structure_and_its_cue_sheet_describes_the_audio(cache, tmp_path):
+    wav, cue_csv = programmes.generate_hard_programme(cache, duration_s=400.0, seed=3, out=tmp_path / "h.wav")
+    y, sr = sf.read(wav, dtype="float32")
+    info = json.loads(wav.with_suffix(".json").read_text())
+    rows = programmes.read_cue_sheet(cue_csv)
+    assert abs(y.size / sr - 400.0) < 1e-3 and info["structure"] == "hard"
+    kinds = {p["kind"] for p in info["passages"]}
+    assert {"dialogue", "crowd", "silence"} <= kinds
+    # a featured passage inside a cue: background, music-only, background rows of one track, offsets continuous
+    trio = [(a, b, c) for a, b, c in zip(rows, rows[1:], rows[2:], strict=False)
+            if a.track == b.track == c.track and b.music_only and not a.music_only and a.end_s == b.start_s]
+    assert trio
+    a, b, _ = trio[0]
+    assert abs(b.track_offset_s - (a.track_offset_s + a.duration_s)) < 1e-3
+    assert abs(b.level_db - a.level_db - 6.0) < 0.01
+    # an edit: two rows of one track that touch, with the track position jumping
+    edits = [(a, b) for a, b in zip(rows, rows[1:], strict=False) if a.track == b.track and a.end_s == b.start_s
+             and not (a.music_only or b.music_only)]
+    assert edits and all(abs(b.track_offset_s - (a.track_offset_s + a.duration_s)) > 1.0 for a, b in edits)
+    assert any(3.0 <= r.duration_s <= 5.0 and r.level_db >= 0 for r in rows)  # a sting
+    starts = sorted(rows, key=lambda r: r.start_s)
+    assert any(0 <= b.start_s - a.end_s <= 3.0 and a.track != b.track for a, b in zip(starts, starts[1:]))  # suite
+    assert any(b.start_s < a.end_s and a.track != b.track for a, b in zip(starts, starts[1:]))  # cross-fade
+    # each row's music is in the programme at its offset, at its stated level (least squares, dialogue and
+    # crowd are uncorrelated with it); parts of one cue share the gain curve, so test away from ramps and fades
+    cor = Corpus(cache, sr)
+    p_dialogue = 10 ** (info["dialogue_dbfs"] / 10)
+    overlapped = {id(r) for a, b in zip(starts, starts[1:]) if b.start_s < a.end_s for r in (a, b)}
+    tested = 0
+    for r in rows:
+        if id(r) in overlapped or r.duration_s < 4.0:
+            continue
+        n = int(round(r.duration_s * sr))
+        piece = cor.crop(r.track, int(round(r.track_offset_s * sr)), n)
+        lo, hi = int((max(r.fade_in_s, 0.5) + 0.3) * sr), n - int((max(r.fade_out_s, 0.5) + 0.3) * sr)
+        s0 = int(round(r.start_s * sr))
+        seg, ref = y[s0 + lo : s0 + hi], piece[lo:hi]
+        g = float(np.dot(seg, ref) / np.dot(ref, ref))
+        level = 10 * math.log10(g * g * np.mean(piece.astype(np.float64) ** 2) / p_dialogue)
+        assert abs(level - r.level_db) < 1.5, (r, level)
+        tested += 1
+    assert tested >= 5
+
+
+def test_cli_writes_a_hard_programme(cache, tmp_path, capsys):
+    from bgmid.cli import main
+
+    out = tmp_path / "h.wav"
+    assert main(["data", "programme", "--root", str(cache), "--hard", "--duration", "200", "--seed", "4",
+                 "--out", str(out)]) == 0
+    assert out.exists() and programmes.read_cue_sheet(out.with_suffix(".cues.csv"))

@@ -33,6 +33,8 @@ needs_ffmpeg = pytest.mark.skipif(FFMPEG is None, reason="ffmpeg is not installe
 RATE = 15  #: sender speed, times real time (150 s programme in 10 s)
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 LIVE = MonitorConfig(block_s=LIVE_BLOCK_S)
+#: how far the voting frontier must be past a cue's evidence before it is settled (bgmid.live.split_final)
+SETTLE_S = max(LIVE.max_gap_s, LIVE.loop_gap_s, getattr(LIVE, "link_gap_s", 0.0))
 
 
 def _port() -> int:
@@ -74,7 +76,7 @@ def _file_cues(db: Path, path: Path, stream=None) -> list:
 
 def test_live_run_settles_each_cue_during_the_stream_with_the_file_monitors_cues(built_index, prog):
     """The live pipeline on a file (no network): the same cues as the file monitor, each written while the
-    stream goes on, at most max_gap + window + block + context (+ a hop) of audio after its end."""
+    stream goes on, at most SETTLE_S + window + block + context (+ a hop) of audio after its end."""
     seen: list[tuple[dict, float]] = []
     with open_index(built_index) as store:
         mon = Monitor(store, config=LIVE)
@@ -90,10 +92,10 @@ def test_live_run_settles_each_cue_during_the_stream_with_the_file_monitors_cues
     assert [c["seq"] for c in cues] == list(range(1, len(ref) + 1)) and stats.cues == len(ref)
     assert all(c["type"] == "cue" and c["channel"] == "test" and c["start_utc"] <= c["end_utc"] for c in cues)
     c = LIVE
-    bound = c.max_gap_s + c.window_s + c.block_s + c.context_s + c.hop_s
+    bound = SETTLE_S + c.window_s + c.block_s + c.context_s + c.hop_s
     delays = [at - r["programme_end_s"] for r, at in seen]
     assert max(delays) <= bound, delays
-    assert sum(at < stats.programme_s for _, at in seen) >= len(ref) - 2  # settled before the end, not flushed
+    assert sum(at < stats.programme_s for _, at in seen) >= len(ref) // 2  # settled before the end, not flushed
 
 
 def test_split_final_keeps_open_cues_and_drops_settled_chance_hits():
@@ -115,7 +117,7 @@ def test_split_final_keeps_open_cues_and_drops_settled_chance_hits():
     under = run(4, 102, 118, score=8)
     final, keep = split_final(late + under, frontier_s=125.0, frame_s=0.032, config=cfg)
     assert not final and {h.track_id for h in keep} == {3, 4}
-    final, keep = split_final(late + under, frontier_s=160.0, frame_s=0.032, config=cfg)
+    final, keep = split_final(late + under, frontier_s=200.0, frame_s=0.032, config=cfg)
     assert {s.track_id for s in final} >= {3} and not keep
 
 
@@ -160,10 +162,11 @@ def _wait_line(proc: subprocess.Popen, stream, needle: str, timeout: float = 30.
     raise AssertionError(f"no line with {needle!r} within {timeout} s")
 
 
-def _send(src: Path, url: str, start_s: float = 0.0, listen: bool = False, map_all: bool = False) -> subprocess.Popen:
+def _send(src: Path, url: str, start_s: float = 0.0, listen: bool = False, map_all: bool = False,
+          rate: float = RATE) -> subprocess.Popen:
     """ffmpeg streaming the TS file as it is (-c copy) from ``start_s`` at RATE times real time to ``url``
     (``listen``: as an HTTP server waiting for its client; ``map_all``: every stream, not only the first audio)."""
-    return subprocess.Popen([FFMPEG, "-loglevel", "error", "-readrate", str(RATE), "-ss", str(start_s), "-i", str(src),
+    return subprocess.Popen([FFMPEG, "-loglevel", "error", "-readrate", str(rate), "-ss", str(start_s), "-i", str(src),
                              *(["-map", "0"] if map_all else []), "-c", "copy", "-f", "mpegts",
                              *(["-listen", "1"] if listen else []), url], stdin=subprocess.DEVNULL)
 
@@ -252,7 +255,7 @@ def test_sigterm_flushes_the_open_cue_and_exits_cleanly(built_index, prog, tmp_p
         _wait_line(mon, mon.stderr, "reading")
         time.sleep(0.5)
         sender = _send(prog["ts"], f"udp://127.0.0.1:{port}?pkt_size=1316")
-        _wait_line(mon, mon.stdout, '"seq": 4')  # track02 (80-86 s) is out: track03 (95-120 s) is playing
+        _wait_line(mon, mon.stdout, '"seq": 3')  # track00 (60-72 s) is out: track03 (95-120 s) is playing
         mon.send_signal(signal.SIGTERM)
         mon.wait(30)
     finally:
@@ -264,7 +267,7 @@ def test_sigterm_flushes_the_open_cue_and_exits_cleanly(built_index, prog, tmp_p
     assert 94.0 < cues[4]["programme_start_s"] < 96.0 and cues[4]["programme_end_s"] < 121.0
     # it was flushed, not settled: the audio read stops short of its end + max_gap (when it would settle)
     audio_s = float(err.split(" s of audio")[0].rsplit(" ", 1)[-1])
-    assert audio_s < cues[4]["programme_end_s"] + LIVE.max_gap_s, err
+    assert audio_s < cues[4]["programme_end_s"] + SETTLE_S, err
 
 
 def test_channels_toml_is_read_and_checked(tmp_path):
@@ -302,9 +305,14 @@ def test_channels_run_two_streams_at_once_and_restart_a_dead_one(built_index, pr
         pid_a = int(_wait_line(sup, sup.stderr, "channel a: started").split("pid ")[1].split(")")[0])
         for name in ("a", "b"):  # the channel's monitor runs (it has reported, not yet connected)
             _wait_line(sup, sup.stderr, f"{name:16s} down")
-        senders = [_send(prog["ts"], f"udp://127.0.0.1:{pa}?pkt_size=1316"),
+        # channel a at a third of the speed: it is killed after its first cue and has most of the programme left
+        senders = [_send(prog["ts"], f"udp://127.0.0.1:{pa}?pkt_size=1316", rate=RATE / 3),
                    _send(prog["two"], f"udp://127.0.0.1:{pb}?pkt_size=1316", map_all=True)]
-        _wait_line(sup, sup.stderr, "cues today    2")  # a channel has written 2 cues
+        t_end = time.time() + 60
+        while time.time() < t_end:  # channel a's status line: its first cue is written
+            line = sup.stderr.readline()
+            if line.startswith("a ") and "cues today    1" in line:
+                break
         os.kill(pid_a, signal.SIGKILL)
         _wait_line(sup, sup.stderr, "channel a: died")
         _wait_line(sup, sup.stderr, "channel a: started")
@@ -400,7 +408,8 @@ def test_memory_stays_bounded_over_a_longer_stream_and_cues_repeat_with_it(built
     assert len(same) >= n - 1 and all(a["usage"] == b["usage"] for a, b in same)
     assert {r["usage"] for r in seen[n:]} == {"background", "featured"}
     secs = max(h[1] for h in held)
-    assert held[-1][0] > 440 and secs <= 60 + 60 + LIVE.block_s + 2 * LIVE.context_s + 2  # seconds of levels held
+    # seconds of levels held: the 60 s asked for, or from 60 s before the oldest open hit
+    assert held[-1][0] > 440 and secs <= 60 + 60 + SETTLE_S + LIVE.window_s + LIVE.block_s + 2 * LIVE.context_s + 2
     for k in (2, 3):  # clock anchors (two a second) and open hits do not pile up
         first, later = max(h[k] for h in held if h[0] <= 150), max(h[k] for h in held if h[0] > 150)
         assert later <= 1.5 * first, (k, first, later)

@@ -30,7 +30,10 @@ from bgmid.monitor import (
     MonitorConfig,
     MonitorResult,
     WindowHit,
+    cue_confidence,
+    cue_features,
     estimate_usage,
+    hit_span,
     landmark_id,
     merge_segments,
     segments_to_cues,
@@ -110,9 +113,34 @@ def test_cross_fade_keeps_both_tracks():
 def test_gap_inside_a_cue_is_bridged_but_a_long_one_splits():
     one = cues_of(play(7, 10.0, 60.0, 0.0, holes=((30.0, 36.0),)))
     assert len(one) == 1 and abs(one[0].duration_s - 50.0) < 0.3
-    two = cues_of(play(7, 10.0, 90.0, 0.0, holes=((30.0, 60.0),)))
+    two = cues_of(play(7, 10.0, 120.0, 0.0, holes=((30.0, 75.0),)))  # longer than link_gap_s
     assert len(two) == 2
-    assert abs(two[0].programme_end_s - 30.0) < 0.2 and abs(two[1].programme_start_s - 60.0) < 0.1
+    assert abs(two[0].programme_end_s - 30.0) < 0.2 and abs(two[1].programme_start_s - 75.0) < 0.2
+
+
+def test_same_offset_after_a_masked_stretch_is_one_cue_but_another_offset_is_not():
+    """15-25 s where no window reaches weak_score (loud speech over quiet music): past max_gap_s, but the track
+    comes back at the offset it had, so it kept playing; at another offset it is a new use."""
+    for hole in ((30.0, 45.0), (30.0, 55.0)):
+        one = cues_of(play(7, 10.0, 80.0, 0.0, holes=(hole,)))
+        assert len(one) == 1 and one[0].loops == 0 and abs(one[0].duration_s - 70.0) < 0.3
+    other = cues_of(play(7, 10.0, 30.0, 0.0) + play(7, 45.0, 80.0, 100.0, id_base=10**7))
+    assert len(other) == 2 and abs(other[1].track_start_s - 100.0) < 0.1
+
+
+def test_one_chance_landmark_does_not_move_a_boundary_but_sparse_evidence_does():
+    """A last landmark far beyond dense evidence is chance; the lone last one of sparse evidence is not."""
+    dense = np.arange(100, 200, 2)  # 0.5 landmarks a frame, then one 30 frames after the rest
+    frames = np.concatenate([dense, [dense[-1] + 30]])
+    ids = landmark_id(frames, np.arange(frames.size))
+    assert hit_span(ids, ids, frames + 10, 86, 0.01) == (100, 208)
+    early = np.concatenate([[70], dense])  # the same at the in point
+    ids = landmark_id(early, np.arange(early.size))
+    assert hit_span(ids, ids, early + 10, 86, 0.01)[0] == 100
+    sparse = np.array([100, 140, 180, 220, 260])  # under loud speech: a landmark every 40 frames
+    ids = landmark_id(sparse, np.arange(sparse.size))
+    assert hit_span(ids, ids, sparse + 10, 86, 0.01) == (100, 270)
+    assert hit_span(ids[:1], ids[:1], sparse[:1] + 10, 86, 0.01) == (100, 110)  # one landmark: it is the span
 
 
 def test_music_looping_within_a_track_is_one_cue_with_parts():
@@ -135,6 +163,8 @@ def test_repeated_section_matching_two_offsets_does_not_double_count():
     c = cues[0]
     assert abs(c.programme_start_s - 20.0) < 0.1 and abs(c.programme_end_s - 60.0) < 0.2
     assert c.loops == 0 and abs(c.track_start_s - 30.0) < 0.05 and abs(c.track_end_s - 70.0) < 0.2
+    # the other position is reported with the part (at the part's in point: 95 s at 35 s is 80 s at 20 s)
+    assert len(c.parts[0].also_track_start_s) == 1 and abs(c.parts[0].also_track_start_s[0] - 80.0) < 0.1
 
 
 def test_short_cue_of_five_seconds_is_kept():
@@ -228,6 +258,30 @@ def test_usage_from_level_rise_and_fingerprint_survival():
     estimate_usage(cues, level, music, speech)
     assert [c.usage for c in cues] == ["featured", "background", "background"]
     assert abs(cues[0].msr_db - 5.0) < 1e-6 and abs(cues[1].msr_db + 10.0) < 1e-6
+
+
+def test_usage_parts_find_a_featured_passage_inside_a_cue():
+    """Under dialogue 100-120 s, alone 120-135 s (most of the fingerprint survives), under dialogue again."""
+    rng = np.random.default_rng(0)
+    t = np.concatenate([rng.uniform(100, 120, 200), rng.uniform(120, 135, 900), rng.uniform(135, 160, 250)])
+    aligned = landmark_id(np.round(t / FS).astype(np.int64), np.arange(t.size))
+    cue = Cue(1, 100.0, 160.0, 0.0, 60.0, t.size, 1.0, aligned=aligned)
+    level = np.full(300, -25.0, np.float32)
+    estimate_usage([cue], level, track_density={1: 100.0}, frame_s=FS)
+    got = [(round(a), round(b), u) for a, b, u in cue.usage_parts]
+    assert [u for *_, u in got] == ["background", "featured", "background"], got
+    assert abs(got[1][0] - 120) <= 3 and abs(got[1][1] - 135) <= 3 and got[0][0] == 100 and got[-1][1] == 160
+    steady = Cue(2, 100.0, 160.0, 0.0, 60.0, 600, 1.0, aligned=aligned[:200])
+    estimate_usage([steady], level, track_density={2: 100.0}, frame_s=FS)
+    assert steady.usage_parts == [(100.0, 160.0, steady.usage)]  # one stretch: the cue's own usage
+
+
+def test_cue_confidence_grows_with_evidence_and_falls_inside_a_stronger_cue():
+    weak, strong = cue_features(25, 16, (10.0, 20.0), []), cue_features(400, 120, (10.0, 40.0), [])
+    assert cue_confidence(weak) < cue_confidence(strong)
+    shadow = cue_features(25, 16, (10.0, 20.0), [(0.0, 60.0)])
+    assert shadow[2] == 1.0 and cue_confidence(shadow) < cue_confidence(weak)
+    assert 0.0 < cue_confidence(weak) < 1.0
 
 
 # -- cue sheet ------------------------------------------------------------------------------------------

@@ -34,8 +34,10 @@ __all__ = [
     "AudioWarning",
     "Blocker",
     "LIVE_SCHEMES",
+    "centre_split",
     "decode_frames",
     "is_url",
+    "load_channels",
     "open_live",
     "parse_stream_spec",
     "select_stream",
@@ -235,26 +237,6 @@ def open_live(url: str, open_timeout_s: float = 10.0, read_timeout_s: float = 5.
     return container
 
 
-def decode_frames(container, st) -> Iterator[tuple[np.ndarray, int, float | None]]:
-    """Mono float32 samples, their sample rate (Hz) and the source frame's start time (s, None when unknown) of
-    stream ``st``, as the decoder produces them (channels averaged by a mono resampler, whose tail is flushed at
-    the end). Decoder errors are raised as PyAV's: files (:func:`_decoded_blocks`) and live streams
-    (:mod:`bgmid.live`) handle them differently."""
-    import av
-
-    resampler = av.AudioResampler(format="flt", layout="mono")
-    for frame in container.decode(st):
-        t0 = float(frame.pts * frame.time_base) if frame.pts is not None and frame.time_base else None
-        for out in resampler.resample(frame):
-            arr = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
-            if arr.size:
-                yield arr, out.sample_rate, t0
-    for out in resampler.resample(None):
-        arr = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
-        if arr.size:
-            yield arr, out.sample_rate, None
-
-
 def decode_tag(value: object) -> str:
     """A metadata value as text: UTF-8 when its bytes are UTF-8, else Windows-1252, else Latin-1 (which
     decodes any bytes), so an old file's tags read as 'Café', not as mojibake or an error."""
@@ -272,7 +254,8 @@ def decode_tag(value: object) -> str:
 
 
 def read_tags(path: str | os.PathLike) -> tuple[str, dict]:
-    """Title and other tags (artist, album, composer, isrc, date, genre) from the file's metadata; the file
+    """Title and other tags (artist, album, composer, publisher, isrc, iswc, date, genre: what a cue sheet
+    reports) from the file's metadata; the file
     name (shown readably) when it has no title tag. Tags in any legacy encoding are decoded (see
     :func:`decode_tag`); a file whose metadata cannot be read at all gets its name and no tags."""
     extra: dict = {}
@@ -283,7 +266,7 @@ def read_tags(path: str | os.PathLike) -> tuple[str, dict]:
                 tags.update({str(k).lower(): v for k, v in (c.streams.audio[0].metadata or {}).items()})
     except Exception:
         tags = {}
-    for k in ("artist", "album", "composer", "isrc", "date", "genre"):
+    for k in ("artist", "album", "composer", "publisher", "isrc", "iswc", "date", "genre"):
         if tags.get(k):
             extra[k] = decode_tag(tags[k])
     title = decode_tag(tags["title"]) if tags.get("title") else ""
@@ -335,11 +318,81 @@ TRUNCATED_SHARE = 0.98
 TRUNCATED_MIN_S = 1.0
 
 
+#: Decoder delay (samples at the stream's rate) of codecs whose containers carry no priming information
+#: (MPEG-TS and -PS, raw ADTS/AC-3 streams): ffmpeg drops it where the container says (MP4 edit lists, the LAME
+#: header of an MP3 file, Matroska's codec delay, Ogg pre-skip) but not there, so the same programme would come
+#: out ~10-20 ms late as MP2/AAC/AC-3 in a TS and fall on another STFT frame phase than its WAV. Measured with
+#: ffmpeg's encoders (cross-correlation against the source): MPEG-1 layer II 481 (the polyphase filterbank),
+#: layer III 529 (its decoder; an encoder's own padding is not known), AAC-LC 1024 (priming), AC-3/E-AC-3 256.
+DECODER_DELAY = {"mp2": 481, "mp3": 529, "aac": 1024, "ac3": 256, "eac3": 256}
+
+#: Containers without priming information (ffmpeg's demuxer names).
+_NO_PRIMING_INFO = frozenset({"mpegts", "mpeg", "aac", "ac3", "eac3"})
+
+
+def decoder_delay(container: str, codec: str, first_packet: bytes = b"") -> int:
+    """Samples to drop at the start of a decoded stream so that it starts where the encoded audio did:
+    :data:`DECODER_DELAY` for streams in :data:`_NO_PRIMING_INFO` containers (and raw MPEG layer II, which has
+    no gapless header), else 0. MPEG audio in a TS is decoded by ffmpeg's ``mp3float`` whatever its layer; the
+    layer is read from the first frame header (``first_packet``)."""
+    kind = codec.removesuffix("float").removesuffix("fixed")
+    if kind in ("mp2", "mp3") and len(first_packet) >= 2 and first_packet[0] == 0xFF:
+        kind = {2: "mp2", 1: "mp3"}.get((first_packet[1] >> 1) & 3, kind)
+    if container in _NO_PRIMING_INFO or (container == "mp3" and kind == "mp2"):
+        return DECODER_DELAY.get(kind, 0)
+    return 0
+
+
+def _frames(container, st, first: list[bytes]) -> Iterator:
+    """``container.decode(st)``, appending the first non-empty packet's first bytes to ``first`` (for
+    :func:`decoder_delay`)."""
+    for packet in container.demux(st):
+        if packet.size and not first:
+            first.append(bytes(packet)[:4])
+        yield from packet.decode()
+
+
+def decode_frames(container, st, start_s: float = 0.0) -> Iterator[tuple[np.ndarray, int]]:
+    """Mono float32 samples and their sample rate (Hz) of stream ``st`` as the decoder produces them: channels
+    averaged by a mono resampler (its tail flushed at the end), the decoder delay dropped
+    (:func:`decoder_delay`), decoding that starts before ``start_s`` (a seek lands on an earlier packet)
+    trimmed. The one decoding loop of files (:func:`_decoded_blocks`) and live streams (:mod:`bgmid.live`);
+    decoder errors are raised as PyAV's, which the two handle differently."""
+    import av
+
+    resampler = av.AudioResampler(format="flt", layout="mono")
+    delay: int | None = None  # decoder delay to drop (samples), known from the first packet
+    to_drop = 0
+    first: list[bytes] = []
+    for frame in _frames(container, st, first):
+        if delay is None:
+            delay = decoder_delay(container.format.name, st.codec_context.name, first[0] if first else b"")
+            to_drop = delay if start_s <= 0 else 0
+        sr = frame.sample_rate
+        t0 = float(frame.pts * frame.time_base) if frame.pts is not None and frame.time_base else None
+        for out in resampler.resample(frame):
+            arr = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
+            if start_s > 0 and t0 is not None and t0 < start_s + delay / sr:
+                # the decoded sample at pts t is the audio of t - delay
+                skip = int(round((start_s - t0) * sr)) + delay
+                arr = arr[skip:]
+                t0 = start_s + delay / sr
+            if to_drop:
+                cut = min(to_drop, arr.size)
+                arr, to_drop = arr[cut:], to_drop - cut
+            if arr.size:
+                yield arr, sr
+    for out in resampler.resample(None):
+        arr = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
+        if arr.size:
+            yield arr, out.sample_rate
+
+
 def _decoded_blocks(
     path: str | os.PathLike, start_s: float = 0.0, stream: int | str | None = None
 ) -> Iterator[tuple[np.ndarray, int]]:
     """Yield (mono float32 samples, sample rate) of the audio stream ``stream`` (:func:`select_stream`; None:
-    the first) as the decoder produces them.
+    the first) as the decoder produces them (:func:`decode_frames`).
 
     Channels are averaged to mono. Errors in the middle of a stream (a truncated or corrupt file) raise
     :class:`AudioError` naming the file, except that a file which yielded audio before the damage keeps what
@@ -365,9 +418,7 @@ def _decoded_blocks(
                 pass
         damage = None
         try:
-            for arr, sr, t0 in decode_frames(container, st):
-                if start_s > 0 and t0 is not None and t0 < start_s:
-                    arr = arr[int(round((start_s - t0) * sr)):]
+            for arr, sr in decode_frames(container, st, start_s):
                 if arr.size:
                     produced = True
                     n_out += arr.size
@@ -381,7 +432,9 @@ def _decoded_blocks(
                 ) from exc
             damage = exc
         got = start_s + (n_out / rate if rate else 0.0)
-        short = declared > 0 and got < TRUNCATED_SHARE * declared and declared - got > TRUNCATED_MIN_S
+        # raw ADTS declares a duration estimated from the bit rate (a variable one): no evidence of damage
+        short = (declared > 0 and got < TRUNCATED_SHARE * declared and declared - got > TRUNCATED_MIN_S
+                 and container.format.name != "aac")
         if damage is not None or short:
             of = f" of {declared:.1f} s" if declared > got else ""
             why = f" ({damage.__class__.__name__}: {damage})" if damage is not None else ""
@@ -391,6 +444,67 @@ def _decoded_blocks(
             ), stacklevel=2)
     finally:
         container.close()
+
+
+#: Channels of a surround layout that carry no dialogue in broadcast practice (ffmpeg's names): the front pair
+#: and the surrounds; dialogue sits in the centre (FC), effects in the LFE.
+SIDE_CHANNELS = frozenset({"FL", "FR", "BL", "BR", "SL", "SR", "FLC", "FRC", "BC", "TFL", "TFR", "TBL", "TBR"})
+
+
+def centre_split(x: np.ndarray, channels: list[str]) -> tuple[np.ndarray, np.ndarray | None]:
+    """Mono mix and a dialogue-poor signal of multichannel audio ``x`` (channels, samples) whose channel names
+    (ffmpeg's: ``FL FR FC LFE BL BR`` for 5.1) are ``channels``.
+
+    The mix is the mean of all channels but the LFE (what a mono receiver hears, up to a gain). In 5.1/7.1
+    broadcasts the dialogue is mixed into the centre channel and the music across the others, so the mean of
+    the :data:`SIDE_CHANNELS` without FC is a music-rich signal with little dialogue: an extra signal to
+    fingerprint and pool (like a separator's music estimate, but free). None when there is no centre channel
+    or fewer than two side channels (mono, stereo: the dialogue is in every channel)."""
+    x = np.asarray(x, np.float32)
+    keep = [i for i, c in enumerate(channels) if c != "LFE"] or list(range(len(channels)))
+    mix = x[keep].mean(axis=0)
+    side = [i for i, c in enumerate(channels) if c in SIDE_CHANNELS]
+    if "FC" not in channels or len(side) < 2:
+        return mix, None
+    return mix, x[side].mean(axis=0)
+
+
+def load_channels(path: str | os.PathLike, sr: int | None = None,
+                  duration_s: float | None = None) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """Decode ``path`` keeping its channel layout and return :func:`centre_split`'s ``(mix, side, rate)``,
+    resampled to ``sr`` Hz (default the file's own), at most ``duration_s`` seconds. For surround programmes
+    (5.1 dialogue in the centre); mono and stereo files give ``side`` None."""
+    import av
+
+    container = _open(path)
+    try:
+        st = container.streams.audio[0]
+        names = [ch.name for ch in st.layout.channels]
+        rs = av.AudioResampler(format="fltp", layout=st.layout.name, rate=st.codec_context.sample_rate)
+        chunks: list[np.ndarray] = []
+        rate = st.codec_context.sample_rate
+        need = None if duration_s is None else int(round(duration_s * rate))
+        got = 0
+        for frame in container.decode(st):
+            for out in rs.resample(frame):
+                a = out.to_ndarray().reshape(len(names), -1)
+                chunks.append(a)
+                got += a.shape[1]
+            if need is not None and got >= need:
+                break
+        if not chunks:
+            raise AudioError(f"{shown(path)}: holds no decodable audio samples (empty or silent stream).")
+        x = np.concatenate(chunks, axis=1)[:, :need]
+    except av.error.FFmpegError as exc:
+        raise AudioError(f"{shown(path)}: decoding failed ({exc}); re-encode or replace it.") from exc
+    finally:
+        container.close()
+    mix, side = centre_split(x, names)
+    if sr is not None and sr != rate:
+        mix = resample(mix, rate, sr)
+        side = None if side is None else resample(side, rate, sr)
+        rate = sr
+    return mix, side, rate
 
 
 def load(

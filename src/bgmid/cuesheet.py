@@ -3,12 +3,23 @@
 The JSON form is a contract other tools read. One object per programme::
 
     {"programme": PATH, "programme_title": str, "duration_s": float, "separator": str,
+     # additions: "alteration", "production", "episode", "air_date", "timebase",
      "cues": [{"seq", "track_id", "path", "title", "programme_start_s", "programme_end_s",
                "track_start_s", "track_end_s", "duration_s", "usage", "score", "confidence",
                # additions, which readers may ignore:
-               "tc_in", "tc_out", "msr_db", "loops", "metadata"}]}
+               "tc_in", "tc_out", "msr_db", "loops", "speed", "tempo", "pitch_semitones", "metadata",
+               "usage_code", "usage_parts", "parts", "utc_in", "utc_out" (with a known start)}]}
 
-Times are seconds (3 decimals); ``tc_in``/``tc_out`` are the same instants as ``HH:MM:SS.mmm`` timecodes.
+Times are seconds (3 decimals) from the programme's first sample; ``tc_in``/``tc_out`` are the same instants as
+timecodes in the sheet's :class:`~bgmid.timecode.Timebase` (default ``HH:MM:SS.mmm`` from 0; SMPTE
+``HH:MM:SS:FF`` at 25/30 fps or drop-frame ``HH:MM:SS;FF`` at 29.97, after a programme start timecode), and
+``utc_in``/``utc_out`` wall-clock UTC when the recording's start is known. ``parts`` lists each offset run of a
+cue (a loop or a repeat inside one use).
+
+Broadcast reporting (:class:`SheetOptions`): production, episode and air date, a usage code (``BI`` background
+instrumental, ``VI`` visual/featured instrumental) and the track's composer, publisher, artist, ISRC and ISWC
+from the index's tags go into every row; the ``society`` CSV layout (:data:`SOCIETY_FIELDS`) has only the
+columns of the usual rights-society cue-sheet templates, under their usual headings.
 
 Scoring (:func:`evaluate`) follows the BAF broadcast-monitoring benchmark's seconds-level measure: every second
 of the programme holds a set of tracks in the truth and a set in the cue sheet (a cue holds a second when it
@@ -34,12 +45,17 @@ import numpy as np
 from bgmid.errors import BgmidError
 from bgmid.monitor import Cue, MonitorConfig, MonitorResult
 from bgmid.paths import shown
+from bgmid.timecode import Timebase, format_ms
 
 __all__ = [
+    "BROADCAST_FIELDS",
     "CSV_FIELDS",
     "CueMetrics",
+    "SOCIETY_FIELDS",
+    "SheetOptions",
     "TRUTH_FIELDS",
     "TruthCue",
+    "USAGE_CODES",
     "csv_text",
     "cue_to_dict",
     "evaluate",
@@ -53,21 +69,88 @@ __all__ = [
     "write_json",
 ]
 
-#: Columns of the CSV cue sheet, in order; index metadata columns (``meta_<key>``) follow.
+#: Columns of the CSV cue sheet, in order; :data:`BROADCAST_FIELDS` and index metadata columns (``meta_<key>``)
+#: follow.
 CSV_FIELDS = (
     "programme", "programme_title", "seq", "track_id", "title", "path", "tc_in", "tc_out", "duration_tc",
     "programme_start_s", "programme_end_s", "track_start_s", "track_end_s", "duration_s", "usage", "msr_db",
     "loops", "score", "confidence",
 )
 
+#: Reporting columns after :data:`CSV_FIELDS`: the sheet's production/episode/air date, the usage code, the
+#: track's rights tags from the index, wall-clock UTC in/out and the timebase of the timecodes.
+BROADCAST_FIELDS = (
+    "production", "episode", "air_date", "usage_code", "composer", "publisher", "artist", "isrc", "iswc",
+    "utc_in", "utc_out", "timebase",
+)
+
+#: The ``society`` CSV layout: the columns of the usual rights-society cue-sheet templates (PRS/ASCAP/BMI/GEMA
+#: style music reporting), one row per cue, under their usual headings. ``Duration`` is ``MM:SS`` (whole
+#: seconds, at least 00:01); ``Usage`` the code of :data:`USAGE_CODES`.
+SOCIETY_FIELDS = (
+    "Production Title", "Episode Title", "Air Date", "Cue #", "Cue Title", "Composer(s)", "Publisher(s)",
+    "Artist", "ISRC", "ISWC", "Usage", "Duration", "Timecode In", "Timecode Out", "UTC In", "UTC Out", "Source",
+)
+
+#: Usage codes of the cue-sheet templates for bgmid's two usages: BI background instrumental (under dialogue),
+#: VI visual (featured) instrumental. Vocal/instrumental is not detected: instrumental is reported.
+USAGE_CODES = {"background": "BI", "featured": "VI"}
+
+#: Index tag names read for each rights column (first present wins; case-insensitive). ``bgmid index`` reads
+#: them from the files' tags (:func:`bgmid.audio.read_tags`).
+_TAGS = {
+    "composer": ("composer",),
+    "publisher": ("publisher", "label", "organization"),
+    "artist": ("artist", "performer"),
+    "isrc": ("isrc",),
+    "iswc": ("iswc",),
+}
+
+
+@dataclass(frozen=True)
+class SheetOptions:
+    """What a cue sheet says besides the cues: how it writes times, and the programme's reporting fields.
+
+    ``episode`` empty: each programme's title (its file name) is its episode. ``air_date`` empty: the date of
+    ``timebase.start_utc`` as given (the local date when it carries a zone offset), else empty. ``layout``:
+    ``bgmid`` (every column) or ``society`` (:data:`SOCIETY_FIELDS`)."""
+
+    timebase: Timebase = field(default_factory=Timebase)
+    production: str = ""
+    episode: str = ""
+    air_date: str = ""
+    layout: str = "bgmid"
+
+    def episode_of(self, result: MonitorResult) -> str:
+        return self.episode or programme_title(result.programme)
+
+    @property
+    def air_date_text(self) -> str:
+        if self.air_date:
+            return self.air_date
+        t = self.timebase.start_utc
+        return t.date().isoformat() if t is not None else ""
+
 
 def timecode(seconds: float) -> str:
     """``HH:MM:SS.mmm`` (hours grow past 99 for multi-day logs)."""
-    ms = int(round(max(0.0, float(seconds)) * 1000))
-    h, rem = divmod(ms, 3_600_000)
-    m, rem = divmod(rem, 60_000)
-    s, ms = divmod(rem, 1000)
-    return f"{h:02d}:{m:02d}:{s:02d}.{ms:03d}"
+    return format_ms(seconds)
+
+
+def track_tags(extra: dict) -> dict[str, str]:
+    """The rights columns (:data:`_TAGS`) of one track from its index metadata ("" where the tag is missing)."""
+    low = {str(k).lower(): v for k, v in extra.items()}
+    out = {}
+    for col, names in _TAGS.items():
+        v = next((low[n] for n in names if low.get(n) not in (None, "")), "")
+        out[col] = "; ".join(map(str, v)) if isinstance(v, list | tuple) else str(v)
+    return out
+
+
+def society_duration(seconds: float) -> str:
+    """A cue's length as the templates want it: ``MM:SS``, whole seconds rounded, at least ``00:01``."""
+    s = max(1, int(math.floor(seconds + 0.5)))
+    return f"{s // 60:02d}:{s % 60:02d}"
 
 
 def parse_timecode(text: str | float) -> float:
@@ -91,9 +174,10 @@ def programme_title(path: str) -> str:
     return shown(Path(path).stem) if path and not path.startswith("<") else shown(path)
 
 
-def cue_to_dict(cue: Cue) -> dict:
-    """One cue as the JSON contract's object (contract keys first, then additions)."""
-    return {
+def cue_to_dict(cue: Cue, timebase: Timebase | None = None) -> dict:
+    """One cue as the JSON contract's object (contract keys first, then additions); timecodes in ``timebase``."""
+    tb = timebase or Timebase()
+    d = {
         "seq": cue.seq,
         "track_id": cue.track_id,
         "path": shown(cue.path),
@@ -106,46 +190,90 @@ def cue_to_dict(cue: Cue) -> dict:
         "usage": cue.usage,
         "score": int(cue.score),
         "confidence": round(float(cue.confidence), 4),
-        "tc_in": timecode(cue.programme_start_s),
-        "tc_out": timecode(cue.programme_end_s),
+        "tc_in": tb.tc(cue.programme_start_s),
+        "tc_out": tb.tc(cue.programme_end_s),
         "msr_db": None if cue.msr_db is None else round(float(cue.msr_db), 1),
         "loops": cue.loops,
         "speed": round(cue.speed, 5),
         "tempo": round(cue.tempo, 5),
         "pitch_semitones": round(cue.pitch_semitones, 3),
         "metadata": dict(cue.extra),
+        "usage_code": USAGE_CODES.get(cue.usage, ""),
+        "usage_parts": [{"programme_start_s": round(a, 3), "programme_end_s": round(b, 3), "usage": u,
+                         "usage_code": USAGE_CODES.get(u, ""), "tc_in": tb.tc(a), "tc_out": tb.tc(b)}
+                        for a, b, u in (cue.usage_parts or [(cue.programme_start_s, cue.programme_end_s, cue.usage)])],
+        "parts": [
+            {"programme_start_s": round(p.programme_start_s, 3), "programme_end_s": round(p.programme_end_s, 3),
+             "track_start_s": round(p.track_start_s, 3), "track_end_s": round(p.track_end_s, 3),
+             "tc_in": tb.tc(p.programme_start_s), "tc_out": tb.tc(p.programme_end_s),
+             "also_track_start_s": [round(v, 3) for v in p.also_track_start_s]}
+            for p in cue.parts
+        ],
     }
+    if tb.start_utc is not None:
+        d.update(utc_in=tb.utc(cue.programme_start_s), utc_out=tb.utc(cue.programme_end_s))
+    return d
 
 
-def result_to_dict(result: MonitorResult, title: str | None = None) -> dict:
+def result_to_dict(result: MonitorResult, title: str | None = None, options: SheetOptions | None = None) -> dict:
     """One programme's cue sheet as the JSON contract's object."""
+    o = options or SheetOptions()
     return {
         "programme": shown(result.programme),
         "programme_title": title or programme_title(result.programme),
         "duration_s": round(result.duration_s, 3),
         "separator": result.separator,
         "alteration": dict(result.alteration),
-        "cues": [cue_to_dict(c) for c in result.cues],
+        "production": o.production,
+        "episode": o.episode_of(result),
+        "air_date": o.air_date_text,
+        "timebase": o.timebase.to_dict(),
+        "cues": [cue_to_dict(c, o.timebase) for c in result.cues],
     }
 
 
-def write_json(results: Sequence[MonitorResult], path: str | os.PathLike) -> Path:
+def write_json(results: Sequence[MonitorResult], path: str | os.PathLike, options: SheetOptions | None = None) -> Path:
     """Write the cue sheet(s): one object for one programme, a list of objects for several."""
-    objs = [result_to_dict(r) for r in results]
+    objs = [result_to_dict(r, options=options) for r in results]
     return _atomic_write(path, json.dumps(objs[0] if len(objs) == 1 else objs, indent=1) + "\n")
 
 
-def csv_rows(results: Sequence[MonitorResult]) -> tuple[list[str], list[dict]]:
-    """CSV header and rows: one row per cue of every programme; index metadata flattened to ``meta_*``."""
+def _broadcast(r: MonitorResult, c: Cue, o: SheetOptions) -> dict:
+    """The :data:`BROADCAST_FIELDS` of one cue."""
+    tb = o.timebase
+    return {"production": o.production, "episode": o.episode_of(r), "air_date": o.air_date_text,
+            "usage_code": USAGE_CODES.get(c.usage, ""), **track_tags(c.extra), "utc_in": tb.utc(c.programme_start_s),
+            "utc_out": tb.utc(c.programme_end_s), "timebase": tb.fps + ("df" if tb.drop_frame else "")}
+
+
+def csv_rows(results: Sequence[MonitorResult], options: SheetOptions | None = None) -> tuple[list[str], list[dict]]:
+    """CSV header and rows: one row per cue of every programme. Layout ``bgmid``: :data:`CSV_FIELDS`,
+    :data:`BROADCAST_FIELDS`, index metadata flattened to ``meta_*``; layout ``society``: :data:`SOCIETY_FIELDS`."""
+    o = options or SheetOptions()
+    tb = o.timebase
+    if o.layout == "society":
+        rows = []
+        for r in results:
+            for c in r.cues:
+                b = _broadcast(r, c, o)
+                rows.append(dict(zip(SOCIETY_FIELDS, (
+                    b["production"], b["episode"], b["air_date"], c.seq, c.title, b["composer"], b["publisher"],
+                    b["artist"], b["isrc"], b["iswc"], b["usage_code"], society_duration(c.duration_s),
+                    tb.tc(c.programme_start_s), tb.tc(c.programme_end_s), b["utc_in"], b["utc_out"],
+                    shown(c.path)), strict=True)))
+        return list(SOCIETY_FIELDS), rows
+    if o.layout != "bgmid":
+        raise BgmidError(f"cue sheet layout {o.layout!r}: use 'bgmid' or 'society'.")
     meta_keys = sorted({k for r in results for c in r.cues for k in c.extra})
-    header = list(CSV_FIELDS) + [f"meta_{k}" for k in meta_keys]
+    header = list(CSV_FIELDS) + list(BROADCAST_FIELDS) + [f"meta_{k}" for k in meta_keys]
     rows = []
     for r in results:
         for c in r.cues:
-            d = cue_to_dict(c)
+            d = cue_to_dict(c, tb)
             row = {k: d.get(k, "") for k in CSV_FIELDS}
             row.update(programme=shown(r.programme), programme_title=programme_title(r.programme),
-                       duration_tc=timecode(c.duration_s), msr_db="" if d["msr_db"] is None else d["msr_db"])
+                       duration_tc=tb.duration(c.duration_s), msr_db="" if d["msr_db"] is None else d["msr_db"])
+            row.update(_broadcast(r, c, o))
             for k in meta_keys:
                 v = c.extra.get(k, "")
                 row[f"meta_{k}"] = json.dumps(v) if isinstance(v, dict | list) else v
@@ -153,9 +281,10 @@ def csv_rows(results: Sequence[MonitorResult]) -> tuple[list[str], list[dict]]:
     return header, rows
 
 
-def csv_text(results: Sequence[MonitorResult]) -> str:
-    """One CSV cue sheet for all programmes (a ``programme`` column tells them apart), as text."""
-    header, rows = csv_rows(results)
+def csv_text(results: Sequence[MonitorResult], options: SheetOptions | None = None) -> str:
+    """One CSV cue sheet for all programmes (a ``programme`` column, or ``Episode Title``, tells them apart),
+    as text."""
+    header, rows = csv_rows(results, options)
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=header, lineterminator="\n")
     w.writeheader()
@@ -163,9 +292,9 @@ def csv_text(results: Sequence[MonitorResult]) -> str:
     return buf.getvalue()
 
 
-def write_csv(results: Sequence[MonitorResult], path: str | os.PathLike) -> Path:
+def write_csv(results: Sequence[MonitorResult], path: str | os.PathLike, options: SheetOptions | None = None) -> Path:
     """Write :func:`csv_text` to ``path``."""
-    return _atomic_write(path, csv_text(results))
+    return _atomic_write(path, csv_text(results, options))
 
 
 def _atomic_write(path: str | os.PathLike, text: str) -> Path:
@@ -182,8 +311,9 @@ def _atomic_write(path: str | os.PathLike, text: str) -> Path:
     return p
 
 
-def format_table(result: MonitorResult, width: int = 34) -> str:
-    """A human-readable cue sheet for the terminal."""
+def format_table(result: MonitorResult, width: int = 34, timebase: Timebase | None = None) -> str:
+    """A human-readable cue sheet for the terminal (in/out in ``timebase``)."""
+    tb = timebase or Timebase()
     lines = [
         f"{programme_title(result.programme)}  ({timecode(result.duration_s)}, {len(result.cues)} cues, "
         f"separator: {result.separator}, {result.speed:.0f}x real time)"
@@ -198,7 +328,7 @@ def format_table(result: MonitorResult, width: int = 34) -> str:
         msr = "" if c.msr_db is None else f"{c.msr_db:+.0f}"
         loop = f"  (loops {c.loops}x)" if c.loops else ""
         lines.append(
-            f"  {c.seq:>3}  {timecode(c.programme_start_s):<12}  {timecode(c.programme_end_s):<12}  "
+            f"  {c.seq:>3}  {tb.tc(c.programme_start_s):<12}  {tb.tc(c.programme_end_s):<12}  "
             f"{c.duration_s:>5.1f}s  {title:<{width}}  {c.track_start_s:>7.1f}s  {c.usage:<10}  {msr:>6}  "
             f"{c.confidence:>5.2f}{loop}"
         )

@@ -124,7 +124,8 @@ def split_final(hits: Sequence[WindowHit], frontier_s: float, frame_s: float,
     them to :func:`segments_to_cues`: the same cues as the whole programme's) and the hits to keep.
     """
     config = config or MonitorConfig()
-    settle = max(config.max_gap_s, config.loop_gap_s)
+    link_gap = getattr(config, "link_gap_s", 0.0)  # same-offset segments this far apart are one cue
+    settle = max(config.max_gap_s, config.loop_gap_s, link_gap)
     segs = merge_segments(hits, config)
     is_open = {id(s): frontier_s - s.end_s <= settle for s in segs}
     cand = [s for s in segs if is_open[id(s)] or accept_segment(s, config)]
@@ -158,6 +159,13 @@ def split_final(hits: Sequence[WindowHit], frontier_s: float, frame_s: float,
             ov = _overlap(*spans[i], *spans[j])
             shorter = min(spans[i][1] - spans[i][0], spans[j][1] - spans[j][0])
             if opened[i] or opened[j] or ov >= config.shadow_overlap * (shorter - 2 * pad):
+                parent[root(i)] = root(j)
+    for i in range(n):  # groups that link_same_offset may join (same track, same offset, <= link_gap_s apart)
+        for j in range(i + 1, n):
+            if groups[i][0].track_id == groups[j][0].track_id and any(
+                    abs(a.offset - b.offset) <= config.offset_tol_frames
+                    and max(a.start_s, b.start_s) - min(a.end_s, b.end_s) <= link_gap
+                    for a in groups[i] for b in groups[j]):
                 parent[root(i)] = root(j)
     busy = {root(i) for i in range(n) if opened[i]}
     final: list[Segment] = []
@@ -217,7 +225,7 @@ class _Reader(threading.Thread):
             from bgmid.audio import select_stream
 
             st = select_stream(container, c.stream, self.source)
-            yield from resample_pieces(((a, r) for a, r, _ in decode_frames(container, st)), self.sr)
+            yield from resample_pieces(decode_frames(container, st), self.sr)
         finally:
             container.close()
 

@@ -23,8 +23,11 @@ the segment logic. Pipeline (one pass, bounded memory):
    ``max_gap_s`` apart: a constant offset means the track kept running, so a few seconds masked by loud speech
    do not split a cue. A segment becomes a cue only with real evidence (at least one window at the calibrated
    match threshold, ``min_windows`` windows, ``min_cue_score`` distinct aligned landmarks, ``min_cue_s``
-   seconds): isolated weak hits, which chance produces in speech, are dropped. Boundaries are the first aligned
-   landmark's anchor and the last aligned landmark's target peak, not window edges.
+   seconds): isolated weak hits, which chance produces in speech, are dropped. Boundaries are the first
+   aligned landmark's anchor and the last aligned landmark's target peak, not window edges, unless that
+   landmark stands apart from the others more than their rate explains (a chance alignment: :func:`hit_span`).
+   Accepted segments at the same offset up to ``link_gap_s`` apart are one cue (:func:`link_same_offset`): the
+   playback went on under speech that masked it.
 4. **Loops.** Segments of the same track with different offsets that touch (within ``loop_gap_s``) or overlap
    are one continuous use of the track whose playback jumped: looped game/library music, an edit that repeats
    a section, or a track whose own sections repeat (then the same audio matches two offsets at once). They are
@@ -65,7 +68,12 @@ __all__ = [
     "MonitorResult",
     "Segment",
     "WindowHit",
+    "cue_confidence",
+    "cue_features",
     "estimate_usage",
+    "hit_span",
+    "usage_parts",
+    "link_same_offset",
     "merge_loops",
     "merge_segments",
     "segments_to_cues",
@@ -105,6 +113,14 @@ class MonitorConfig:
     offset_tol_frames: int = 2  #: offsets this close (STFT frames) are the same playback
     max_gap_s: float = 10.0  #: bridge gaps up to this long between hits of the same track and offset
     loop_gap_s: float = 8.0  #: same track, different offset, this close: one cue (loop / repeat)
+    #: accepted segments of one track at the same offset this far apart are one cue that kept playing under
+    #: loud speech: a constant offset after a pause is the same playback (an MP2 copy of a programme split a
+    #: -16 dB cue at a 13.6 s gap its WAV bridged with weak windows); two uses of a track never share an offset
+    link_gap_s: float = 30.0
+    #: a window hit's first (last) aligned landmark is a chance alignment, not the boundary, when its gap to
+    #: the next is this improbable at the landmark rate of the ``span_rate_s`` next to it (see :func:`hit_span`)
+    span_outlier_p: float = 0.01
+    span_rate_s: float = 2.0
     min_cue_s: float = 2.0  #: shorter detections are dropped (landmark spans are shorter than the audible cue)
     #: cues are widened by this much at each end: the first aligned landmark comes after the music became
     #: audible (a fade-in hides the first notes) and the last one before it stopped; on the benchmark the
@@ -165,6 +181,22 @@ class CuePart:
     programme_end_s: float
     track_start_s: float
     track_end_s: float
+    #: other track positions (at ``programme_start_s``) where the same programme audio also aligns: a track
+    #: whose own audio repeats (looped game/library music) matches it at each; the cue reports the strongest
+    also_track_start_s: list[float] = field(default_factory=list)
+
+
+def _also_at(parts: list[CuePart], echoes: Sequence[Segment], frame_s: float) -> None:
+    """Record on each part the track positions of the echo runs (same track, other offset, adding no time of
+    their own: :func:`_main_runs`) that lie mostly inside it."""
+    for p in parts:
+        pos = set()
+        for e in echoes:
+            ov = min(p.programme_end_s, e.end_s) - max(p.programme_start_s, e.start_s)
+            same = abs(e.offset * frame_s - (p.track_start_s - p.programme_start_s)) <= 1.0
+            if ov >= 0.5 * (e.end_s - e.start_s) and not same:
+                pos.add(round(p.programme_start_s + e.offset * frame_s, 3))
+        p.also_track_start_s = sorted(pos)
 
 
 @dataclass
@@ -178,9 +210,12 @@ class Cue:
     track_start_s: float  #: track time at ``programme_start_s``
     track_end_s: float  #: track time at ``programme_end_s`` (of the last part when the music looped)
     score: int  #: distinct aligned landmarks over the cue
-    confidence: float  #: calibrated probability (strongest window) that the track is right
+    confidence: float  #: calibrated probability that the track sounds there (:func:`cue_confidence`)
     parts: list[CuePart] = field(default_factory=list)
     n_windows: int = 0
+    max_window_score: int = 0  #: aligned landmarks of the cue's strongest window
+    #: ``(start_s, end_s, usage)`` stretches (a featured passage inside a background cue), see :func:`usage_parts`
+    usage_parts: list[tuple[float, float, str]] = field(default_factory=list)
     msr_db: float | None = None  #: estimated music-to-speech ratio over the cue (dB); None: music alone
     usage: str = "background"  #: "background" (BI-style) or "featured" (music dominant)
     seq: int = 0  #: 1-based position in the programme's cue sheet
@@ -229,6 +264,33 @@ class MonitorResult:
 
 # -- pure functions: votes -> hits -> segments -> cues -------------------------------------------------
 
+#: Per-cue confidence: a logistic map from the cue's evidence (:func:`cue_features`) to the probability that
+#: its track really sounds there, fitted on the candidate cues (every segment, accepted or not) of generated
+#: programmes against their truth: true cues and phantoms (chance alignments in speech, crowds and unindexed
+#: music; shadows of a stronger track). Refit (prints this table) with
+#: ``python benchmarks/calibrate_cues.py PROGRAMMES.wav`` (its docstring lists the programmes: 3 standard, 4
+#: hard, tuning seeds; reliability table in ``benchmarks/results/cue_calibration.json``: all 39 accepted cues
+#: true, predicted 0.80-1.00; the 1,013 candidates below 0.5 are 0.2 % true). L2 1 keeps a fit on 42 true cues
+#: from claiming certainty.
+CUE_CALIBRATION = {"w": (-12.358, 1.736, 2.007, -1.285),
+                   "fitted_on": "1054 candidates (42 true) of 7 programmes"}
+
+
+def cue_features(score: int, max_score: int, span: tuple[float, float],
+                 stronger: Sequence[tuple[float, float]]) -> tuple[float, float, float]:
+    """Evidence of one candidate cue: log of its distinct aligned landmarks, log of its best window's, and the
+    share of its span that cues of other tracks with more evidence cover (a shadow lies inside one)."""
+    a, b = span
+    inside = _covered(a, b, list(stronger)) / (b - a) if b > a else 0.0
+    return math.log(max(score, 1)), math.log(max(max_score, 1)), inside
+
+
+def cue_confidence(features: tuple[float, float, float]) -> float:
+    """:data:`CUE_CALIBRATION`'s probability for :func:`cue_features`."""
+    w = CUE_CALIBRATION["w"]
+    z = w[0] + sum(wi * fi for wi, fi in zip(w[1:], features, strict=True))
+    return 1.0 / (1.0 + math.exp(-z))
+
 #: Landmark ids carry their programme frame in the high bits (``frame << ID_FRAME_SHIFT | serial``) so the time
 #: of any aligned landmark can be recovered from a cue's id set (used by :func:`suppress_shadows`).
 ID_FRAME_SHIFT = 24
@@ -270,6 +332,54 @@ def window_votes(
     return [(int(t), int(o), int(s), int(f0), int(f1), a)
             for t, o, s, f0, f1, a in zip(v.track_ids, v.offsets, v.scores, v.q_first, v.q_last, v.aligned or [],
                                           strict=True)]
+
+
+def _trim_outlier(t: np.ndarray, rate_frames: int, p: float) -> int:
+    """The last value of sorted frames ``t`` unless it is an outlier: its gap to the one before is one that the
+    landmark rate just before (over ``rate_frames``) would leave with probability below ``p`` (Poisson:
+    ``exp(-rate * gap)``); then the one before."""
+    if t.size < 3:
+        return int(t[-1])
+    gap = float(t[-1] - t[-2])
+    rate = float(np.count_nonzero(t[:-1] >= t[-2] - rate_frames)) / rate_frames
+    return int(t[-2]) if gap > 0 and math.exp(-rate * gap) < p else int(t[-1])
+
+
+def hit_span(aligned: np.ndarray, ids: np.ndarray, ends: np.ndarray, rate_frames: int, p: float) -> tuple[int, int]:
+    """A window hit's evidence span in frames: the earliest anchor frame of its ``aligned`` landmark ids and
+    the latest end frame (``ends`` parallel to the window's landmark ``ids``), except that an extreme landmark
+    that stands apart from the others more than their rate explains (:func:`_trim_outlier`, probability
+    ``p``) is a chance alignment (a peak of the next track in a cross-fade, a codec's noise: it moved an out
+    point by 0.56 s between a WAV and an M4A of one programme) and the next one sets the boundary. Quiet music
+    under speech has sparse landmarks, so its lone last landmark is kept."""
+    anchors = np.sort(landmark_frames(aligned))
+    u, first = np.unique(ids, return_index=True)
+    e = np.sort(ends[first[np.isin(u, aligned, assume_unique=True)]])
+    if anchors.size == 0:
+        return 0, int(e[-1]) if e.size else 0
+    a0 = -_trim_outlier(-anchors[::-1], rate_frames, p)
+    return a0, (_trim_outlier(e, rate_frames, p) if e.size else a0)
+
+
+def link_same_offset(segments: Sequence[Segment], config: MonitorConfig = MonitorConfig()) -> list[Segment]:
+    """Join segments of one track whose offsets agree (``offset_tol_frames``) and that are at most
+    ``link_gap_s`` apart: the same playback, with a stretch in between where speech masked the music too much
+    for any window to reach ``weak_score`` (:func:`merge_segments` bridges only ``max_gap_s``)."""
+    out: list[Segment] = []
+    for s in sorted(segments, key=lambda s: (s.track_id, s.start_s)):
+        prev = next((p for p in reversed(out) if p.track_id == s.track_id
+                     and abs(p.offset - s.offset) <= config.offset_tol_frames
+                     and s.start_s - p.end_s <= config.link_gap_s), None)
+        if prev is not None:
+            if s.max_score > prev.max_score:
+                prev.offset = s.offset
+            prev.hits = prev.hits + s.hits
+            prev.end_s = max(prev.end_s, s.end_s)
+            prev.aligned = np.union1d(prev.aligned, s.aligned)
+        else:
+            out.append(Segment(s.track_id, s.offset, s.start_s, s.end_s, list(s.hits), s.aligned))
+    out.sort(key=lambda s: (s.start_s, s.track_id))
+    return out
 
 
 def merge_segments(hits: Iterable[WindowHit], config: MonitorConfig = MonitorConfig()) -> list[Segment]:
@@ -428,9 +538,10 @@ def suppress_shadows(cues: Sequence[Cue], frame_s: float, config: MonitorConfig 
 
 
 def _widen(cue: Cue, pad: float) -> None:
-    """Move a cue's in point ``pad`` earlier (not before 0) and its out point ``pad`` later, parts and track
-    positions with them (the programme end is clipped later, when the programme's length is known)."""
-    lead = min(pad, cue.programme_start_s)
+    """Move a cue's in point ``pad`` earlier (not before 0 in the programme or in the track) and its out point
+    ``pad`` later, parts and track positions with them (the programme end is clipped later, when the
+    programme's length is known)."""
+    lead = max(0.0, min(pad, cue.programme_start_s, cue.track_start_s))  # not before the track's own start
     cue.programme_start_s -= lead
     cue.track_start_s -= lead
     cue.programme_end_s += pad
@@ -439,6 +550,7 @@ def _widen(cue: Cue, pad: float) -> None:
         first, last = cue.parts[0], cue.parts[-1]
         first.programme_start_s -= lead
         first.track_start_s -= lead
+        first.also_track_start_s = [v - lead for v in first.also_track_start_s]
         last.programme_end_s += pad
         last.track_end_s += pad
 
@@ -451,10 +563,12 @@ def segments_to_cues(
 ) -> list[Cue]:
     """Filter segments (:func:`accept_segment`), merge loops (:func:`merge_loops`), drop shadows
     (:func:`suppress_shadows`) and build numbered cues."""
-    good = [s for s in segments if accept_segment(s, config, n_windows_total)]
+    good = link_same_offset([s for s in segments if accept_segment(s, config, n_windows_total)], config)
     cues = []
     for g in merge_loops(good, config):
-        parts = _parts(_main_runs(g, config.min_cue_s + 1.0), frame_s)
+        main = _main_runs(g, config.min_cue_s + 1.0)
+        parts = _parts(main, frame_s)
+        _also_at(parts, [x for x in g if not any(x is m for m in main)], frame_s)
         aligned = np.unique(np.concatenate([s.aligned for s in g]))
         max_score = max(s.max_score for s in g)
         cues.append(
@@ -465,13 +579,19 @@ def segments_to_cues(
                 track_start_s=parts[0].track_start_s,
                 track_end_s=parts[-1].track_end_s,
                 score=int(aligned.size),
-                confidence=float(confidence(max_score)),
+                confidence=float(confidence(max_score)),  # replaced by the per-cue calibration below
                 parts=parts,
+                max_window_score=int(max_score),
                 n_windows=sum(len(s.hits) for s in g),
                 aligned=aligned,
             )
         )
     cues = suppress_shadows(cues, frame_s, config)
+    for c in cues:
+        stronger = [(o.programme_start_s, o.programme_end_s) for o in cues
+                    if o.track_id != c.track_id and o.score > c.score]
+        c.confidence = cue_confidence(cue_features(c.score, c.max_window_score, (c.programme_start_s,
+                                                                                 c.programme_end_s), stronger))
     for c in cues:
         _widen(c, config.edge_pad_s)
     cues.sort(key=lambda c: (c.programme_start_s, c.track_id))
@@ -480,12 +600,82 @@ def segments_to_cues(
     return cues
 
 
+#: Usage parts: a stretch of a cue whose usage differs from its neighbours' must last this long (s) ...
+MIN_USAGE_PART_S = 8.0
+#: ... judged on per-second evidence smoothed over this many seconds.
+USAGE_SMOOTH_S = 7
+
+
+def _smooth(x: np.ndarray, n: int) -> np.ndarray:
+    """Centred moving mean over ``n`` samples (shorter at the ends)."""
+    if x.size == 0 or n <= 1:
+        return x.astype(np.float64)
+    k = np.ones(n)
+    return np.convolve(x, k, "same") / np.convolve(np.ones(x.size), k, "same")
+
+
+def usage_parts(
+    cue: Cue,
+    level_db: np.ndarray,
+    ref_db: float | None,
+    music_db: np.ndarray | None,
+    speech_db: np.ndarray | None,
+    density: float | None,
+    frame_s: float | None,
+) -> list[tuple[float, float, str]]:
+    """``(start_s, end_s, usage)`` stretches of one cue: a cue under dialogue with a music-only passage inside is
+    background, featured, background. Per second of the cue, smoothed over ``USAGE_SMOOTH_S``: with a
+    separator the music-to-speech ratio (featured at >= ``FEATURED_MSR_DB``); without one the level rise over
+    the dialogue reference ``ref_db`` (3 dB: music as loud as dialogue) or the share of the track's landmarks
+    per second found (``FEATURED_SURVIVAL``: music alone keeps its fingerprint). Stretches shorter than
+    ``MIN_USAGE_PART_S`` join the one before; a cue with one stretch has the cue's own usage."""
+    a, b = int(math.floor(cue.programme_start_s)), max(int(math.ceil(cue.programme_end_s)), 1)
+    whole = [(cue.programme_start_s, cue.programme_end_s, cue.usage)]
+    n = min(b, level_db.size) - a
+    if n < 2 * MIN_USAGE_PART_S:
+        return whole
+    if music_db is not None and speech_db is not None:
+        pm = _smooth(10 ** (music_db[a : a + n].astype(np.float64) / 10), USAGE_SMOOTH_S)
+        ps = _smooth(10 ** (speech_db[a : a + n].astype(np.float64) / 10), USAGE_SMOOTH_S)
+        feat = 10 * np.log10((pm + 1e-12) / (ps + 1e-12)) >= FEATURED_MSR_DB
+    else:
+        feat = np.zeros(n, bool)
+        if ref_db is not None:
+            p = _smooth(10 ** (level_db[a : a + n].astype(np.float64) / 10), USAGE_SMOOTH_S)
+            feat |= 10 * np.log10(p + 1e-12) - ref_db >= 10 * math.log10(2.0)  # music >= dialogue: +3 dB
+        if density and frame_s and cue.aligned is not None and cue.aligned.size:
+            sec = (landmark_frames(cue.aligned) * frame_s).astype(np.int64) - a
+            per_s = np.bincount(sec[(sec >= 0) & (sec < n)], minlength=n).astype(np.float64)
+            feat |= _smooth(per_s, USAGE_SMOOTH_S) / density >= FEATURED_SURVIVAL
+    runs: list[list] = []  # [start second, end second, featured]
+    for i, f in enumerate(feat):
+        if runs and runs[-1][2] == f:
+            runs[-1][1] = i + 1
+        else:
+            runs.append([i, i + 1, bool(f)])
+    merged: list[list] = []
+    for r in runs:
+        if merged and (r[1] - r[0] < MIN_USAGE_PART_S or merged[-1][2] == r[2]):
+            merged[-1][1] = r[1]
+        elif not merged and r[1] - r[0] < MIN_USAGE_PART_S and len(runs) > 1:
+            runs[1][0] = r[0]  # a short first stretch joins the next
+        else:
+            merged.append(list(r))
+    if len(merged) <= 1:
+        return whole
+    out = [(max(cue.programme_start_s, a + r[0]), min(cue.programme_end_s, a + r[1]),
+            "featured" if r[2] else "background") for r in merged]
+    out[-1] = (out[-1][0], cue.programme_end_s, out[-1][2])
+    return out
+
+
 def estimate_usage(
     cues: Sequence[Cue],
     level_db: np.ndarray,
     music_db: np.ndarray | None = None,
     speech_db: np.ndarray | None = None,
     track_density: dict[int, float] | None = None,
+    frame_s: float | None = None,
 ) -> None:
     """Set each cue's ``msr_db`` (music-to-speech ratio estimate) and ``usage`` (``featured``/``background``).
 
@@ -499,6 +689,9 @@ def estimate_usage(
       landmarks per second of each track). Music alone keeps most of its fingerprint, music under dialogue
       loses most of it; above ``FEATURED_SURVIVAL`` the cue is ``featured``. On the generated programmes this
       labels about 9 cues in 10 right; the level estimate is within a few dB when dialogue runs under the cue.
+
+    Each cue also gets ``usage_parts`` (:func:`usage_parts`; ``frame_s``, the landmarks' frame period, lets the
+    survival test run per second).
     """
     n = level_db.size
     inside = np.zeros(n, bool)
@@ -525,6 +718,8 @@ def estimate_usage(
                 featured = True
                 c.msr_db = None  # music alone: there is no dialogue level to compare with
         c.usage = "featured" if featured else "background"
+        c.usage_parts = usage_parts(c, level_db, ref, music_db, speech_db, (track_density or {}).get(c.track_id),
+                                    frame_s)
 
 
 # -- streaming ------------------------------------------------------------------------------------------
@@ -591,10 +786,9 @@ class _WindowVoter:
             return
         fs, tail = p.frame_s, p.n_fft / p.sample_rate
         v = score_offsets(w, c.top, min_score=c.weak_score, candidates=2 * max(c.top, 1), ids=ids, ends=ends)
-        for tr, o, s, f0, f1, a in zip(v.track_ids, v.offsets, v.scores, v.q_first, v.q_last, v.aligned or [],
-                                       strict=True):
-            self.hits.append(WindowHit(w0 * fs, w_end * fs, int(tr), int(o), int(s), int(f0) * fs,
-                                      int(f1) * fs + tail, a))
+        for tr, o, s, a in zip(v.track_ids, v.offsets, v.scores, v.aligned or [], strict=True):
+            f0, f1 = hit_span(a, ids, ends, max(1, int(round(c.span_rate_s / fs))), c.span_outlier_p)
+            self.hits.append(WindowHit(w0 * fs, w_end * fs, int(tr), int(o), int(s), f0 * fs, f1 * fs + tail, a))
 
 
 class _Levels:
@@ -711,6 +905,7 @@ class Monitor:
             for part in c.parts:
                 part.programme_start_s /= f
                 part.programme_end_s /= f
+            c.usage_parts = [(a / f, b / f, u) for a, b, u in c.usage_parts]
         for h in result.hits:
             h.start_s, h.end_s, h.first_s, h.last_s = h.start_s / f, h.end_s / f, h.first_s / f, h.last_s / f
         n = int(math.ceil(result.duration_s))
@@ -819,7 +1014,7 @@ class Monitor:
             cue.title, cue.path, cue.extra = meta.title, meta.path, dict(meta.extra)
             if meta.duration_s > 0 and meta.n_hashes > 0:
                 density[cue.track_id] = meta.n_hashes / meta.duration_s
-        estimate_usage(cues, level_db, music_db, speech_db, density)
+        estimate_usage(cues, level_db, music_db, speech_db, density, self.preset.frame_s)
 
 
 def _clip(cue: Cue, duration_s: float) -> None:

@@ -60,6 +60,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--sr", type=int, default=16000, help="sample rate (16000 or 22050 cached; others resampled)")
     g.add_argument("--split", default="test", help="music/speech split to draw from (default test)")
     g.add_argument("--no-music", action="store_true", help="a programme without music (false-alarm check)")
+    g.add_argument("--hard", action="store_true",
+                   help="a programme built like real ones (--duration 300 holds each structure once): cues of "
+                   "one soundtrack back to back 0-3 s apart, a cross-fade, the same track twice with an edit, "
+                   "3-5 s stings, a cue with a featured music-only passage inside (one cue-sheet row per part), "
+                   "a crowd/ambience scene; --speed/--tempo/--pitch/--no-music do not apply")
     g.add_argument("--speed", type=_ratio, default=1.0, metavar="R",
                    help="air the whole programme R times faster, tempo and pitch x R (a ratio, e.g. 25/24 or "
                    "1.0416667 = PAL speed-up of a 24 fps film, 24/25 = 0.96); the cue sheet's programme times "
@@ -156,6 +161,11 @@ def _mix(args: argparse.Namespace) -> int:
 def _programme(args: argparse.Namespace) -> int:
     from bgmid.data import programmes
 
+    if args.hard:
+        wav, cues = programmes.generate_hard_programme(args.root, duration_s=args.duration, seed=args.seed,
+                                                       sample_rate=args.sr, split=args.split, out=args.out)
+        print(f"programme: {wav}\ncue sheet: {cues}")
+        return 0
     wav, cues = programmes.generate_programme(
         args.root, duration_s=args.duration, seed=args.seed, sample_rate=args.sr, split=args.split,
         with_music=not args.no_music, out=args.out, speed=args.speed, tempo=args.tempo,

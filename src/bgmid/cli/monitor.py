@@ -11,6 +11,7 @@ from bgmid.alterations import Alteration
 from bgmid.cli.common import add_db_argument, progress, resolve_separator
 from bgmid.fingerprint.presets import QueryOptions
 from bgmid.monitor import MonitorConfig
+from bgmid.timecode import FPS_CHOICES
 
 _D = MonitorConfig()
 
@@ -103,6 +104,35 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="with --truth: score only truth cues at least this loud relative to speech (e.g. -10)",
     )
     p.add_argument("--plot", metavar="FILE.png", help="draw the programme timeline (levels, cues, truth)")
+    g = p.add_argument_group("cue sheet conventions (broadcast reporting; see docs/monitor.md)")
+    g.add_argument(
+        "--fps", default="ms", choices=FPS_CHOICES,
+        help="timecodes in the table, CSV and JSON: 'ms' (default) HH:MM:SS.mmm, or SMPTE HH:MM:SS:FF at 25 or "
+        "30 frames per second, or HH:MM:SS;FF drop-frame at 29.97 (NTSC); hours wrap at 24",
+    )
+    g.add_argument(
+        "--start-tc", metavar="TC", default=None,
+        help="timecode of the programme's first sample, e.g. 10:00:00:00 (29.97: 10:00:00;00; ms: 10:00:00.000): "
+        "the sheet's timecodes are then the file's own. Seconds columns stay 0-based",
+    )
+    g.add_argument(
+        "--start-utc", metavar="ISO8601", default=None,
+        help="wall-clock start of a recording, e.g. 2026-03-01T20:00:00Z or 2026-03-01T21:00:00+01:00 (no zone: "
+        "UTC): adds utc_in/utc_out (ISO 8601, ms) to every cue. One input only",
+    )
+    g.add_argument("--production", default="", help="production (series) title written in every row")
+    g.add_argument("--episode", default="", help="episode title (default: each programme's file name)")
+    g.add_argument(
+        "--air-date", metavar="YYYY-MM-DD", default="",
+        help="first air date written in every row (default: the date of --start-utc, else empty)",
+    )
+    g.add_argument(
+        "--sheet", default="bgmid", choices=("bgmid", "society"),
+        help="CSV layout: 'bgmid' (default: every column, reporting columns included) or 'society': only the "
+        "columns of the usual rights-society templates (Production Title, Episode Title, Air Date, Cue #, Cue "
+        "Title, Composer(s), Publisher(s), Artist, ISRC, ISWC, Usage BI/VI, Duration MM:SS, Timecode In/Out, "
+        "UTC In/Out, Source)",
+    )
     p.add_argument(
         "--stream", default=None, metavar="INDEX|LANG|pid=PID",
         help="audio stream of a container or TS with several (multi-programme TS, dubbed film): its index among "
@@ -171,6 +201,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         raise BgmidError(f"--plot {args.plot}: name a .png, .pdf or .svg file.")
     config, options, alteration = monitor_settings(args)
     config = monitor_config(args)
+    sheet = sheet_options(args)
     sep = resolve_separator(args.separator, args.device)
     sep_name = "none" if sep is None else getattr(sep, "name", args.separator)
     truth_all = read_truth(args.truth) if args.truth else None
@@ -210,9 +241,9 @@ def cmd_monitor(args: argparse.Namespace) -> int:
                 results.append(res)
         for k, res in enumerate(results):
             if args.json:
-                print(json.dumps(result_to_dict(res)))
+                print(json.dumps(result_to_dict(res, options=sheet)))
             else:
-                print(format_table(res))
+                print(format_table(res, timebase=sheet.timebase))
             if truth_all is not None:
                 truth = read_truth(args.truth, programme=res.programme)
                 m = evaluate(res.cues, truth, res.duration_s, min_level_db=args.min_level_db)
@@ -239,7 +270,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     if total is not None and len(results) > 1:
         print(format_metrics(total, label="all programmes"), file=sys.stderr if args.json else sys.stdout)
     if args.out and results:
-        (write_json if Path(args.out).suffix.lower() == ".json" else write_csv)(results, args.out)
+        (write_json if Path(args.out).suffix.lower() == ".json" else write_csv)(results, args.out, sheet)
         print(f"cue sheet: {shown(args.out)} ({sum(len(r.cues) for r in results)} cues)", file=sys.stderr)
     if failed:
         print(f"bgmid monitor: {len(failed)} of {len(args.inputs)} inputs failed: "
@@ -247,3 +278,17 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         return 1
     return 0
 
+
+def sheet_options(args: argparse.Namespace):
+    """The cue sheet's conventions from the command line (a malformed timecode or date is a one-line error)."""
+    from bgmid.cuesheet import SheetOptions
+    from bgmid.errors import BgmidError
+    from bgmid.timecode import Timebase, parse_air_date, parse_utc
+
+    if args.start_utc and len(args.inputs) > 1:
+        raise BgmidError("--start-utc gives one recording's start: monitor one input at a time with it.")
+    if args.sheet == "society" and args.out and Path(args.out).suffix.lower() != ".csv":
+        raise BgmidError("--sheet society is a CSV layout: name a .csv file with --out.")
+    tb = Timebase(args.fps, args.start_tc, parse_utc(args.start_utc) if args.start_utc else None)
+    air = parse_air_date(args.air_date).isoformat() if args.air_date else ""
+    return SheetOptions(tb, args.production, args.episode, air, args.sheet)

@@ -1,0 +1,119 @@
+"""Determinism across decoders: one programme in five containers/codecs/rates gives the same cue sheet, and
+decoders whose containers carry no priming information are re-aligned (:func:`bgmid.audio.decoder_delay`)."""
+
+import numpy as np
+import pytest
+import soundfile as sf
+from conftest import SR
+from signals import encode, synth_music
+from test_monitor_e2e import CUES, make_programme
+
+from bgmid.audio import decoder_delay, load, resample
+from bgmid.index import open_index
+from bgmid.monitor import Monitor
+
+
+def _lag(x: np.ndarray, y: np.ndarray, sr: int, max_lag: int = 2500) -> int:
+    """Samples by which ``y`` is late against ``x`` (cross-correlation over 1-9 s)."""
+    a = x[sr : 9 * sr]
+    lags = np.arange(-max_lag, max_lag)
+    return int(lags[np.argmax([float(np.dot(a, y[sr + k : 9 * sr + k])) for k in lags])])
+
+
+@pytest.mark.parametrize(("codec", "fmt", "ext"), [
+    ("mp2", "mpegts", "ts"),  # DVB radio and TV: MPEG-1 layer II in a TS
+    ("aac", "mpegts", "ts"),
+    ("ac3", "mpegts", "ts"),
+    ("aac", "adts", "aac"),
+    ("mp2", "mp2", "mp2"),
+    ("aac", "mp4", "m4a"),  # the edit list already says: nothing more to drop
+    ("libmp3lame", "mp3", "mp3"),  # the LAME header already says
+])
+def test_decoded_audio_starts_where_the_encoded_audio_did(tmp_path, codec, fmt, ext):
+    sr = 48000
+    x = (0.5 * synth_music(11, 10.0, sr)).astype(np.float32)
+    p = encode(tmp_path / f"x.{ext}", x, sr, codec, fmt, bitrate=192000)
+    y, _ = load(p, sr)
+    assert _lag(x, y, sr) == 0  # uncorrected, the TS/ADTS/MP2 streams are 256-1024 samples (5-21 ms) late
+
+
+def test_decoder_delay_table():
+    mp2_header, mp3_header = b"\xff\xfd\x00\x00", b"\xff\xfb\x00\x00"  # MPEG-1 layer II, layer III
+    assert decoder_delay("mpegts", "mp3float", mp2_header) == 481
+    assert decoder_delay("mpegts", "mp3float", mp3_header) == 529
+    assert decoder_delay("mp3", "mp2", mp2_header) == 481
+    assert decoder_delay("mp3", "mp3float", mp3_header) == 0  # an MP3 file: its LAME header is trusted
+    assert decoder_delay("aac", "aac") == 1024 and decoder_delay("mpegts", "ac3") == 256
+    assert decoder_delay("mov,mp4,m4a,3gp,3g2,mj2", "aac") == 0 and decoder_delay("wav", "pcm_s16le") == 0
+
+
+@pytest.fixture(scope="module")
+def five_encodings(tmp_path_factory):
+    """The end-to-end test programme as WAV, FLAC, MP3 (44.1 kHz), AAC/M4A and MP2 in MPEG-TS (48 kHz)."""
+    d = tmp_path_factory.mktemp("enc")
+    x = make_programme()
+    x44, x48 = resample(x, SR, 44100), resample(x, SR, 48000)
+    sf.write(d / "p.wav", x, SR)
+    return {
+        "wav": d / "p.wav",
+        "flac": encode(d / "p.flac", x, SR, "flac"),
+        "mp3": encode(d / "p.mp3", x44, 44100, "libmp3lame", bitrate=128000),
+        "m4a": encode(d / "p.m4a", x48, 48000, "aac", "mp4", bitrate=128000),
+        "ts": encode(d / "p.ts", x48, 48000, "mp2", "mpegts", bitrate=192000),
+    }
+
+
+def test_five_encodings_give_the_same_cues(built_index, five_encodings):
+    with open_index(built_index) as store:
+        mon = Monitor(store, alteration=None)
+        sheets = {k: mon.run(p).cues for k, p in five_encodings.items()}
+    ref = sheets["wav"]
+    assert [c.title for c in ref] == [f"track{i:02d}" for i, *_ in CUES]
+    for k, cues in sheets.items():
+        got = [(c.title, round(c.programme_start_s, 2), round(c.programme_end_s, 2)) for c in cues]
+        assert [c.track_id for c in cues] == [c.track_id for c in ref], (k, got)
+        for c, r in zip(cues, ref, strict=True):
+            assert abs(c.programme_start_s - r.programme_start_s) <= 0.5, (k, got)
+            assert abs(c.programme_end_s - r.programme_end_s) <= 0.5, (k, got)
+            assert abs((c.track_start_s - c.programme_start_s) - (r.track_start_s - r.programme_start_s)) < 0.05
+            assert c.loops == r.loops == 0
+
+
+def test_surround_centre_channel_is_left_out_of_the_side_signal(tmp_path, built_index):
+    """5.1 with dialogue in FC and music in the others: the side signal is the music alone (what the centre
+    split is for), the mix has both; stereo has no side signal. The side signal identifies the track."""
+    import av
+
+    from bgmid.audio import load_channels
+    from bgmid.match import Matcher
+
+    sr = 48000
+    music = resample(synth_music(103, 12.0, SR), SR, sr)  # track03 of the index
+    from signals import synth_speech
+
+    speech = resample(synth_speech(9, 12.0, 16000), 16000, sr)[: music.size]
+    n = min(music.size, speech.size)
+    x = np.zeros((6, n), np.float32)  # FL FR FC LFE BL BR
+    x[[0, 1, 4, 5]] = 0.3 * music[:n]
+    x[2] = 0.9 * speech[:n]
+    x[3] = 0.05 * np.sin(2 * np.pi * 50 * np.arange(n) / sr)
+    p = tmp_path / "six.flac"
+    with av.open(str(p), "w") as c:
+        st = c.add_stream("flac", rate=sr)
+        st.layout = "5.1"
+        fr = av.AudioFrame.from_ndarray(np.ascontiguousarray(x), format="fltp", layout="5.1")
+        fr.sample_rate = sr
+        for pkt in list(st.encode(fr)) + list(st.encode(None)):
+            c.mux(pkt)
+    mix, side, rate = load_channels(p, SR)
+    assert rate == SR and side is not None and mix.size == side.size
+    ref = resample(0.3 * music[:n], sr, SR)[: side.size]
+    assert np.corrcoef(side, ref)[0, 1] > 0.999  # no dialogue in it
+    sp = resample(0.9 * speech[:n], sr, SR)[: mix.size]
+    assert np.corrcoef(mix - ref * 4 / 5, sp / 5)[0, 1] > 0.99  # the mix: mean of the five non-LFE channels
+    stereo = tmp_path / "two.flac"
+    sf.write(stereo, np.stack([music, music], 1)[: sr * 2], sr)
+    assert load_channels(stereo)[1] is None
+    with open_index(built_index) as store:
+        m = Matcher(store).identify(side, SR)
+    assert m and m[0].title == "track03"
