@@ -5,11 +5,12 @@ air there is no end, so this module runs the same pipeline block by block (``Mon
 ``Monitor._feed``: the monitor's block layout and ownership, :class:`bgmid.audio.OwnedBlock`, the postings and
 the sliding windows of ``_WindowVoter``) and settles cues as the stream goes by (:func:`split_final`): a cue
 is final once no future window can extend it, join a loop to it or shadow it, that is once the voting frontier
-is more than ``max(max_gap_s, loop_gap_s)`` past its evidence. Final hits go through the file monitor's
+is more than ``max(max_gap_s, loop_gap_s, link_gap_s)`` past its evidence. Final hits go through the file
+monitor's
 :func:`~bgmid.monitor.merge_segments` / :func:`~bgmid.monitor.segments_to_cues` and leave memory; so do old
 postings (the voter drops them), old level seconds and old wall-clock anchors. A cue's JSON line therefore comes
-about ``max_gap_s`` + one window + one block after the music stops (:data:`LIVE_BLOCK_S` blocks keep the last
-term short).
+about ``link_gap_s`` (30 s: same-offset segments that far apart are one cue) + one window + one block after the
+music stops (:data:`LIVE_BLOCK_S` blocks keep the last term short).
 
 The input is read by a thread (:class:`_Reader`) so that a slow analysis never stalls the network: it opens
 the source (:func:`bgmid.audio.open_live`), decodes the chosen audio stream (:func:`bgmid.audio.decode_frames`,
@@ -114,10 +115,12 @@ def split_final(hits: Sequence[WindowHit], frontier_s: float, frame_s: float,
     """Split window hits into the segments whose cues are settled and the hits still open.
 
     ``frontier_s``: start of the next window to be scored (every later hit has its first aligned landmark at
-    or after it). A segment is closed when the frontier is more than ``max(max_gap_s, loop_gap_s)`` past its
-    end: no later hit can extend it (:func:`merge_segments` bridges ``max_gap_s``) and no later segment of its
-    track can join it as a loop (:func:`merge_loops`, ``loop_gap_s``). Closed segments that are not accepted
-    (:func:`accept_segment`) are dropped. Accepted and still-open segments are grouped into would-be cues
+    or after it). A segment is closed when the frontier is more than ``max(max_gap_s, loop_gap_s, link_gap_s)``
+    past its end: no later hit can extend it (:func:`merge_segments` bridges ``max_gap_s``), no later segment of
+    its track can join it as a loop (:func:`merge_loops`, ``loop_gap_s``) or at its offset
+    (:func:`~bgmid.monitor.link_same_offset`, ``link_gap_s``; such groups are settled together). Closed
+    segments that are not accepted (:func:`accept_segment`) are dropped. Accepted and still-open segments are
+    grouped into would-be cues
     (:func:`merge_loops`), and groups that could shadow one another (:func:`bgmid.monitor.suppress_shadows`:
     another track over at least ``shadow_overlap`` of the shorter cue; any overlap when a group is still open)
     are settled together: a set of groups is final when none of them is open. Returns the final segments (give

@@ -143,7 +143,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "An INPUT that is a URL (udp://, rtp://, http(s)://, an HLS .m3u8; srt:// where PyAV has libsrt) is monitored "
         "live until it ends "
         "(--idle-timeout) or SIGTERM/SIGINT, which flush the open cues: each cue is printed, and with --out "
-        "FILE.jsonl written as one JSON line, as soon as it closes (about --max-gap + --window + --block s after "
+        "FILE.jsonl written as one JSON line, as soon as it closes (about 30 s + --window + --block after "
         "the music stops); a dropped stream is reconnected with back-off and each gap written as a signal_loss "
         "record. --out FILE.jsonl on a file runs the same live pipeline on it.",
     )
