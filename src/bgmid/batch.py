@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
@@ -361,7 +361,3 @@ def run_batch(
                 failed_attempt(o, fp, BrokenProcessPool("a worker process died"))
             executor.renew()
     return BatchReport(outcomes, time.perf_counter() - t0, workers, engine)
-
-
-def iter_failures(report: BatchReport) -> Iterable[ProgrammeOutcome]:
-    return (o for o in report.outcomes if o.status == "failed")

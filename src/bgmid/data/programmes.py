@@ -29,7 +29,6 @@ from pathlib import Path
 import numpy as np
 
 from bgmid.cuesheet import TRUTH_FIELDS, TruthCue, read_truth
-from bgmid.data.corpus import default_root
 from bgmid.data.mixing import Corpus, _rms, _speech_sources, plan_dialogue, render_dialogue, source_band_hz
 from bgmid.errors import BgmidError
 
@@ -67,6 +66,23 @@ def _fade(n: int, fi: int, fo: int) -> np.ndarray:
     return g
 
 
+def _sources(root, sample_rate: int, split: str, seed: int, wideband_hz: float, min_music: int):
+    """What a programme is made from: the corpus at ``sample_rate``, ``split``'s music tracks (sorted by id; at
+    least ``min_music``), its speech sources (a speaker or group each), the wideband ones among them (measured
+    band >= ``wideband_hz``; all when none is) and their draw weights (sqrt of each source's hours)."""
+    cor = Corpus(root, sample_rate)
+    music = sorted(cor.items("music", split), key=lambda r: r["id"])
+    speech = cor.items("speech", split)
+    if not speech or len(music) < min_music:
+        raise BgmidError(f"split '{split}' has {len(music)} music tracks and {len(speech)} speech lines; "
+                         "run 'bgmid data fetch' first.")
+    cor.ensure(music + speech)
+    srcs = _speech_sources(speech)
+    wide = [n for n in sorted(srcs) if source_band_hz(cor, srcs[n], seed=seed) >= wideband_hz] or sorted(srcs)
+    hours = np.sqrt([sum(r["duration_s"] for r in srcs[w]) for w in wide])
+    return cor, music, srcs, wide, hours
+
+
 def generate_programme(
     root: str | os.PathLike | None = None,
     duration_s: float = 600.0,
@@ -102,19 +118,9 @@ def generate_programme(
     changed = (speed, tempo, pitch_semitones) != (1.0, 1.0, 0.0)
     if speed <= 0 or tempo <= 0:
         raise BgmidError(f"speed and tempo must be > 0 (got {speed}, {tempo})")
-    root = Path(root) if root else default_root()
-    cor = Corpus(root, sample_rate)
+    cor, music, srcs, wide, hours = _sources(root, sample_rate, split, seed, wideband_hz, 1 if with_music else 0)
     sr = cor.sr
-    music = sorted(cor.items("music", split), key=lambda r: r["id"])
-    speech = cor.items("speech", split)
-    if not speech or (with_music and not music):
-        raise BgmidError(f"split '{split}' has {len(music)} music tracks and {len(speech)} speech lines; "
-                         "run 'bgmid data fetch' first.")
-    cor.ensure(music + speech)
     rng = np.random.default_rng([seed, 7])
-    srcs = _speech_sources(speech)
-    wide = [n for n in sorted(srcs) if source_band_hz(cor, srcs[n], seed=seed) >= wideband_hz] or sorted(srcs)
-    hours = np.sqrt([sum(r["duration_s"] for r in srcs[w]) for w in wide])
     n_total = int(round(duration_s * sr))
     y_speech = np.zeros(n_total, np.float32)
     passages = _timeline(rng, duration_s, with_music)
@@ -183,7 +189,7 @@ def generate_programme(
             scale *= 0.99 / peak
         name += "".join(f"_{k}{v:.6g}" for k, v, one in (("speed", speed, 1.0), ("tempo", tempo, 1.0),
                                                           ("pitch", pitch_semitones, 0.0)) if v != one)
-    out = Path(out) if out else root / "programmes" / f"{name}.wav"
+    out = Path(out) if out else cor.root / "programmes" / f"{name}.wav"
     out.parent.mkdir(parents=True, exist_ok=True)
     write_wav(out, y, sr)
     cue_path = out.with_suffix(".cues.csv")
@@ -372,19 +378,9 @@ def generate_hard_programme(
     Levels as :func:`generate_programme`'s (relative to the mean dialogue power; crowd scenes are not dialogue).
     Writes WAV, ``.cues.csv`` and ``.json`` (passages with kinds ``dialogue``, ``crowd``, ``silence``).
     """
-    root = Path(root) if root else default_root()
-    cor = Corpus(root, sample_rate)
+    cor, music, srcs, wide, hours = _sources(root, sample_rate, split, seed, wideband_hz, 2)
     sr = cor.sr
-    music = sorted(cor.items("music", split), key=lambda r: r["id"])
-    speech_recs = cor.items("speech", split)
-    if not speech_recs or len(music) < 2:
-        raise BgmidError(f"split '{split}' has {len(music)} music tracks and {len(speech_recs)} speech lines; "
-                         "run 'bgmid data fetch' first.")
-    cor.ensure(music + speech_recs)
     rng = np.random.default_rng([seed, 13])
-    srcs = _speech_sources(speech_recs)
-    wide = [n for n in sorted(srcs) if source_band_hz(cor, srcs[n], seed=seed) >= wideband_hz] or sorted(srcs)
-    hours = np.sqrt([sum(r["duration_s"] for r in srcs[w]) for w in wide])
     passages, events = _plan_hard(rng, duration_s, music)
     n_total = int(round(duration_s * sr))
 
@@ -435,7 +431,7 @@ def generate_hard_programme(
     y *= np.float32(scale)
     from bgmid.audio import write_wav
 
-    out = Path(out) if out else root / "programmes" / f"hard_{seed}.wav"
+    out = Path(out) if out else cor.root / "programmes" / f"hard_{seed}.wav"
     out.parent.mkdir(parents=True, exist_ok=True)
     write_wav(out, y, sr)
     cue_path = out.with_suffix(".cues.csv")

@@ -651,6 +651,12 @@ def _section_clean(v: _View) -> list[str]:
     return md
 
 
+def _entry(rows: Sequence[dict], sep: str, inp: str, preset: str, set_name: str) -> dict | None:
+    """The identification entry of one configuration on one set among ``rows`` (None when not run)."""
+    return next((x for x in rows if (x["separator"], x["input"], x["preset"], x["set"]) ==
+                 (sep, inp, preset, set_name)), None)
+
+
 def _section_false_matches(v: _View) -> list[str]:
     """4. False matches on the negatives, and wrong answers on the first mixture set."""
     neg = [r for r in _ident(v.report) if r["role"] in ("speech", "ooi", "ooi_mixture") and r["query"] == v.q0]
@@ -665,8 +671,7 @@ def _section_false_matches(v: _View) -> list[str]:
         for p in v.presets:
             vals = []
             for st in sets:
-                r = next((x for x in neg if (x["separator"], x["input"], x["preset"], x["set"]) ==
-                          (sep, inp, p, st)), None)
+                r = _entry(neg, sep, inp, p, st)
                 vals.append(_pct(_rate_at(r, v.t0)[1]) if r else "–")
             r0 = v.find(sep, inp, p, "mixture", v.snrs[0]) if v.snrs else None
             wrong = _pct(_rate_at(r0, v.t0)[1] - _rate_at(r0, v.t0)[0]) if r0 else "–"
@@ -693,8 +698,7 @@ def _section_conditions(v: _View) -> list[str]:
         for p in v.presets:
             vals = []
             for st in sets:
-                r = next((x for x in conds if (x["separator"], x["input"], x["preset"], x["set"]) ==
-                          (sep, inp, p, st)), None)
+                r = _entry(conds, sep, inp, p, st)
                 if r is None:
                     vals.append("–")
                 else:
