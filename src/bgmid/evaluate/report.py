@@ -33,7 +33,7 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -657,6 +657,18 @@ def _entry(rows: Sequence[dict], sep: str, inp: str, preset: str, set_name: str)
                  (sep, inp, preset, set_name)), None)
 
 
+def _per_set_rows(v: _View, entries: Sequence[dict], sets: Sequence[str], cell: Callable[[dict], str],
+                  extra: Callable[[str, str, str], str] | None = None) -> list[list[str]]:
+    """One table row per configuration and preset: ``cell`` of its entry on each of ``sets`` ("–" when not
+    run), then ``extra(separator, input, preset)`` when given."""
+    rows = []
+    for sep, inp in _config_order(v.report):
+        for p in v.presets:
+            vals = [cell(r) if (r := _entry(entries, sep, inp, p, st)) else "–" for st in sets]
+            rows.append([_config_name(sep, inp), p, *vals, *([extra(sep, inp, p)] if extra else [])])
+    return rows
+
+
 def _section_false_matches(v: _View) -> list[str]:
     """4. False matches on the negatives, and wrong answers on the first mixture set."""
     neg = [r for r in _ident(v.report) if r["role"] in ("speech", "ooi", "ooi_mixture") and r["query"] == v.q0]
@@ -666,16 +678,11 @@ def _section_false_matches(v: _View) -> list[str]:
     md = ["", "## 4. False matches", "",
           "Any match on a speech-only or out-of-index clip is false (%); `wrong @0 dB`: positives whose top-1 "
           "match is another track or place.", ""]
-    rows = []
-    for sep, inp in _config_order(v.report):
-        for p in v.presets:
-            vals = []
-            for st in sets:
-                r = _entry(neg, sep, inp, p, st)
-                vals.append(_pct(_rate_at(r, v.t0)[1]) if r else "–")
-            r0 = v.find(sep, inp, p, "mixture", v.snrs[0]) if v.snrs else None
-            wrong = _pct(_rate_at(r0, v.t0)[1] - _rate_at(r0, v.t0)[0]) if r0 else "–"
-            rows.append([_config_name(sep, inp), p, *vals, wrong])
+    def wrong(sep: str, inp: str, p: str) -> str:
+        r0 = v.find(sep, inp, p, "mixture", v.snrs[0]) if v.snrs else None
+        return _pct(_rate_at(r0, v.t0)[1] - _rate_at(r0, v.t0)[0]) if r0 else "–"
+
+    rows = _per_set_rows(v, neg, sets, lambda r: _pct(_rate_at(r, v.t0)[1]), wrong)
     md.append(_md_table(["configuration", "preset", *[f"`{x}`" for x in sets],
                          f"wrong @{v.snrs[0]:g} dB" if v.snrs else "wrong"], rows))
     return md
@@ -693,18 +700,11 @@ def _section_conditions(v: _View) -> list[str]:
           "with the decision `bgmid identify` makes (alteration search, denser analysis of short queries; the "
           "threshold sweep does not apply). Positives: identified (%, right track and offset in the track's own "
           "time line); negatives (altered speech): any match is false (%).", ""]
-    rows = []
-    for sep, inp in _config_order(v.report):
-        for p in v.presets:
-            vals = []
-            for st in sets:
-                r = _entry(conds, sep, inp, p, st)
-                if r is None:
-                    vals.append("–")
-                else:
-                    rate, false = _rate_at(r, v.t0)
-                    vals.append(_pct(false) if r["role"] == "condition_negative" else _pct(rate))
-            rows.append([_config_name(sep, inp), p, *vals])
+    def cell(r: dict) -> str:
+        rate, false = _rate_at(r, v.t0)
+        return _pct(false) if r["role"] == "condition_negative" else _pct(rate)
+
+    rows = _per_set_rows(v, conds, sets, cell)
     md.append(_md_table(["configuration", "preset", *[f"`{x}`" for x in sets]], rows))
     return md
 
