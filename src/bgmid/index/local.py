@@ -142,6 +142,19 @@ def segment_names(seg_root: Path) -> list[str]:
         return []
 
 
+def delete_segment(seg_root: Path, name: str) -> None:
+    """Delete segment folder ``name`` so that a kill at any moment leaves either the whole folder (debris the
+    next writer recognises by its manifest) or a ``tmp-`` folder (an incomplete write, ignored by readers and
+    removed by the next writer), never a segment folder without its manifest: renamed first (atomic), then
+    removed."""
+    src, dst = seg_root / name, seg_root / f"tmp-{name}"
+    try:
+        os.replace(src, dst)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(dst, ignore_errors=True)
+
+
 class LocalStore:
     """The embedded index (see module docstring). Use :func:`open_index` to get one.
 
@@ -593,12 +606,12 @@ class LocalStore:
             if self.db.in_transaction:
                 self.db.execute("ROLLBACK")
             if name is not None:
-                shutil.rmtree(self.seg_root / name, ignore_errors=True)
+                delete_segment(self.seg_root, name)
             raise
         del segs, parts
         self._segments = []
         for n, *_ in victims:
-            shutil.rmtree(self.seg_root / n, ignore_errors=True)
+            delete_segment(self.seg_root, n)
         self.refresh()
 
     # -- debris and damage ---------------------------------------------------------------------------------
@@ -666,7 +679,7 @@ class LocalStore:
         if damage is not None:
             raise damage
         for name in orphans["debris"]:
-            shutil.rmtree(self.seg_root / name, ignore_errors=True)
+            delete_segment(self.seg_root, name)
 
     def _checkpoint(self) -> None:
         """Fold SQLite's write-ahead log back into meta.sqlite (it grows to ~4 MB while indexing); skipped at
