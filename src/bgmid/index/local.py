@@ -53,7 +53,8 @@ import os
 import shutil
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -442,8 +443,7 @@ class LocalStore:
         hashes = np.asarray(hashes, dtype=np.uint32)
         times = np.asarray(times, dtype=np.int64)
         extra = json.dumps(meta.extra)
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._write_transaction():
             dup = self.db.execute("SELECT id FROM tracks WHERE content_hash = ? AND removed = 0 LIMIT 1",
                                   (meta.content_hash,)).fetchone()
             if dup is not None:
@@ -464,16 +464,26 @@ class LocalStore:
             w = write_segment(self.seg_root, hashes, np.full(hashes.size, tid), times, tracks=[track_record(meta)],
                               generation=g, preset=self.preset.to_dict(), drop=self._stops)
             self._insert_segment(w, g)
-            self.db.execute("COMMIT")
-        except BaseException:
-            if self.db.in_transaction:
-                self.db.execute("ROLLBACK")
-            raise
         seg = Segment(self.path, self.seg_root / w.name, w.value_bits, w.n_postings, w.checksum)
         self._segments.append(seg)
         self._stops = np.union1d(self._stops, seg.stops)
         self._n_hashes += int(hashes.size)
         return tid
+
+    @contextmanager
+    def _write_transaction(self) -> Iterator[None]:
+        """One write transaction (``BEGIN IMMEDIATE``: the metadata is locked for the whole body), committed when
+        the body ends, rolled back when it raises. A body that rolled back itself (``add_track`` finding the
+        file already indexed) leaves nothing to commit."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            if self.db.in_transaction:
+                self.db.execute("COMMIT")
+        except BaseException:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise
 
     def _insert_segment(self, w, generation: int) -> None:
         self.db.execute("INSERT INTO segments (name, n_postings, value_bits, created_at, checksum, generation) "
@@ -493,8 +503,7 @@ class LocalStore:
         ids, metadata and hash counts kept (the counts set the stop-word limit), their stored postings as one
         new segment recording ``stops`` (the source's stop words), all committed in one transaction."""
         self._require_writer()
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._write_transaction():
             g = self._commit_generation()
             for m in metas:
                 extra = json.dumps(m.extra)
@@ -507,19 +516,13 @@ class LocalStore:
             w = write_segment(self.seg_root, hashes, track_ids, times, tracks=[track_record(m) for m in metas],
                               generation=g, preset=self.preset.to_dict(), stops=stops)
             self._insert_segment(w, g)
-            self.db.execute("COMMIT")
-        except BaseException:
-            if self.db.in_transaction:
-                self.db.execute("ROLLBACK")
-            raise
         self.refresh()
 
     def remove(self, track_ids: Sequence[int]) -> int:
         """Mark tracks removed (their postings vanish from lookups at once, from disk at the next compaction)."""
         self._require_writer()
         ids = [int(t) for t in track_ids]
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._write_transaction():
             n = 0
             for tid in ids:
                 row = self.db.execute(f"SELECT {_TRACK_COLS} FROM tracks WHERE id = ? AND removed = 0",
@@ -533,11 +536,6 @@ class LocalStore:
             self._commit_generation()
             gone = [r[0] for r in self.db.execute("SELECT id FROM tracks WHERE removed = 1")]
             _atomic_write(self.path / REMOVED_FILE, json.dumps(sorted(gone)).encode())
-            self.db.execute("COMMIT")
-        except BaseException:
-            if self.db.in_transaction:
-                self.db.execute("ROLLBACK")
-            raise
         self.refresh()
         return n
 
@@ -591,20 +589,17 @@ class LocalStore:
         # while it is small, the floor would condemn hashes that a grown index keeps
         new_stops = _over_limit(h, limit) if limit > STOP_FLOOR else np.zeros(0, np.uint32)
         inherited = np.concatenate([s.stops for s in segs])
-        self.db.execute("BEGIN IMMEDIATE")
         name = None
         try:
-            g = self._commit_generation()
-            w = write_segment(self.seg_root, h, t, tm, tracks=self._track_records(np.unique(t).tolist()),
-                              generation=g, preset=self.preset.to_dict(), drop=np.union1d(self._stops, new_stops),
-                              stops=np.union1d(inherited, new_stops))
-            name = w.name
-            self.db.executemany("DELETE FROM segments WHERE name = ?", [(n,) for n, *_ in victims])
-            self._insert_segment(w, g)
-            self.db.execute("COMMIT")
+            with self._write_transaction():
+                g = self._commit_generation()
+                w = write_segment(self.seg_root, h, t, tm, tracks=self._track_records(np.unique(t).tolist()),
+                                  generation=g, preset=self.preset.to_dict(),
+                                  drop=np.union1d(self._stops, new_stops), stops=np.union1d(inherited, new_stops))
+                name = w.name
+                self.db.executemany("DELETE FROM segments WHERE name = ?", [(n,) for n, *_ in victims])
+                self._insert_segment(w, g)
         except BaseException:
-            if self.db.in_transaction:
-                self.db.execute("ROLLBACK")
             if name is not None:
                 delete_segment(self.seg_root, name)
             raise
