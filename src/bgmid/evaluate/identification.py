@@ -465,16 +465,18 @@ def _identify_clips(fs: FixedSet, sep: str, ests: Sequence[np.ndarray | None], p
     """Rows of every clip of ``fs`` for one preset and query; ``ests`` at the preset's rate (None: the mix)."""
     pipes = {i: lib.pipelines[(preset, label, i)] for i in inputs}
     first = pipes[inputs[0]]
+    decide = is_condition(fs.role)  # the decision identify makes (runner_up 0, score as decided)
     out: dict[str, list[Row]] = {i: [] for i in inputs}
     for k, est in enumerate(ests):
-        mix_lm = mixes.get(k, preset, label, first)
-        t_est = time.perf_counter()
-        known = {"mix": mix_lm} if est is None else {"mix": mix_lm, "music": first.stem_landmarks(est)}
-        t_est = time.perf_counter() - t_est
         stems = {"mix": mixes.mix(k, first.sample_rate)} | ({} if est is None else {"music": est})
+        known = {} if decide else {"mix": mixes.get(k, preset, label, first)}  # shared: not timed per separator
+        t_est = time.perf_counter()
+        if est is not None and not decide:
+            known["music"] = first.stem_landmarks(est)
+        t_est = time.perf_counter() - t_est
         for inp in inputs:
             t0 = time.perf_counter()
-            if is_condition(fs.role):  # the decision identify makes: runner_up 0, score as decided
+            if decide:
                 ms = lib.decisions[(preset, label, inp)].identify_stems(stems, top=1)
             else:
                 ms = pipes[inp].candidates(pipes[inp].landmarks(stems, known), top=2, min_aligned=1)
