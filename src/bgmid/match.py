@@ -530,10 +530,12 @@ class Matcher:
             matches = m._identify_altered(ys, top)
         return matches
 
-    def _undone(self, ys: Sequence[np.ndarray], peaks, alt, fanout: int) -> Landmarks:
-        """Query landmarks on the reference's scale under ``alt``. A pure speed change is undone exactly, by
-        resampling the audio and analysing it again (on the corpus at -10 dB: 33 of 40 found, against 30 of
-        40 from scaled peaks); tempo and pitch changes by scaling the peaks (:func:`bgmid.alterations.undo`)."""
+    def _undone(self, ys: Sequence[np.ndarray], peaks, alt, fanout: int
+                ) -> tuple[Landmarks, list[np.ndarray] | None]:
+        """Query landmarks on the reference's scale under ``alt``, and the undone signals when there are any.
+        A pure speed change is undone exactly, by resampling the audio and analysing it again (on the corpus
+        at -10 dB: 33 of 40 found, against 30 of 40 from scaled peaks); tempo and pitch changes by scaling
+        the peaks (:func:`bgmid.alterations.undo`; no signal)."""
         from bgmid.alterations import undo
 
         if alt.tempo == 1.0 and alt.pitch_semitones == 0.0 and alt.speed != 1.0:
@@ -541,45 +543,50 @@ class Matcher:
 
             sr = self.preset.sample_rate
             slowed = [soxr.resample(y, sr, sr * alt.speed, quality="HQ").astype(np.float32) for y in ys]
-            return self._query_landmarks(slowed)
-        return undo(peaks, alt, self.preset, fanout)
+            return self._query_landmarks(slowed), slowed
+        return undo(peaks, alt, self.preset, fanout), None
 
     def _identify_altered(self, ys: Sequence[np.ndarray], top: int, tempo_only: bool = False,
                           beat: int = 0) -> list[Match]:
         """Search speed/tempo/pitch alterations, verify the best candidates with the full match decision.
 
         The query's peaks are found once (every signal, pooled); :func:`bgmid.alterations.search` proposes the
-        three best (track, alteration) pairs from rare hashes; each is verified with all query hashes undone
-        at that alteration (the best one also half a grid step either side in frequency), and the best
-        accepted match wins. Reported query times are the query's own; the track offset is the track's.
-        ``tempo_only``: an unaltered match drifts (:func:`_drifting`), so only tempo changes are searched,
-        on a 1 % grid, and the result must align more than ``beat`` hashes (else nothing is returned).
+        three best (track, alteration) pairs from rare hashes; each one's factor is settled on a 0.1 % grid
+        (:func:`bgmid.alterations.settle`), then verified with all query hashes undone at it, and the best
+        accepted match wins; an exactly undone (resampled) winner has its offset refined among the track's
+        repeats like an unaltered match. Reported query times are the query's own; the track offset is the
+        track's. ``tempo_only``: an unaltered match drifts
+        (:func:`_drifting`), so only tempo changes are searched, on a 1 % grid, and the result must align more
+        than ``beat`` hashes (else nothing is returned).
         """
-        from bgmid.alterations import QueryPeaks, default_grid, query_peaks, refine, search, tempo_grid
+        from bgmid.alterations import QueryPeaks, default_grid, query_peaks, search, settle, tempo_grid
 
         p, o = self.preset, self.options
         fanout = int(round(p.fanout * o.fanout_factor))
         peaks = QueryPeaks.pool([query_peaks(y, p, p.density * o.density_factor) for y in ys])
         grid = tempo_grid() if tempo_only else default_grid()
         cands = search(self.store, peaks, grid, fanout, top=1 if tempo_only else 3)
-        plan = [refine(c.alteration, time=tempo_only) if n == 0 else [c.alteration] for n, c in enumerate(cands)]
-        best: tuple[int, list[Match], object] | None = None
-        tried = set()
-        for alts in plan:
-            for alt in alts:
-                if alt.is_none or alt in tried:
-                    continue  # the unaltered query was matched already; two candidates may share an alteration
-                tried.add(alt)
-                found, _ = self._match(self._undone(ys, peaks, alt, fanout), top, None)
-                if found and (best is None or found[0].score > best[0]):
-                    best = (found[0].score, found, alt)
-        if best is None or best[0] <= beat:
+        tried: dict = {}
+
+        def verify(alt):
+            if alt.is_none or alt in tried:  # the unaltered query was matched already
+                return
+            lm, undone = self._undone(ys, peaks, alt, fanout)
+            found, votes = self._match(lm, top, None)
+            tried[alt] = (found[0].score if found else 0, found, votes, lm, undone)
+
+        for c in cands:
+            verify(settle(self.store, peaks, c, fanout, siblings=not tempo_only))
+        best = max(tried, key=lambda a: tried[a][0], default=None)
+        if best is None or tried[best][0] <= beat:
             return []
-        _, found, alt = best
+        score, found, votes, lm, undone = tried[best]
+        if undone is not None:  # exact undo: settle loop offsets as for an unaltered query
+            found[0] = self.refine_offset(undone, found[0], votes)
         for m in found:
-            m.query_start_s /= alt.time_factor
-            m.query_end_s /= alt.time_factor
-            m.speed, m.tempo, m.pitch_semitones = alt.speed, alt.tempo, alt.pitch_semitones
+            m.query_start_s /= best.time_factor
+            m.query_end_s /= best.time_factor
+            m.speed, m.tempo, m.pitch_semitones = best.speed, best.tempo, best.pitch_semitones
         return found
 
     def identify_file(
