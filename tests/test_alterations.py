@@ -5,7 +5,17 @@ import pytest
 import soundfile as sf
 from conftest import SR
 
-from bgmid.alterations import NONE, Alteration, default_grid, fine_grid, query_peaks, search, settle, undo
+from bgmid.alterations import (
+    NONE,
+    Alteration,
+    PostingCache,
+    default_grid,
+    fine_grid,
+    query_peaks,
+    search,
+    settle,
+    undo,
+)
 from bgmid.audio import resample
 from bgmid.data import transforms
 from bgmid.fingerprint.presets import QueryOptions
@@ -67,6 +77,23 @@ def test_search_finds_track_and_alteration(built_index, music_dir, kind, v):
         true = _truth(kind, v)
         assert abs(np.log(best.alteration.freq_factor / true.freq_factor)) < 0.0075
         assert abs(np.log(best.alteration.time_factor / true.time_factor)) < 0.015
+
+
+def test_posting_cache_answers_as_the_index_does(built_index, music_dir):
+    """Looked up in two overlapping calls (the second adds hashes in between the first's), the cache returns
+    each query row's postings exactly as one ``store.lookup`` would, skipping over-long lists the same way."""
+    x, sr = _excerpt(music_dir)
+    y = resample(x, sr, 11025)
+    with open_index(built_index) as store:
+        peaks = query_peaks(y, store.preset, store.preset.density * 2)
+        h = np.concatenate([undo(peaks, a, store.preset, 10).hashes for a in default_grid()[:6]])
+        cache = PostingCache(store, max_postings=5)
+        for part in (h[::2], h):
+            want = store.lookup(part, max_postings=5)
+            got = cache.lookup(part)
+            assert got[0].size > 100
+            key = lambda r: sorted(zip(*(a.tolist() for a in r), strict=True))  # noqa: E731
+            assert key(got) == key(want)
 
 
 def test_fine_grid_spans_the_candidate_and_its_siblings_at_a_tenth_of_a_percent():

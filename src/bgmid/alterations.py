@@ -34,8 +34,8 @@ import numpy as np
 from bgmid.fingerprint.landmarks import Landmarks, pair_peaks, peak_candidates, spectrogram, thin_peaks
 from bgmid.fingerprint.presets import Preset
 
-__all__ = ["Alteration", "NONE", "QueryPeaks", "default_grid", "fine_grid", "query_peaks", "search", "settle",
-           "tempo_grid", "undo"]
+__all__ = ["Alteration", "NONE", "PostingCache", "QueryPeaks", "default_grid", "fine_grid", "query_peaks", "search",
+           "settle", "tempo_grid", "undo"]
 
 
 @dataclass(frozen=True)
@@ -166,7 +166,7 @@ MIN_SEARCH_SCORE = 9
 
 
 def search(store, peaks: QueryPeaks, grid: Sequence[Alteration], fanout: int, max_postings: int = 50,
-           top: int = 3, min_score: int = MIN_SEARCH_SCORE) -> list[Candidate]:
+           top: int = 3, min_score: int = MIN_SEARCH_SCORE, cache: PostingCache | None = None) -> list[Candidate]:
     """The ``top`` tracks with their best alteration from one lookup of every grid point's rare hashes,
     leaving out those below ``min_score``.
 
@@ -182,7 +182,7 @@ def search(store, peaks: QueryPeaks, grid: Sequence[Alteration], fanout: int, ma
     if not hs:
         return []
     h, t, g = np.concatenate(hs), np.concatenate(ts), np.concatenate(gs)
-    rows, tids, times = _lookup_unique(store, h, max_postings)
+    rows, tids, times = (cache or PostingCache(store, max_postings)).lookup(h)
     if rows.size == 0:
         return []
     off = ((times - t[rows]) >> 1) + (1 << 21)
@@ -199,21 +199,60 @@ def search(store, peaks: QueryPeaks, grid: Sequence[Alteration], fanout: int, ma
             if counts[i] >= min_score]
 
 
-def _lookup_unique(store, h: np.ndarray, max_postings: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``store.lookup(h)`` with each distinct hash looked up once: neighbouring grid points share many hashes
-    (about half of a search's are repeats), and the lookup is most of a search's cost. Returns the postings
-    of every row of ``h`` (query row, track id, track time), as ``store.lookup`` would."""
-    uh, inv = np.unique(h, return_inverse=True)
-    urows, tids, times = store.lookup(uh, max_postings=max_postings)
-    if urows.size == 0:
-        return urows, tids, times
-    order = np.argsort(inv, kind="stable")  # query rows grouped by their distinct hash
-    per = np.bincount(inv, minlength=uh.size)
-    first = np.cumsum(per) - per
-    n = per[urows]  # each posting is repeated for every query row with its hash
-    which = np.repeat(np.arange(urows.size), n)
-    k = np.arange(which.size) - np.repeat(np.cumsum(n) - n, n)
-    return order[first[urows][which] + k], tids[which], times[which]
+class PostingCache:
+    """The rare-hash postings of one query's search, each distinct hash looked up once.
+
+    Neighbouring grid points of :func:`search` share about half their hashes, and the fine grids of
+    :func:`settle` 90 % of theirs with the search's (a 0.1 % step moves few peaks by a bin); the index lookup
+    is most of their cost. Each lookup of new hashes is kept as one block: distinct hashes, sorted, with
+    their postings as compressed rows (a query makes a handful of blocks; merging them would cost more).
+    """
+
+    def __init__(self, store, max_postings: int = 50):
+        self.store, self.max_postings = store, max_postings
+        #: (sorted distinct hashes, row starts, track ids, track times) per lookup
+        self.blocks: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def lookup(self, h: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The postings of every row of ``h`` as (row, track id, track time in frames), as ``store.lookup``
+        returns them (in another order), skipping hashes with more than ``max_postings``."""
+        h = np.asarray(h, np.uint32)
+        uh, inv = np.unique(h, return_inverse=True)  # sorted: the searches below stay cache-friendly
+        where = np.full(uh.size, -1, np.int64)  # each distinct hash's block
+        for b, (keys, *_) in enumerate(self.blocks):
+            where[_members(keys, uh)] = b
+        if (where < 0).any():
+            self._add(uh[where < 0])
+            where[where < 0] = len(self.blocks) - 1
+        row_block = where[inv]
+        parts = []
+        for b, (keys, start, tids, times) in enumerate(self.blocks):
+            rows = np.flatnonzero(row_block == b)
+            k = np.searchsorted(keys, uh)[inv[rows]]
+            c = start[k + 1] - start[k]
+            idx = np.repeat(start[k] - (np.cumsum(c) - c), c) + np.arange(int(c.sum()))
+            parts.append((np.repeat(rows, c), tids[idx], times[idx]))
+        if not parts:
+            empty = np.zeros(0, np.int64)
+            return empty, empty, empty
+        rows, tids, times = (np.concatenate(a) for a in zip(*parts, strict=True))
+        return rows, tids, times
+
+    def _add(self, new: np.ndarray) -> None:
+        """Look up ``new`` (sorted, distinct, not yet known) as a new block."""
+        rows, tids, times = self.store.lookup(new, max_postings=self.max_postings)
+        order = np.argsort(rows, kind="stable")
+        count = np.bincount(np.asarray(rows, np.int64)[order], minlength=new.size)
+        self.blocks.append((new, np.r_[0, np.cumsum(count)], np.asarray(tids, np.int64)[order],
+                            np.asarray(times, np.int64)[order]))
+
+
+def _members(keys: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Which of ``q`` are in sorted ``keys``."""
+    if keys.size == 0:
+        return np.zeros(q.size, bool)
+    at = np.minimum(np.searchsorted(keys, q), keys.size - 1)
+    return keys[at] == q
 
 
 def fine_grid(alt: Alteration, step: float = 0.001, n: int = 6, siblings: bool = True) -> list[Alteration]:
@@ -237,7 +276,7 @@ def fine_grid(alt: Alteration, step: float = 0.001, n: int = 6, siblings: bool =
 
 
 def settle(store, peaks: QueryPeaks, cand: Candidate, fanout: int, max_postings: int = 50,
-           step: float = 0.001, n: int = 6, siblings: bool = True) -> Alteration:
+           step: float = 0.001, n: int = 6, siblings: bool = True, cache: PostingCache | None = None) -> Alteration:
     """The alteration of :func:`fine_grid` around ``cand`` on which ``cand.track_id`` aligns the most rare
     hashes (the search's cheap lookup, counted for that one track, offsets within +-1 frame): one lookup of
     the few distinct hashes the fine steps add (a 0.1 % step moves few peaks by a bin)."""
@@ -251,7 +290,7 @@ def settle(store, peaks: QueryPeaks, cand: Candidate, fanout: int, max_postings:
         ts.append(lm.times.astype(np.int64))
         gs.append(np.full(lm.hashes.size, g, np.int64))
     h, t, g = np.concatenate(hs), np.concatenate(ts), np.concatenate(gs)
-    rows, tids, times = _lookup_unique(store, h, max_postings)
+    rows, tids, times = (cache or PostingCache(store, max_postings)).lookup(h)
     mine = tids == cand.track_id
     if not mine.any():
         return cand.alteration

@@ -559,13 +559,14 @@ class Matcher:
         (:func:`_drifting`), so only tempo changes are searched, on a 1 % grid, and the result must align more
         than ``beat`` hashes (else nothing is returned).
         """
-        from bgmid.alterations import QueryPeaks, default_grid, query_peaks, search, settle, tempo_grid
+        from bgmid.alterations import PostingCache, QueryPeaks, default_grid, query_peaks, search, settle, tempo_grid
 
         p, o = self.preset, self.options
         fanout = int(round(p.fanout * o.fanout_factor))
         peaks = QueryPeaks.pool([query_peaks(y, p, p.density * o.density_factor) for y in ys])
         grid = tempo_grid() if tempo_only else default_grid()
-        cands = search(self.store, peaks, grid, fanout, top=1 if tempo_only else 3)
+        cache = PostingCache(self.store)  # the search and every settling share one lookup per hash
+        cands = search(self.store, peaks, grid, fanout, top=1 if tempo_only else 3, cache=cache)
         tried: dict = {}
 
         def verify(alt):
@@ -576,7 +577,7 @@ class Matcher:
             tried[alt] = (found[0].score if found else 0, found, votes, lm, undone)
 
         for c in cands:
-            verify(settle(self.store, peaks, c, fanout, siblings=not tempo_only))
+            verify(settle(self.store, peaks, c, fanout, siblings=not tempo_only, cache=cache))
         best = max(tried, key=lambda a: tried[a][0], default=None)
         if best is None or tried[best][0] <= beat:
             return []
