@@ -35,7 +35,7 @@ from bgmid.fingerprint.landmarks import Landmarks, pair_peaks, peak_candidates, 
 from bgmid.fingerprint.presets import Preset
 
 __all__ = ["Alteration", "NONE", "PostingCache", "QueryPeaks", "default_grid", "fine_grid", "query_peaks", "search",
-           "settle", "tempo_grid", "undo"]
+           "settle", "settled", "tempo_grid", "undo"]
 
 
 @dataclass(frozen=True)
@@ -304,6 +304,17 @@ def settle(store, peaks: QueryPeaks, cand: Candidate, fanout: int, max_postings:
     smooth[:, :-1] += hist[:, 1:]
     best = smooth.max(axis=1)
     return grid[int(np.argmax(best))]
+
+
+def settled(alt: Alteration, tempo_step: float = 0.005) -> list[Alteration]:
+    """What is verified for a settled alteration: itself, and for a tempo change also ``tempo_step`` either
+    side. Time is the tolerant axis, so the rare-hash count of :func:`settle` barely changes over +-0.5 %
+    of tempo on a 12 s query and its best point is often not the truth; the full verification tells them
+    apart (tempo +-3 % at -10 dB with U-Net fusion: 88.3 / 86.7 % verifying the settled point alone,
+    90.0 / 91.7 % with its neighbours)."""
+    if alt.speed == 1.0 and alt.pitch_semitones == 0.0 and alt.tempo != 1.0:
+        return [alt] + [Alteration(tempo=alt.tempo * (1 + d)) for d in (tempo_step, -tempo_step)]
+    return [alt]
 
 
 # -- programmes: one alteration for the whole programme -----------------------------------------------------

@@ -50,12 +50,17 @@ def _landmarks(x: np.ndarray, start_s: float, n: int) -> set[tuple[int, int]]:
     return set(zip(lm.hashes.tolist(), lm.times.tolist()))
 
 
-def is_repeat(x: np.ndarray, true_s: float, found_s: float, length_s: float) -> bool:
+def is_repeat(x: np.ndarray, true_s: float, found_s: float, length_s: float, tolerance_s: float = 0.0) -> bool:
     """Whether track audio ``x`` (at :data:`REPEAT_SR`; an int16 cache array or float) holds the same music
-    at ``found_s`` as the ``length_s`` seconds at ``true_s`` (see the module docstring)."""
+    at ``found_s`` as the ``length_s`` seconds at ``true_s`` (see the module docstring), give or take
+    ``tolerance_s``: a figure that allows its offsets that much at the true place allows it at a repeat too
+    (default: +-1 frame)."""
+    from bgmid.fingerprint import get_preset
+
     n = int(round(length_s * REPEAT_SR))
     a, b = _landmarks(x, true_s, n), _landmarks(x, found_s, n)
-    shared = max(len(a & {(h, t + d) for h, t in b}) for d in (-1, 0, 1)) if a and b else 0
+    k = max(1, int(round(tolerance_s / get_preset(REPEAT_PRESET).frame_s)))
+    shared = max(len(a & {(h, t + d) for h, t in b}) for d in range(-k, k + 1)) if a and b else 0
     return shared >= REPEAT_OVERLAP * max(1, min(len(a), len(b)))
 
 
@@ -63,8 +68,8 @@ class RepeatCheck:
     """:func:`is_repeat` on the corpus's own tracks (their :data:`REPEAT_SR` cache), memoised per (track, true
     offset, reported offset) to the centisecond."""
 
-    def __init__(self, root: str | os.PathLike, length_s: float):
-        self.root, self.length_s = Path(root), float(length_s)
+    def __init__(self, root: str | os.PathLike, length_s: float, tolerance_s: float = 0.0):
+        self.root, self.length_s, self.tolerance_s = Path(root), float(length_s), float(tolerance_s)
         self.memo: dict[tuple[str, float, float], bool] = {}
 
     def __call__(self, item_id: str, true_s: float, found_s: float) -> bool:
@@ -72,5 +77,6 @@ class RepeatCheck:
 
         key = (item_id, round(true_s, 2), round(found_s, 2))
         if key not in self.memo:
-            self.memo[key] = is_repeat(load_item(self.root, item_id, REPEAT_SR), true_s, found_s, self.length_s)
+            self.memo[key] = is_repeat(load_item(self.root, item_id, REPEAT_SR), true_s, found_s, self.length_s,
+                                       self.tolerance_s)
         return self.memo[key]
