@@ -173,16 +173,9 @@ def search(store, peaks: QueryPeaks, grid: Sequence[Alteration], fanout: int, ma
     Votes are on (track, alteration, offset in 2-frame bins): the bins absorb the drift of an alteration
     that is off by up to half a grid step.
     """
-    hs, ts, gs = [], [], []
-    for g, alt in enumerate(grid):
-        lm = undo(peaks, alt, store.preset, fanout)
-        hs.append(lm.hashes)
-        ts.append(lm.times.astype(np.int64))
-        gs.append(np.full(lm.hashes.size, g, np.int64))
-    if not hs:
+    if not grid:
         return []
-    h, t, g = np.concatenate(hs), np.concatenate(ts), np.concatenate(gs)
-    rows, tids, times = (cache or PostingCache(store, max_postings)).lookup(h)
+    rows, tids, times, t, g = _grid_postings(store, peaks, grid, fanout, cache or PostingCache(store, max_postings))
     if rows.size == 0:
         return []
     off = ((times - t[rows]) >> 1) + (1 << 21)
@@ -197,6 +190,20 @@ def search(store, peaks: QueryPeaks, grid: Sequence[Alteration], fanout: int, ma
     best = first[np.argsort(-counts[first], kind="stable")[:top]]
     return [Candidate(int(track[i]), grid[int((uk[i] >> 22) & 1023)], int(counts[i])) for i in best
             if counts[i] >= min_score]
+
+
+def _grid_postings(store, peaks: QueryPeaks, grid: Sequence[Alteration], fanout: int, cache: PostingCache
+                   ) -> tuple[np.ndarray, ...]:
+    """The rare-hash postings of ``peaks`` undone at every point of ``grid``: (query row, track id, track
+    time) per posting, and the time and grid index of every query row."""
+    hs, ts, gs = [], [], []
+    for g, alt in enumerate(grid):
+        lm = undo(peaks, alt, store.preset, fanout)
+        hs.append(lm.hashes)
+        ts.append(lm.times.astype(np.int64))
+        gs.append(np.full(lm.hashes.size, g, np.int64))
+    t, g = np.concatenate(ts), np.concatenate(gs)
+    return (*cache.lookup(np.concatenate(hs)), t, g)
 
 
 class PostingCache:
@@ -283,14 +290,7 @@ def settle(store, peaks: QueryPeaks, cand: Candidate, fanout: int, max_postings:
     grid = fine_grid(cand.alteration, step, n, siblings)
     if not grid:
         return cand.alteration
-    hs, ts, gs = [], [], []
-    for g, alt in enumerate(grid):
-        lm = undo(peaks, alt, store.preset, fanout)
-        hs.append(lm.hashes)
-        ts.append(lm.times.astype(np.int64))
-        gs.append(np.full(lm.hashes.size, g, np.int64))
-    h, t, g = np.concatenate(hs), np.concatenate(ts), np.concatenate(gs)
-    rows, tids, times = (cache or PostingCache(store, max_postings)).lookup(h)
+    rows, tids, times, t, g = _grid_postings(store, peaks, grid, fanout, cache or PostingCache(store, max_postings))
     mine = tids == cand.track_id
     if not mine.any():
         return cand.alteration
