@@ -535,12 +535,13 @@ class Matcher:
         m = self if o is self.options else Matcher(self.store, o)
         lm = m._query_landmarks(ys)
         matches, votes = m._match(lm, top, None)
-        if matches and o.alterations and _drifting(matches[0], votes, lm.times, ys[0].size / self.preset.sample_rate):
-            altered = m._identify_altered(ys, top, tempo_only=True, beat=matches[0].score)
-            if altered:
-                return altered
         if matches:
+            drifting = o.alterations and _drifting(matches[0], votes, lm.times, ys[0].size / self.preset.sample_rate)
             matches[0] = m.refine_offset(ys, matches[0], votes)
+            if drifting:  # a tempo change must beat the unaltered match at its best phase
+                altered = m._identify_altered(ys, top, tempo_only=True, beat=matches[0].score)
+                if altered:
+                    return altered
         elif o.alterations:
             matches = m._identify_altered(ys, top)
         return matches
