@@ -38,6 +38,7 @@ __all__ = [
     "decode_frames",
     "is_url",
     "load_channels",
+    "surround_pieces",
     "open_live",
     "parse_stream_spec",
     "select_stream",
@@ -505,6 +506,38 @@ def load_channels(path: str | os.PathLike, sr: int | None = None,
         side = None if side is None else resample(side, rate, sr)
         rate = sr
     return mix, side, rate
+
+
+def surround_pieces(path: str | os.PathLike, sr: int) -> tuple[Iterator[np.ndarray], Iterator[np.ndarray]] | None:
+    """Streamed :func:`centre_split` of the first audio stream of ``path``: its mix and its dialogue-poor side
+    signal at ``sr`` Hz as two parallel iterators of pieces of equal sizes (one decoding pass, two soxr
+    streams; consume them in step: :func:`itertools.tee` holds what one has read ahead of the other). None when
+    the stream has no centre channel to leave out (mono, stereo): use :func:`resampled_pieces` then."""
+    import itertools
+
+    import av
+
+    container = _open(path)
+    st = container.streams.audio[0] if container.streams.audio else None
+    names = [ch.name for ch in st.layout.channels] if st is not None else []
+    if st is None or centre_split(np.zeros((len(names), 1), np.float32), names)[1] is None:
+        container.close()
+        return None
+
+    def split() -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
+        rs = av.AudioResampler(format="fltp", layout=st.layout.name, rate=st.codec_context.sample_rate)
+        try:
+            for frame in container.decode(st):
+                for out in rs.resample(frame):
+                    mix, side = centre_split(out.to_ndarray().reshape(len(names), -1), names)
+                    yield mix, side, out.sample_rate
+        except av.error.FFmpegError as exc:
+            raise AudioError(f"{shown(path)}: decoding failed ({exc}); re-encode or replace it.") from exc
+        finally:
+            container.close()
+
+    a, b = itertools.tee(split())
+    return (resample_pieces(((m, r) for m, _, r in a), sr), resample_pieces(((x, r) for _, x, r in b), sr))
 
 
 def load(

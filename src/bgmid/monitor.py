@@ -58,7 +58,7 @@ from bgmid.audio import OwnedBlock, owned_blocks, resample
 from bgmid.fingerprint.landmarks import Landmarks, hash_dt
 from bgmid.fingerprint.presets import Preset, QueryOptions
 from bgmid.index.base import Store
-from bgmid.match import Postings, confidence, lookup, near_counts, score_offsets
+from bgmid.match import Postings, confidence, lookup, near_counts, pool_landmarks, score_offsets
 from bgmid.pipeline import QueryPipeline
 from bgmid.separation.registry import Separator
 
@@ -889,14 +889,27 @@ class Monitor:
 
     # public entry points
     def run(self, path: str | os.PathLike, on_progress: Callable[[float], None] | None = None,
-            stream: int | str | None = None) -> MonitorResult:
+            stream: int | str | None = None, surround: str = "auto") -> MonitorResult:
         """Monitor one file (any format PyAV decodes), streamed with bounded memory; ``stream`` picks its audio
-        stream (:func:`bgmid.audio.select_stream`: index, language or pid; None: the first)."""
-        from bgmid.audio import load, resampled_pieces
+        stream (:func:`bgmid.audio.select_stream`: index, language or pid; None: the first). ``surround``:
+        ``"auto"`` fingerprints, for surround audio with a centre channel (5.1, 7.1: dialogue in FC), the
+        channels without the centre as an extra, dialogue-poor signal pooled with the mix
+        (:func:`bgmid.audio.surround_pieces`; the first audio stream, when ``stream`` is not given);
+        ``"mono"`` the downmix only; ``"centre"`` as auto, an error for audio without a centre channel."""
+        from bgmid.audio import AudioError, load, resampled_pieces, surround_pieces
 
+        if surround not in ("auto", "mono", "centre"):
+            raise ValueError(f"surround must be auto, mono or centre, got {surround!r}")
         alt, evidence = self._alteration(lambda: load(path, self.sr, duration_s=ALTERATION_SCAN_S, stream=stream)[0])
-        pieces = undo_pieces(resampled_pieces(path, self.sr, stream), self.sr, alt)
         tick = None if on_progress is None else (lambda s: on_progress(s / alt.time_factor))
+        split = surround_pieces(path, self.sr) if surround != "mono" and stream is None else None
+        if split is None and surround == "centre":
+            raise AudioError(f"{path}: --surround centre needs surround audio with a centre channel (5.1, 7.1) "
+                             "in its first audio stream; this one has none.")
+        if split is not None:
+            mix, side = (self._blocks(undo_pieces(x, self.sr, alt)) for x in split)
+            return self._rescaled(self._run(str(path), mix, tick, side), alt, evidence)
+        pieces = undo_pieces(resampled_pieces(path, self.sr, stream), self.sr, alt)
         return self._rescaled(self._run(str(path), self._blocks(pieces), tick), alt, evidence)
 
     def run_array(self, x: np.ndarray, sr: int, name: str = "<array>") -> MonitorResult:
@@ -950,9 +963,14 @@ class Monitor:
         f = self.samples_per_frame
         return owned_blocks(pieces, int(round(self.core_frames * f)), int(round(self.ctx_frames * f)))
 
-    def _analyse(self, x: np.ndarray) -> tuple[Landmarks, dict[str, np.ndarray]]:
-        """Pooled landmarks of a block (raw mix, plus separated music with a separator) and its stems."""
-        return self.pipeline.block_landmarks(x)
+    def _analyse(self, x: np.ndarray, side: np.ndarray | None = None) -> tuple[Landmarks, dict[str, np.ndarray]]:
+        """Pooled landmarks of a block (raw mix, plus separated music with a separator; plus ``side``, the
+        surround channels without the dialogue's centre, on the same samples) and its stems (levels and usage
+        read the mix's)."""
+        lm, stems = self.pipeline.block_landmarks(x)
+        if side is None:
+            return lm, stems
+        return pool_landmarks([lm, self.pipeline.stem_landmarks(side)]), stems
 
     def _owned(self, blk: OwnedBlock, lm: Landmarks) -> tuple[Landmarks, int]:
         """The block's landmarks anchored in the frames it owns, on the programme's frame grid, and the first
@@ -991,15 +1009,18 @@ class Monitor:
         name: str,
         blocks: Iterable[OwnedBlock],
         on_progress: Callable[[float], None] | None,
+        side: Iterable[OwnedBlock] | None = None,
     ) -> MonitorResult:
+        """``side``: blocks of the dialogue-poor surround signal in step with ``blocks`` (same layout)."""
         t_start = time.perf_counter()
         voter, levels = _WindowVoter(self.preset, self.config), _Levels(self.sr)
-        analysed: Iterable = (
-            _prefetch(blocks, lambda b: self._analyse(b.x))
-            if self.config.prefetch
-            else ((b, self._analyse(b.x)) for b in blocks)
-        )
-        for blk, analysis in analysed:
+        pairs: Iterable = zip(blocks, side, strict=True) if side is not None else ((b, None) for b in blocks)
+
+        def work(bs: tuple[OwnedBlock, OwnedBlock | None]) -> tuple[Landmarks, dict[str, np.ndarray]]:
+            return self._analyse(bs[0].x, None if bs[1] is None else bs[1].x)
+
+        analysed: Iterable = (_prefetch(pairs, work) if self.config.prefetch else ((bs, work(bs)) for bs in pairs))
+        for (blk, _), analysis in analysed:
             self._feed(voter, levels, blk, analysis)
             if on_progress is not None:
                 on_progress(levels.n_samples / self.sr)
