@@ -119,29 +119,37 @@ def test_surround_centre_channel_is_left_out_of_the_side_signal(tmp_path, built_
     assert m and m[0].title == "track03"
 
 
-def _write_51(path, x: np.ndarray, sr: int) -> None:
-    """Six channels (FL FR FC LFE BL BR, float32) as a 5.1 FLAC."""
+def _write_51(path, x: np.ndarray, sr: int, codec: str = "flac", fmt: str | None = None) -> None:
+    """Six channels (FL FR FC LFE BL BR, float32) as 5.1 audio (FLAC; AC3 in MPEG-TS as broadcast)."""
     import av
 
-    with av.open(str(path), "w") as c:
-        st = c.add_stream("flac", rate=sr)
+    with av.open(str(path), "w", format=fmt) as c:
+        st = c.add_stream(codec, rate=sr)
         st.layout = "5.1"
-        fr = av.AudioFrame.from_ndarray(np.ascontiguousarray(x, np.float32), format="fltp", layout="5.1")
-        fr.sample_rate = sr
-        for pkt in list(st.encode(fr)) + list(st.encode(None)):
+        if codec != "flac":
+            st.bit_rate = 384000
+        n = st.codec_context.frame_size or x.shape[1]
+        for i in range(0, x.shape[1], n):
+            fr = av.AudioFrame.from_ndarray(np.ascontiguousarray(x[:, i:i + n], np.float32), format="fltp",
+                                            layout="5.1")
+            fr.sample_rate, fr.pts = sr, i
+            for pkt in st.encode(fr):
+                c.mux(pkt)
+        for pkt in st.encode(None):
             c.mux(pkt)
 
 
 def test_surround_monitoring_uses_the_channels_without_the_dialogue(tmp_path, built_index):
     """A 5.1 programme with dialogue only in the centre and a quiet cue (track02, 25 s) in the four other
     channels, -21 dB under the dialogue in the mono downmix: the downmix alone finds the cue weakly or not at
-    all; the side signal pooled with it (``surround="auto"``) finds it with its boundaries and more evidence.
-    ``"centre"`` on a stereo file is a clear error."""
+    all; the side signal pooled with it (``surround="auto"``) finds it with its boundaries and more evidence,
+    the same from AC3 5.1 in MPEG-TS at 48 kHz (decoder delay dropped as for mono). ``"centre"`` on a stereo
+    file is a clear error."""
     from signals import synth_speech
 
     from bgmid.audio import AudioError
 
-    sr, dur, a, b = 16000, 45.0, 10.0, 35.0
+    sr, dur, a, b = 48000, 45.0, 10.0, 35.0
     speech = resample(synth_speech(11, dur, 16000), 16000, sr)
     music = np.zeros_like(speech)
     m = resample(synth_music(102, TRACK_S, SR), SR, sr)[: int((b - a) * sr)]
@@ -158,6 +166,9 @@ def test_surround_monitoring_uses_the_channels_without_the_dialogue(tmp_path, bu
         mon = Monitor(store, alteration=None)
         mono = [c for c in mon.run(p, surround="mono").cues if c.title == "track02"]
         both = mon.run(p).cues
+        ts = tmp_path / "show51.ts"
+        _write_51(ts, x, sr, "ac3", "mpegts")
+        broadcast = mon.run(ts).cues
         stereo = tmp_path / "two.wav"
         sf.write(stereo, np.stack([speech, speech], 1), sr)
         with pytest.raises(AudioError, match="centre channel"):
@@ -166,6 +177,9 @@ def test_surround_monitoring_uses_the_channels_without_the_dialogue(tmp_path, bu
     c = both[0]
     assert abs(c.programme_start_s - a) < 1.5 and abs(c.programme_end_s - b) < 1.5, (c.programme_start_s,
                                                                                  c.programme_end_s)
-    # measured: mono 64 aligned landmarks over 21.1 s, with the side signal 784 over 25.3 s
+    assert [d.title for d in broadcast] == ["track02"]
+    assert abs(broadcast[0].programme_start_s - c.programme_start_s) < 0.5
+    assert abs(broadcast[0].programme_end_s - c.programme_end_s) < 0.5
+    # measured: mono 64 aligned landmarks over 21.1 s, with the side signal 818 over 25.3 s (AC3/TS: 67, 865)
     assert not mono or (4 * mono[0].score < c.score and mono[0].duration_s < c.duration_s - 2), [
         (m.score, m.duration_s) for m in mono]
