@@ -396,3 +396,18 @@ def test_truth_matched_by_file_stem_or_metadata():
 def test_merge_truth_joins_a_looped_track():
     t = merge_truth([TruthCue("a", 0.0, 20.0), TruthCue("a", 21.0, 40.0), TruthCue("a", 80.0, 90.0)], gap_s=4.0)
     assert [(x.start_s, x.end_s) for x in t] == [(0.0, 40.0), (80.0, 90.0)]
+
+
+def test_a_run_short_of_evidence_counts_only_next_to_a_cue_of_its_track():
+    """18 distinct landmarks over 5 s at the calibrated window threshold (15) but short of ``min_cue_score``
+    (20): next to a cue of the same track (its start at another offset of a looping track) it is that cue's
+    start; for another track, or far from the track's cue, it is nothing."""
+    run_up = play(3, 25.0, 30.0, track_at_a=200.0, density=3.6, id_base=10**6)
+    assert all(h.score < CFG.min_cue_score for h in run_up) and max(h.score for h in run_up) >= CFG.strong_score
+    main = play(3, 30.0, 60.0, track_at_a=12.0)
+    cues = cues_of(main + run_up)
+    assert len(cues) == 1 and abs(cues[0].programme_start_s - 25.0) < 0.1 and cues[0].loops == 1
+    other = play(4, 25.0, 30.0, track_at_a=200.0, density=3.6, id_base=10**6)
+    far = play(3, 100.0, 105.0, track_at_a=200.0, density=3.6, id_base=10**6)
+    got = cues_of(main + other + far)
+    assert [(c.track_id, round(c.programme_start_s)) for c in got] == [(3, 30)]
