@@ -10,7 +10,9 @@ the segment logic. Pipeline (one pass, bounded memory):
    estimates under the separator's thread policy, then the raw mix and the separated music analysed
    together, their landmarks pooled on one time line: true votes add up, chance votes do not); only the
    landmarks anchored in the block's own core are kept (``Monitor._owned``), so no landmark is counted twice
-   and none is cut by a block edge.
+   and none is cut by a block edge. Surround audio with the dialogue in its centre channel adds a second,
+   dialogue-poor signal (the other channels, :func:`bgmid.audio.surround_pieces`) in the same blocks, whose
+   landmarks are pooled with the mix's (``Monitor.run(surround=...)``).
    Every landmark is looked up once, when its block is processed (:func:`bgmid.match.lookup`), and the
    per-second levels of the block's own audio are accumulated (``_Levels``).
 2. **Windows.** ``_WindowVoter`` keeps the postings in a rolling buffer and scores sliding windows
@@ -434,17 +436,18 @@ def accept_segment(seg: Segment, config: MonitorConfig = MonitorConfig(), n_wind
 
 def supporting(segments: Sequence[Segment], accepted: Sequence[Segment], config: MonitorConfig = MonitorConfig(),
                n_windows_total: int | None = None) -> list[Segment]:
-    """Segments short of :func:`accept_segment` only on the number of distinct aligned landmarks that touch or
-    overlap (within ``loop_gap_s``) an accepted segment of their track: a run of windows at the calibrated
-    threshold (``strong_score``) next to a cue of the same track is more of that cue (its own start at another
-    offset of a looping track, the other side of an edit), not a new claim that the track plays. Held to the
-    full evidence bar, such a run was dropped at 19 distinct landmarks in a WAV and kept at 20 in its MP3, which
-    moved the cue's in point by 4.8 s between the two."""
+    """Segments short of :func:`accept_segment` only on the number of distinct aligned landmarks or on length
+    that touch or overlap (within ``loop_gap_s``) an accepted segment of their track: a run of windows at the
+    calibrated threshold (``strong_score``) next to a cue of the same track is more of that cue (its own start
+    at another offset of a looping track, the other side of an edit), not a new claim that the track plays.
+    Held to the full evidence bar, such a run was dropped at 19 distinct landmarks in a WAV and kept at 20 in
+    its MP3, which moved the cue's in point by 4.8 s between the two; and the second side of an edit, 45
+    landmarks within 1.7 s in an MP2 copy (5.1 s in its WAV), was dropped as shorter than ``min_cue_s``."""
     out = []
     for s in segments:
         if any(s is a for a in accepted):
             continue
-        strong = replace(config, min_cue_score=config.strong_score)
+        strong = replace(config, min_cue_score=config.strong_score, min_cue_s=0.0)
         if not accept_segment(s, strong, n_windows_total):
             continue
         if any(a.track_id == s.track_id and s.start_s <= a.end_s + config.loop_gap_s
