@@ -292,6 +292,11 @@ def test_usage_reads_the_music_in_the_dialogues_gaps(usage_programme):
     assert [c.usage for c in cues] == ["featured", "background", "background"]
     assert abs(cues[0].msr_db - 5.0) < 1e-6 and abs(cues[1].msr_db + 10.0) < 1e-6
     assert estimate_usage(cues) is None and {c.usage for c in cues} == {"background"}  # no evidence
+    # both: the mean of the two estimates (dB)
+    sep = [c.msr_db for c in cues if estimate_usage([c], music, speech) is None]
+    floor = [c.msr_db for c in cues if estimate_usage([c], frames=usage_programme) is None]
+    estimate_usage(cues, music, speech, usage_programme)
+    assert np.allclose([c.msr_db for c in cues], (np.array(sep) + np.array(floor)) / 2)
 
 
 def test_usage_parts_find_a_featured_passage_inside_a_cue(usage_programme):
