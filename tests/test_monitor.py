@@ -416,3 +416,22 @@ def test_a_run_short_of_evidence_counts_only_next_to_a_cue_of_its_track():
     far = play(3, 100.0, 105.0, track_at_a=200.0, density=3.6, id_base=10**6)
     got = cues_of(main + other + far)
     assert [(c.track_id, round(c.programme_start_s)) for c in got] == [(3, 30)]
+
+
+def test_per_second_sums_grow_and_drop_like_one_bincount():
+    """The level accumulator, fed block by block (capacity doubling) and then trimmed (live monitoring keeps
+    the recent past), holds what one bincount over everything holds."""
+    from bgmid.monitor import _PerSecond
+
+    rng = np.random.default_rng(1)
+    idx = np.sort(rng.integers(0, 5000, 20000))
+    w = rng.random(idx.size)
+    acc = _PerSecond()
+    for part in np.array_split(np.arange(idx.size), 37):
+        acc.add(idx[part], w[part])
+    want = np.bincount(idx, weights=w, minlength=idx.max() + 1)
+    assert acc.sums.size == want.size and np.allclose(acc.values(want.size + 3)[: want.size], want)
+    acc.drop(1000)
+    acc.add(np.array([want.size - 1000 + 2]), np.array([1.0]))  # grows after the drop
+    got = acc.values(want.size - 1000 + 3)
+    assert np.allclose(got[: want.size - 1000], want[1000:]) and got[-1] == 1.0 and got[-2] == 0.0

@@ -853,8 +853,8 @@ class _Levels:
     def drop_seconds(self, k: int) -> None:
         """Forget the first ``k`` seconds (live monitoring keeps only the recent past)."""
         for acc in self.power.values():
-            acc.sums = acc.sums[k:]
-        self.frames.sums = self.frames.sums[k * FLOOR_FRAMES_PER_S:]
+            acc.drop(k)
+        self.frames.drop(k * FLOOR_FRAMES_PER_S)
         self.n_samples -= k * self.sr
 
     def curves(self) -> dict[str, np.ndarray | None]:
@@ -1104,11 +1104,19 @@ def _clip(cue: Cue, duration_s: float) -> None:
 
 
 class _PerSecond:
-    """A per-second accumulator that grows with the programme (a float per second: hours cost kilobytes)."""
+    """A per-bin accumulator that grows with the programme (a float per second, or per frame for the mix's
+    frame powers: hours cost kilobytes to a few MB). Capacity doubles as it grows, so a day-long recording
+    copies its sums a few dozen times, not once per block."""
 
     def __init__(self) -> None:
-        self.sums = np.zeros(0, np.float64)
+        self._buf = np.zeros(0, np.float64)
+        self._n = 0  #: bins in use
         self.used = False
+
+    @property
+    def sums(self) -> np.ndarray:
+        """The sums of the bins in use (a view)."""
+        return self._buf[: self._n]
 
     def add(self, sec: np.ndarray, weights: np.ndarray | None) -> None:
         if sec.size == 0:
@@ -1117,14 +1125,22 @@ class _PerSecond:
         lo = int(sec.min())
         part = np.bincount(sec - lo, weights=weights)
         need = lo + part.size
-        if need > self.sums.size:
-            self.sums = np.concatenate([self.sums, np.zeros(need - self.sums.size)])
-        self.sums[lo:need] += part
+        if need > self._buf.size:
+            grown = np.zeros(max(need, 2 * self._buf.size), np.float64)
+            grown[: self._n] = self._buf[: self._n]
+            self._buf = grown
+        self._n = max(self._n, need)
+        self._buf[lo:need] += part
+
+    def drop(self, k: int) -> None:
+        """Forget the first ``k`` bins (bin ``k`` becomes bin 0)."""
+        k = min(k, self._n)
+        self._buf, self._n = self._buf[k:], self._n - k
 
     def values(self, n: int) -> np.ndarray:
         out = np.zeros(n, np.float64)
-        m = min(n, self.sums.size)
-        out[:m] = self.sums[:m]
+        m = min(n, self._n)
+        out[:m] = self._buf[:m]
         return out
 
 
