@@ -15,6 +15,13 @@ Programmes used for the table in the code (tuning seeds; the benchmarks' held-ou
     bgmid data programme --seed 1005 --duration 600 --no-music --out $P/prog_1005_nomusic.wav
     for s in 7100 7101 7102 7103; do bgmid data programme --hard --duration 300 --seed $s --out $P/hard_$s.wav; done
     python benchmarks/calibrate_cues.py $P/*.wav
+
+``--evaluate`` does not refit: it scores the shipped table on other programmes (held out from the fit) and adds,
+per bin of accepted cues, the observed share true with its 95 % lower bound (Clopper-Pearson; with no phantom
+in a bin of n cues, ``0.05 ** (1 / n)``: 0.99 can be confirmed only by a bin of about 300 cues without a phantom)::
+
+    python benchmarks/calibrate_cues.py --evaluate --json benchmarks/results/cue_calibration_heldout.json \
+        ~/.cache/bgmid/bench/monitor/programmes/prog_600s_{0,1,2_nomusic}.wav HARD/hard_300s_7*.wav
 """
 
 from __future__ import annotations
@@ -85,6 +92,13 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, iters: int = 100
     return w
 
 
+def lower_bound(k: int, n: int, alpha: float = 0.05) -> float:
+    """One-sided ``1 - alpha`` Clopper-Pearson lower bound on a proportion with ``k`` successes of ``n``."""
+    from scipy.stats import beta
+
+    return 0.0 if k == 0 else float(beta.ppf(alpha, k, n - k + 1))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("programmes", nargs="+", type=Path, help="programme WAVs with their .cues.csv")
@@ -93,8 +107,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--l2", type=float, default=1.0,
                     help="L2 penalty on the weights (default 1: the data are nearly separable, so an unpenalised "
                     "fit would put every accepted cue at 1.000 on the strength of a few dozen true cues)")
-    ap.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "cue_calibration.json")
+    ap.add_argument("--evaluate", action="store_true",
+                    help="score the shipped CUE_CALIBRATION on these programmes instead of refitting it")
+    ap.add_argument("--json", type=Path, default=None,
+                    help="write the figures as JSON (default results/cue_calibration.json, or "
+                    "results/cue_calibration_heldout.json with --evaluate)")
     args = ap.parse_args(argv)
+    if args.json is None:
+        args.json = Path(__file__).parent / "results" / (
+            "cue_calibration_heldout.json" if args.evaluate else "cue_calibration.json")
     rows: list = []
     with open_index(args.db) as store:
         for wav in args.programmes:
@@ -106,10 +127,14 @@ def main(argv: list[str] | None = None) -> int:
     x = np.array([f for f, _, _ in rows], np.float64)
     y = np.array([t for _, t, _ in rows], np.float64)
     acc = np.array([a for *_, a in rows], bool)
-    w = fit_logistic(x, y, args.l2)
+    if args.evaluate:
+        w = np.array(M.CUE_CALIBRATION["w"], np.float64)
+        print(f"shipped CUE_CALIBRATION ({M.CUE_CALIBRATION['fitted_on']}) on {len(args.programmes)} programmes")
+    else:
+        w = fit_logistic(x, y, args.l2)
+        print(f'CUE_CALIBRATION = {{"w": ({", ".join(f"{v:.3f}" for v in w)}), '
+              f'"fitted_on": "{len(rows)} candidates ({int(y.sum())} true) of {len(args.programmes)} programmes"}}')
     p = 1 / (1 + np.exp(-(w[0] + x @ w[1:])))
-    print(f'CUE_CALIBRATION = {{"w": ({", ".join(f"{v:.3f}" for v in w)}), '
-          f'"fitted_on": "{len(rows)} candidates ({int(y.sum())} true) of {len(args.programmes)} programmes"}}')
     bins = [0.0, 0.5, 0.9, 0.99, 0.999, 1.0001]
     table = []
     for name, sel in (("all candidates", np.ones_like(acc)), ("accepted cues", acc)):
@@ -117,13 +142,18 @@ def main(argv: list[str] | None = None) -> int:
         for lo, hi in zip(bins, bins[1:]):
             m = sel & (p >= lo) & (p < hi)
             if m.any():
-                print(f"  [{lo:.3f}, {min(hi, 1):.3f}): n {int(m.sum()):4d}  predicted {p[m].mean():.3f}  "
-                      f"observed {y[m].mean():.3f}")
-                table.append({"set": name, "lo": lo, "hi": min(hi, 1.0), "n": int(m.sum()),
-                              "predicted": round(float(p[m].mean()), 4), "observed": round(float(y[m].mean()), 4)})
+                k, n = int(y[m].sum()), int(m.sum())
+                low = lower_bound(k, n)
+                print(f"  [{lo:.3f}, {min(hi, 1):.3f}): n {n:4d}  predicted {p[m].mean():.3f}  "
+                      f"observed {k / n:.3f} (95 % lower bound {low:.3f})")
+                table.append({"set": name, "lo": lo, "hi": min(hi, 1.0), "n": n,
+                              "predicted": round(float(p[m].mean()), 4), "observed": round(k / n, 4),
+                              "observed_lower_95": round(low, 4)})
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({
+            "command": "python benchmarks/calibrate_cues.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "mode": "evaluate" if args.evaluate else "fit",
             "w": [round(float(v), 4) for v in w], "l2": args.l2,
             "features": ["log score", "log max window score", "inside"],
             "candidates": len(rows), "true": int(y.sum()), "accepted": int(acc.sum()),

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from monitor import open_library  # noqa: E402
 
 from bgmid.audio import load, resample  # noqa: E402
-from bgmid.cuesheet import CueMetrics, evaluate, format_metrics, read_truth, same_track  # noqa: E402
+from bgmid.cuesheet import CueMetrics, evaluate, format_metrics, merge_truth, read_truth, same_track  # noqa: E402
 from bgmid.data.corpus import default_root  # noqa: E402
 from bgmid.data.transforms import encode_mono  # noqa: E402
 from bgmid.monitor import Monitor, MonitorConfig  # noqa: E402
@@ -103,6 +105,48 @@ def misplaced_parts(cues, truth) -> tuple[int, int, float]:
     return bad, n, secs
 
 
+def missed_by_cause(cues, rows, duration_s: float, min_level_db: float = -10.0) -> Counter:
+    """Missed seconds of truth cues at >= ``min_level_db`` (as :func:`~bgmid.cuesheet.evaluate` counts them on
+    the joined truth) by where they lie: a cue found nowhere, a part of the cue quieter than ``min_level_db``
+    (the background of a cue whose featured passage makes it count as loud), the fade-in or fade-out (plus
+    0.5 s), the first or last 3 s of a cue without a long fade, or inside."""
+    n = int(math.ceil(duration_s))
+    sec = np.arange(n)
+
+    def cov(a: float, b: float) -> np.ndarray:
+        return (np.minimum(b, sec + 1) - np.maximum(a, sec)) >= 0.5
+
+    out: Counter = Counter()
+    for t in merge_truth(rows, MonitorConfig().loop_gap_s):
+        if not (t.level_db is None or t.music_only or t.level_db >= min_level_db):
+            continue
+        found = [c for c in cues if same_track(c, t)]
+        pred = np.zeros(n, bool)
+        for c in found:
+            pred |= cov(c.programme_start_s, c.programme_end_s)
+        own = [r for r in rows if r.track == t.track and r.start_s >= t.start_s - 0.01 and r.end_s <= t.end_s + 0.01]
+        lost = not any(c.programme_end_s > t.start_s and c.programme_start_s < t.end_s for c in found)
+        for s_ in np.nonzero(cov(t.start_s, t.end_s) & ~pred)[0]:
+            mid = s_ + 0.5
+            r = next((r for r in own if r.start_s <= mid < r.end_s), own[0])
+            if lost:
+                k = "cue found nowhere"
+            elif r.level_db is not None and r.level_db < min_level_db and not r.music_only:
+                k = f"part below {min_level_db:g} dB in a louder cue"
+            elif mid - t.start_s < own[0].fade_in_s + 0.5:
+                k = "fade-in"
+            elif t.end_s - mid < own[-1].fade_out_s + 0.5:
+                k = "fade-out"
+            elif mid - t.start_s < 3.0:
+                k = "first 3 s"
+            elif t.end_s - mid < 3.0:
+                k = "last 3 s"
+            else:
+                k = "inside"
+            out[k] += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", type=Path, default=None, help="corpus root (default ~/.cache/bgmid)")
@@ -112,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--programmes", type=int, default=3)
     ap.add_argument("--duration", type=float, default=300.0, help="seconds per programme (default 300)")
     ap.add_argument("--seed", type=int, default=7000, help="first programme's seed (default 7000)")
+    ap.add_argument("--seeds", default=None,
+                    help="comma-separated seeds instead of --seed/--programmes (e.g. 7200,7201: held-out ones)")
     ap.add_argument("--encodings", default="wav,flac,mp3,m4a,ts",
                     help="comma-separated, from " + ",".join(ENCODINGS) + " (default all; wav is the reference)")
     ap.add_argument("--separator", default="none", help="none, a model name or a checkpoint")
@@ -122,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     for e in encs:
         if e not in ENCODINGS:
             ap.error(f"--encodings: unknown {e!r}")
+    seeds = ([int(v) for v in args.seeds.split(",")] if args.seeds
+             else [args.seed + k for k in range(args.programmes)])
+    args.programmes = len(seeds)
     root = args.root or default_root()
     work = args.work or root / "bench" / "monitor_hard"
     store = open_library(root, args.preset, args.index_splits)
@@ -129,18 +178,19 @@ def main(argv: list[str] | None = None) -> int:
     tot: dict[str, dict[str, CueMetrics]] = {e: {"all": CueMetrics(), "m10": CueMetrics()} for e in encs}
     parts = {e: [0, 0] for e in encs}
     misplaced = {e: [0, 0, 0.0] for e in encs}
+    missed = {e: Counter() for e in encs}
     same = {e: 0 for e in encs}
     max_diff = {e: 0.0 for e in encs}
     audio_s = wall_s = 0.0
     per_programme = []
     with store:
         mon = Monitor(store, sep, MonitorConfig(), separator_name=args.separator, alteration=None)
-        for k in range(args.programmes):
-            wav = work / f"hard_{int(args.duration)}s_{args.seed + k}.wav"
+        for seed in seeds:
+            wav = work / f"hard_{int(args.duration)}s_{seed}.wav"
             if not (wav.exists() and wav.with_suffix(".cues.csv").exists()):
                 from bgmid.data.programmes import generate_hard_programme
 
-                generate_hard_programme(root, duration_s=args.duration, seed=args.seed + k, out=wav)
+                generate_hard_programme(root, duration_s=args.duration, seed=seed, out=wav)
             truth = read_truth(wav.with_suffix(".cues.csv"))
             ref = None
             for e in encs:
@@ -155,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
                 c, n = part_usage(res.cues, truth)
                 parts[e][0] += c
                 parts[e][1] += n
+                missed[e] += missed_by_cause(res.cues, truth, res.duration_s)
                 for i, v in enumerate(misplaced_parts(res.cues, truth)):
                     misplaced[e][i] += v
                 key = [(x.track_id, x.programme_start_s, x.programme_end_s) for x in res.cues]
@@ -182,10 +233,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{e}: usage per part {parts[e][0]}/{parts[e][1]} = {pu:.0%}; same tracks as the WAV in "
               f"{same[e]}/{args.programmes} programmes, largest boundary difference {max_diff[e]:.2f} s; misplaced "
               f"parts {misplaced[e][0]}/{misplaced[e][1]} ({misplaced[e][2]:.1f} s)")
+        print(f"{e}: missed seconds of cues >= -10 dB by cause: "
+              + ", ".join(f"{k} {v}" for k, v in missed[e].most_common()))
         summary[e] = {"all": tot[e]["all"].to_dict(), "ge_minus10db": tot[e]["m10"].to_dict(),
                       "usage_per_part": round(pu, 4) if parts[e][1] else None, "usage_parts": parts[e][1],
                       "same_tracks_as_wav": same[e], "misplaced_parts": misplaced[e][0], "parts": misplaced[e][1],
                       "misplaced_s": round(misplaced[e][2], 1),
+                      "missed_s_ge_minus10db_by_cause": dict(missed[e].most_common()),
                       "max_boundary_diff_s": None if max_diff[e] == float("inf") else round(max_diff[e], 3)}
     phantoms = sum(tot[e]["all"].phantom_cues for e in encs)
     print(f"phantom cues over all programmes and encodings: {phantoms}")
@@ -194,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps({
             "command": "python benchmarks/monitor_hard.py " + " ".join(argv if argv is not None else sys.argv[1:]),
             "separator": args.separator, "preset": args.preset, "programmes": args.programmes,
-            "duration_s": args.duration, "seed": args.seed, "encodings": encs, "x_real_time": round(speed, 1),
+            "duration_s": args.duration, "seeds": seeds, "encodings": encs, "x_real_time": round(speed, 1),
             "phantoms_all_encodings": phantoms, "by_encoding": summary, "per_programme": per_programme,
         }, indent=1) + "\n")
     return 0

@@ -377,7 +377,7 @@ def test_a_protocol_pyav_cannot_read_is_one_clear_error(built_index, capsys):
 def test_memory_stays_bounded_over_a_longer_stream_and_cues_repeat_with_it(built_index, tmp_path, monkeypatch):
     """The programme three times in a row (450 s) with 60 s of level history: the held level seconds, clock
     anchors and open hits stay bounded, the cues are the file monitor's on the same 450 s, and their usage, from
-    the trimmed level history, is the same in the second and third passes (the first starts with none)."""
+    the trimmed level history, is the same in the second and third passes."""
     import numpy as np
 
     from bgmid import live as live_mod
@@ -406,7 +406,8 @@ def test_memory_stays_bounded_over_a_longer_stream_and_cues_repeat_with_it(built
     same = [(a, b) for a, b in zip(seen[n:2 * n], seen[2 * n:], strict=True)
             if abs(a["duration_s"] - b["duration_s"]) < 0.5]
     assert len(same) >= n - 1 and all(a["usage"] == b["usage"] for a, b in same)
-    assert {r["usage"] for r in seen[n:]} == {"background", "featured"}
+    # usage reads the cue's own audio (the mix's frame powers), so the trimmed history gives the same estimate
+    assert all(a["msr_db"] is not None and abs(a["msr_db"] - b["msr_db"]) < 0.5 for a, b in same)
     secs = max(h[1] for h in held)
     # seconds of levels held: the 60 s asked for, or from 60 s before the oldest open hit
     assert held[-1][0] > 440 and secs <= 60 + 60 + SETTLE_S + LIVE.window_s + LIVE.block_s + 2 * LIVE.context_s + 2

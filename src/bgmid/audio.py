@@ -38,6 +38,7 @@ __all__ = [
     "decode_frames",
     "is_url",
     "load_channels",
+    "surround_pieces",
     "open_live",
     "parse_stream_spec",
     "select_stream",
@@ -352,15 +353,22 @@ def _frames(container, st, first: list[bytes]) -> Iterator:
         yield from packet.decode()
 
 
-def decode_frames(container, st, start_s: float = 0.0) -> Iterator[tuple[np.ndarray, int]]:
+def decode_frames(container, st, start_s: float = 0.0, layout: str = "mono") -> Iterator[tuple[np.ndarray, int]]:
     """Mono float32 samples and their sample rate (Hz) of stream ``st`` as the decoder produces them: channels
     averaged by a mono resampler (its tail flushed at the end), the decoder delay dropped
     (:func:`decoder_delay`), decoding that starts before ``start_s`` (a seek lands on an earlier packet)
-    trimmed. The one decoding loop of files (:func:`_decoded_blocks`) and live streams (:mod:`bgmid.live`);
-    decoder errors are raised as PyAV's, which the two handle differently."""
+    trimmed. The one decoding loop of files (:func:`_decoded_blocks`), live streams (:mod:`bgmid.live`) and
+    surround files (:func:`surround_pieces`: another ``layout``, e.g. the stream's own ``"5.1"``, gives
+    ``(channels, samples)`` arrays); decoder errors are raised as PyAV's, which each handles its own way."""
     import av
 
-    resampler = av.AudioResampler(format="flt", layout="mono")
+    mono = layout == "mono"
+    resampler = av.AudioResampler(format="flt" if mono else "fltp", layout=layout)
+
+    def arrays(out) -> np.ndarray:
+        a = out.to_ndarray().astype(np.float32, copy=False)
+        return a.reshape(-1) if mono else a.reshape(len(out.layout.channels), -1)
+
     delay: int | None = None  # decoder delay to drop (samples), known from the first packet
     to_drop = 0
     first: list[bytes] = []
@@ -371,20 +379,20 @@ def decode_frames(container, st, start_s: float = 0.0) -> Iterator[tuple[np.ndar
         sr = frame.sample_rate
         t0 = float(frame.pts * frame.time_base) if frame.pts is not None and frame.time_base else None
         for out in resampler.resample(frame):
-            arr = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
+            arr = arrays(out)
             if start_s > 0 and t0 is not None and t0 < start_s + delay / sr:
                 # the decoded sample at pts t is the audio of t - delay
                 skip = int(round((start_s - t0) * sr)) + delay
-                arr = arr[skip:]
+                arr = arr[..., skip:]
                 t0 = start_s + delay / sr
             if to_drop:
-                cut = min(to_drop, arr.size)
-                arr, to_drop = arr[cut:], to_drop - cut
-            if arr.size:
+                cut = min(to_drop, arr.shape[-1])
+                arr, to_drop = arr[..., cut:], to_drop - cut
+            if arr.shape[-1]:
                 yield arr, sr
     for out in resampler.resample(None):
-        arr = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
-        if arr.size:
+        arr = arrays(out)
+        if arr.shape[-1]:
             yield arr, out.sample_rate
 
 
@@ -505,6 +513,37 @@ def load_channels(path: str | os.PathLike, sr: int | None = None,
         side = None if side is None else resample(side, rate, sr)
         rate = sr
     return mix, side, rate
+
+
+def surround_pieces(path: str | os.PathLike, sr: int) -> tuple[Iterator[np.ndarray], Iterator[np.ndarray]] | None:
+    """Streamed :func:`centre_split` of the first audio stream of ``path``: its mix and its dialogue-poor side
+    signal at ``sr`` Hz as two parallel iterators of pieces of equal sizes (one decoding pass by
+    :func:`decode_frames`, so the decoder delay is dropped as for mono; two soxr
+    streams; consume them in step: :func:`itertools.tee` holds what one has read ahead of the other). None when
+    the stream has no centre channel to leave out (mono, stereo): use :func:`resampled_pieces` then."""
+    import itertools
+
+    import av
+
+    container = _open(path)
+    st = container.streams.audio[0] if container.streams.audio else None
+    names = [ch.name for ch in st.layout.channels] if st is not None else []
+    if st is None or centre_split(np.zeros((len(names), 1), np.float32), names)[1] is None:
+        container.close()
+        return None
+
+    def split() -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
+        try:
+            for x, rate in decode_frames(container, st, layout=st.layout.name):  # decoder delay dropped
+                mix, side = centre_split(x, names)
+                yield mix, side, rate
+        except av.error.FFmpegError as exc:
+            raise AudioError(f"{shown(path)}: decoding failed ({exc}); re-encode or replace it.") from exc
+        finally:
+            container.close()
+
+    a, b = itertools.tee(split())
+    return (resample_pieces(((m, r) for m, _, r in a), sr), resample_pieces(((x, r) for _, x, r in b), sr))
 
 
 def load(

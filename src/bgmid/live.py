@@ -33,7 +33,6 @@ Records (:class:`JsonlWriter`, one JSON object per line, UTC ISO-8601 times):
 from __future__ import annotations
 
 import json
-import math
 import queue
 import threading
 import time
@@ -293,9 +292,7 @@ class _ShiftedLevels:
         k = max(0, (sample - self.off) // self.sr)
         if k <= 0:
             return
-        for acc in self.inner.power.values():
-            acc.sums = acc.sums[k:]
-        self.inner.n_samples -= k * self.sr
+        self.inner.drop_seconds(k)
         self.off += k * self.sr
 
 
@@ -465,16 +462,10 @@ class LiveMonitor:
         lv = st.levels
         off_s = lv.off / mon.sr
         curves = lv.inner.curves()
-        n_sec = int(math.ceil(lv.inner.n_samples / mon.sr))
-        level_db = curves["mix"] if curves["mix"] is not None else np.zeros(n_sec, np.float32)
-        # the usage's reference level is the typical level *outside* cues (estimate_usage): the file monitor
-        # knows every cue of the programme; here the cues written before and those still open stand in for them
-        # (copies as placeholders, their own usage is not used)
-        others = [Cue(t, max(a, off_s), b, 0.0, 0.0, 0, 0.0) for a, b, t in st.spans if b > off_s]
-        others += segments_to_cues(merge_segments(st.pending, mon.config), mon.preset.frame_s, mon.config)
-        for c in cues + others:
+        for c in cues:
             _shift(c, -off_s)
-        mon._annotate(cues + others, lv.inner.n_samples / mon.sr, level_db, curves["music"], curves["speech"])
+        # usage needs only the cue's own audio (estimate_usage: the mix's frame powers or the separated levels)
+        mon._annotate(cues, lv.inner.n_samples / mon.sr, curves["music"], curves["speech"], curves["frames"])
         now = time.time()
         for c in cues:
             _shift(c, off_s)

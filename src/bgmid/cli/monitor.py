@@ -138,6 +138,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="audio stream of a container or TS with several (multi-programme TS, dubbed film): its index among "
         "the audio streams (0: the first, the default), a language tag (eng, fra) or a TS packet id (pid=0x101)",
     )
+    p.add_argument(
+        "--surround", choices=("auto", "mono", "centre"), default="auto",
+        help="surround audio (5.1, 7.1) keeps the dialogue in the centre channel: 'auto' (default) also "
+        "fingerprints the other channels without the centre, a dialogue-poor signal pooled with the mono mix "
+        "(quiet music under loud dialogue is found more often); 'mono' the downmix only; 'centre' as auto but an "
+        "error for audio without a centre channel. Applies to the first audio stream (not with --stream)",
+    )
     live = p.add_argument_group(
         "live streams",
         "An INPUT that is a URL (udp://, rtp://, http(s)://, an HLS .m3u8; srt:// where PyAV has libsrt) is monitored "
@@ -232,7 +239,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
                     bar.refresh()
 
                 try:
-                    res = mon.run(path, on_progress=tick, stream=args.stream)
+                    res = mon.run(path, on_progress=tick, stream=args.stream, surround=args.surround)
                 except AudioError as exc:
                     fail(path, exc)
                     done += duration
