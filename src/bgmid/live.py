@@ -6,28 +6,43 @@ air there is no end, so this module runs the same pipeline block by block (``Mon
 the sliding windows of ``_WindowVoter``) and settles cues as the stream goes by (:func:`split_final`): a cue
 is final once no future window can extend it, join a loop to it or shadow it, that is once the voting frontier
 is more than ``max(max_gap_s, loop_gap_s, link_gap_s)`` past its evidence. Final hits go through the file
-monitor's
-:func:`~bgmid.monitor.merge_segments` / :func:`~bgmid.monitor.segments_to_cues` and leave memory; so do old
-postings (the voter drops them), old level seconds and old wall-clock anchors. A cue's JSON line therefore comes
-about ``link_gap_s`` (30 s: same-offset segments that far apart are one cue) + one window + one block after the
-music stops (:data:`LIVE_BLOCK_S` blocks keep the last term short).
+monitor's :func:`~bgmid.monitor.merge_segments` / :func:`~bgmid.monitor.segments_to_cues` and leave memory; so
+do old postings (the voter drops them), old level seconds and old wall-clock anchors.
+
+Waiting for ``link_gap_s`` (30 s: same-offset segments that far apart are one cue) would put a cue's line
+about 45-55 s after the music stops. So a cue is *written* as soon as it is settled but for that link
+(:meth:`LiveMonitor._early`: ``split_final`` without ``link_gap_s``, about ``max_gap_s`` + a window + up to a
+block + ``context_s`` after the music stops), and once it is final the record is amended if it changed: a
+``cue_update`` (same ``cue_id``) when a link made it longer or the usage estimate moved, a ``cue_retract`` for a
+piece the link took into an earlier cue. Applying them in order gives the file run's cues.
 
 The input is read by a thread (:class:`_Reader`) so that a slow analysis never stalls the network: it opens
-the source (:func:`bgmid.audio.open_live`), decodes the chosen audio stream (:func:`bgmid.audio.decode_frames`,
-the files' loop), resamples, stamps each piece with its arrival time (UTC) and queues it. When the stream drops
-(read time-out, end of an HTTP stream, a refused connection) it reconnects with doubling back-off; the
-analysis side closes the stretch of audio before the gap (its open cues are flushed), writes a
+the source (:func:`bgmid.audio.open_live`; ``srt://`` and capture devices ``device://FORMAT/NAME`` through
+:mod:`bgmid.livesource`), decodes the chosen audio stream (:func:`bgmid.audio.decode_frames`, the files' loop),
+resamples, stamps each piece with its arrival time (UTC) and queues it. When the stream drops (read time-out,
+end of an HTTP stream, a refused connection, the ffmpeg process ending) it reconnects with doubling back-off;
+the analysis side closes the stretch of audio before the gap (its open cues are flushed), writes a
 ``signal_loss`` record when audio comes back, and starts a fresh stretch: programme time counts received
 audio only, and a cue never spans a gap. ``idle_timeout_s`` ends the run after that long without audio;
 :meth:`LiveMonitor.stop` (SIGTERM/SIGINT in the CLI) flushes the open cues and returns.
 
+``alteration="auto"`` holds the channel's first ``alteration_scan_s`` of audio, estimates its speed / tempo /
+pitch once from it (the file monitor's :meth:`~bgmid.monitor.Monitor._alteration`) and undoes it on the rest of
+the stream (:class:`bgmid.alterations.UndoStream`), reconnections included; a given alteration is undone from
+the start.
+
 Records (:class:`JsonlWriter`, one JSON object per line, UTC ISO-8601 times):
 
-* ``{"type": "cue", "channel", **cue_to_dict(cue), "start_utc", "end_utc", "emitted_utc"}``: the cue contract
-  of ``monitor --json`` (:func:`bgmid.cuesheet.cue_to_dict`, programme times in seconds of received audio)
-  plus the wall-clock time its audio arrived and when the line was written;
+* ``{"type": "cue", "channel", "cue_id", **cue_to_dict(cue), "start_utc", "end_utc", "emitted_utc"}``: the cue
+  contract of ``monitor --json`` (:func:`bgmid.cuesheet.cue_to_dict`, programme times in seconds of received
+  audio; ``seq`` = ``cue_id``) plus the wall-clock time its audio arrived and when the line was written;
+* ``{"type": "cue_update", ...}``: the same fields; replaces the record with its ``cue_id``;
+* ``{"type": "cue_retract", "channel", "cue_id", "merged_into", "start_utc", "emitted_utc"}``: the cue
+  ``cue_id`` is no more (``merged_into``: the cue that took it in, or null);
 * ``{"type": "signal_loss", "channel", "start_utc", "end_utc", "duration_s", "programme_s", "reason"}``: a gap,
-  from the last audio received to the first after it, at programme time ``programme_s``.
+  from the last audio received to the first after it, at programme time ``programme_s``;
+* ``{"type": "alteration", "channel", "speed", "tempo", "pitch_semitones", "from_s", "evidence",
+  "emitted_utc"}``: the ``auto`` estimate, from the first ``from_s`` seconds, before any cue.
 """
 
 from __future__ import annotations
