@@ -587,3 +587,22 @@ def test_alteration_auto_on_a_sped_up_udp_stream(built_index, prog, tmp_path):
         assert abs(r["programme_end_s"] - c.programme_end_s) < 0.5
         assert abs(r["track_start_s"] - c.track_start_s) < 0.5 and r["speed"] == pytest.approx(c.speed, rel=1e-4)
     assert abs(stats.programme_s - make_programme().size / speed / SR) < 1.0  # programme seconds, not undone ones
+
+
+@needs_ffmpeg
+def test_ffmpeg_pipe_picks_the_stream_and_names_a_missing_one(prog):
+    """--stream through the ffmpeg program (srt://, devices PyAV lacks): index, language and pid pick the same
+    stream of the two-stream TS; a stream that is not there is a SourceUnavailable (no reconnect loop)."""
+    import numpy as np
+
+    from bgmid.livesource import FfmpegPipe, SourceUnavailable
+
+    def read(stream):
+        return np.concatenate(list(FfmpegPipe(str(prog["two"]), 16000, stream, open_timeout_s=20).pieces()))
+
+    eng, first = read("eng"), read(None)
+    assert abs(eng.size / 16000 - 150.0) < 0.2
+    assert np.array_equal(read(1), eng) and np.array_equal(read("pid=0x101"), eng)
+    assert first.size == eng.size and not np.allclose(first, eng)
+    with pytest.raises(SourceUnavailable, match="no audio stream 'deu'"):
+        read("deu")
