@@ -79,10 +79,24 @@ def cmd_live(args: argparse.Namespace) -> int:
     sep_name = "none" if sep is None else getattr(sep, "name", args.separator)
     writer = JsonlWriter(args.out, args.rotate) if args.out else None
 
+    shown_lines: dict[int, str] = {}  # cue_id -> its terminal line: an update that shows nothing new is not shown
+
     def record(rec: dict) -> None:
         if writer is not None:
             writer.write(rec)
-        print(json.dumps(rec, ensure_ascii=False) if args.json else cue_line(rec), flush=True)
+        if args.json:
+            print(json.dumps(rec, ensure_ascii=False), flush=True)
+            return
+        line = cue_line(rec)
+        if rec["type"] in ("cue", "cue_update"):
+            if shown_lines.get(rec["cue_id"]) == line.removesuffix("  updated"):
+                return
+            shown_lines[rec["cue_id"]] = line.removesuffix("  updated")
+            if len(shown_lines) > 1000:  # updates come within a minute: the oldest are not needed (bounded memory)
+                del shown_lines[next(iter(shown_lines))]
+        elif rec["type"] == "cue_retract":
+            shown_lines.pop(rec["cue_id"], None)
+        print(line, flush=True)
 
     with open_index(args.db, preset=args.preset) as store, audio_warnings("monitor"):
         mon = Monitor(store, sep, config, QueryOptions(shifts=args.shifts), separator_name=sep_name,
