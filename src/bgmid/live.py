@@ -600,7 +600,7 @@ class LiveMonitor:
         else:
             frontier = st.voter.next_win * mon.preset.frame_s
             final, st.pending = split_final(st.pending, frontier, mon.preset.frame_s, mon.config)
-            if final:
+            if final or st.written:  # (early cues whose hits left are resolved there)
                 self._emit(st, final, None)
             if self._early_config is not None:
                 self._early(st, frontier)
