@@ -491,6 +491,10 @@ class LiveMonitor:
         self._playing = [(self.mon.store.track(g[0].track_id).title, st.programme_s(min(s.start_s for s in g)),
                           (max(s.end_s for s in g) - min(s.start_s for s in g)) / f) for g in merge_loops(segs, c)]
 
+    def held_s(self) -> float:
+        """Seconds of audio held for the ``auto`` alteration estimate (0 once it is made), for the terminal."""
+        return sum(y.size for y, _ in list(getattr(self, "_head", []))) / self.mon.sr
+
     def stop(self) -> None:
         """Ask the run to end: open cues are flushed (safe from a signal handler)."""
         self._stop.set()
@@ -540,6 +544,7 @@ class LiveMonitor:
     # internals
     def _audio(self, y: np.ndarray, t_arr: float) -> None:
         """A piece of received audio: held while the alteration is estimated, else into the stretch."""
+        self.stats.connected = True
         if self.alteration is None:
             self._head.append((y, t_arr))
             if sum(h.size for h, _ in self._head) >= self.cfg.alteration_scan_s * self.mon.sr:
@@ -547,7 +552,6 @@ class LiveMonitor:
             return
         if self._stretch is None:
             self._stretch = _Stretch(self.mon, self._base_s, self.alteration)
-            self.stats.connected = True
             if self._lost is not None:
                 self._gap(self._lost, t_arr - y.size / self.mon.sr, self._base_s)
                 self._lost = None

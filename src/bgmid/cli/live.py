@@ -46,6 +46,9 @@ def _status(live, done: threading.Event, every_s: float) -> None:
     while not done.wait(every_s):
         st = live.stats
         now = ", ".join(f"{t[:24]} since {timecode(a)} ({d:.0f} s)" for t, a, d in live.playing()) or "-"
+        held = live.held_s()
+        if held:
+            now = f"- (holding {held:.0f} of {live.cfg.alteration_scan_s:g} s to estimate the alteration)"
         print(f"bgmid monitor: {live.cfg.name}: {'up' if st.connected else 'down'}  audio {st.programme_s:.0f} s  "
               f"lag {st.lag_s:.1f} s  cues {st.cues}  gaps {st.gaps}  playing: {now}", file=sys.stderr, flush=True)
 
