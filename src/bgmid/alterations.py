@@ -34,8 +34,8 @@ import numpy as np
 from bgmid.fingerprint.landmarks import Landmarks, pair_peaks, peak_candidates, spectrogram, thin_peaks
 from bgmid.fingerprint.presets import Preset
 
-__all__ = ["Alteration", "NONE", "PostingCache", "QueryPeaks", "default_grid", "fine_grid", "query_peaks", "search",
-           "settle", "settled", "tempo_grid", "undo"]
+__all__ = ["Alteration", "NONE", "PostingCache", "QueryPeaks", "UndoStream", "default_grid", "fine_grid", "query_peaks",
+           "search", "settle", "settled", "tempo_grid", "undo", "undo_pieces"]
 
 
 @dataclass(frozen=True)
@@ -379,21 +379,31 @@ def undo_pieces(pieces, sr: int, alt: Alteration):
     track's scale, so the monitor matches it as if unaltered (its times are then ``time_factor`` times the
     programme's). Speed and transposition by streamed soxr resampling (exact), tempo with ffmpeg's
     ``atempo`` (the WSOLA time stretch broadcast tools use), streamed through one filter graph."""
-    import soxr
-
     if alt.is_none:
         yield from pieces
         return
-    ratio = alt.freq_factor  # resampling slows by this and lowers the pitch by it
-    rs = soxr.ResampleStream(sr, sr * ratio, 1, dtype="float32", quality="HQ")
-    stretch = ratio / alt.time_factor  # then atempo restores the remaining tempo difference
-    graph = _AtempoStream(sr, stretch) if abs(stretch - 1) > 1e-6 else None
+    undo = UndoStream(sr, alt)
     for last, piece in _flag_last(pieces):
-        y = rs.resample_chunk(np.asarray(piece, np.float32), last=last)
-        if graph is not None:
-            y = graph.push(y, last)
+        y = undo.push(piece, last)
         if y.size:
             yield y
+
+
+class UndoStream:
+    """:func:`undo_pieces` pushed a piece at a time (live monitoring: the pieces come as they arrive)."""
+
+    def __init__(self, sr: int, alt: Alteration):
+        import soxr
+
+        ratio = alt.freq_factor  # resampling slows by this and lowers the pitch by it
+        self.rs = soxr.ResampleStream(sr, sr * ratio, 1, dtype="float32", quality="HQ")
+        stretch = ratio / alt.time_factor  # then atempo restores the remaining tempo difference
+        self.graph = _AtempoStream(sr, stretch) if abs(stretch - 1) > 1e-6 else None
+
+    def push(self, piece: np.ndarray, last: bool = False) -> np.ndarray:
+        """The undone samples of ``piece`` available so far (``last``: flush the filters' tails)."""
+        y = self.rs.resample_chunk(np.asarray(piece, np.float32), last=last)
+        return self.graph.push(y, last) if self.graph is not None else y
 
 
 def _flag_last(it):

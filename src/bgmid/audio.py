@@ -83,9 +83,9 @@ class AudioInfo:
     container: str
 
 
-#: URL schemes read as live streams (anything PyAV's ffmpeg opens as a network protocol); a name without one of
-#: these prefixes is a file.
-LIVE_SCHEMES = ("udp", "rtp", "srt", "http", "https", "tcp", "rtmp", "rtmps", "rtsp", "hls", "icecast")
+#: URL schemes read as live streams (anything PyAV's ffmpeg opens as a network protocol, and ``device://`` for a
+#: capture device, :mod:`bgmid.livesource`); a name without one of these prefixes is a file.
+LIVE_SCHEMES = ("udp", "rtp", "srt", "http", "https", "tcp", "rtmp", "rtmps", "rtsp", "hls", "icecast", "device")
 
 
 def is_url(source: str | os.PathLike) -> bool:

@@ -106,9 +106,9 @@ def _channel_main(job: ChannelJob, status: mp.Queue) -> None:
 
     def record(rec: dict) -> None:
         writer.write(rec)
-        if rec["type"] == "cue":
+        if rec["type"] in ("cue", "cue_retract"):  # a retraction takes back a cue written
             day = rec["start_utc"][:10]
-            today[day] = today.get(day, 0) + 1
+            today[day] = today.get(day, 0) + (1 if rec["type"] == "cue" else -1)
 
     sep = resolve_separator(job.separator, job.device)
     with open_index(job.db, preset=job.preset) as store:
@@ -232,7 +232,8 @@ def run_channels(args) -> int:
     jobs = [ChannelJob(
         channel=c, db=str(args.db), out=str(out_dir / f"{c.name}.jsonl"), rotate=args.rotate, monitor=config,
         live=LiveConfig(name=c.name, stream=c.stream if c.stream is not None else args.stream,
-                        read_timeout_s=args.read_timeout, idle_timeout_s=args.idle_timeout),
+                        read_timeout_s=args.read_timeout, idle_timeout_s=args.idle_timeout,
+                        alteration_scan_s=args.alteration_scan),
         separator=c.separator or args.separator, device=args.device, preset=args.preset, shifts=args.shifts,
         alteration=args.alteration) for c in chans]
     final = supervise(jobs, status_every_s=args.status_every)

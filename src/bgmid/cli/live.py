@@ -14,19 +14,29 @@ from bgmid.errors import BgmidError
 
 
 def cue_line(rec: dict) -> str:
-    """One record as a terminal line: ``channel  UTC in-out  title  duration usage score`` or a gap."""
+    """One record as a terminal line: ``channel  UTC in-out  #id title  duration usage score`` (``updated`` after
+    an update), a retraction, a gap or the alteration estimate."""
     ch = f"{rec['channel']}  " if rec.get("channel") else ""
-    if rec["type"] == "signal_loss":
+    kind = rec["type"]
+    if kind == "signal_loss":
         return f"{ch}{rec['start_utc'][11:19]}-{rec['end_utc'][11:19]}  -- signal lost {rec['duration_s']:.1f} s --"
+    if kind == "cue_retract":
+        into = f" (merged into #{rec['merged_into']})" if rec.get("merged_into") else ""
+        return f"{ch}#{rec['cue_id']} retracted{into}"
+    if kind == "alteration":
+        return (f"{ch}alteration from the first {rec['from_s']:.0f} s: speed {rec['speed']:g}, tempo {rec['tempo']:g}, "
+                f"pitch {rec['pitch_semitones']:+g} semitones")
     return (f"{ch}{rec['start_utc'][11:19]}-{rec['end_utc'][11:19]}  #{rec['seq']:<4d} {rec['title'][:34]:34s} "
-            f"{rec['tc_in']}-{rec['tc_out']}  {rec['duration_s']:6.1f} s  {rec['usage']:10s} {rec['score']:5d}")
+            f"{rec['tc_in']}-{rec['tc_out']}  {rec['duration_s']:6.1f} s  {rec['usage']:10s} {rec['score']:5d}"
+            f"{'  updated' if kind == 'cue_update' else ''}")
 
 
 def live_alteration(text: str):
-    """--alteration for a live source: 'auto' needs the programme's first minutes, so it means none here."""
+    """--alteration for a live source (:func:`bgmid.alterations.parse_alteration`): 'auto' is estimated from the
+    channel's first --alteration-scan seconds (:class:`bgmid.live.LiveMonitor`)."""
     from bgmid.alterations import parse_alteration
 
-    return None if text == "auto" else parse_alteration(text)
+    return parse_alteration(text)
 
 
 def _status(live, done: threading.Event, every_s: float) -> None:
@@ -36,6 +46,9 @@ def _status(live, done: threading.Event, every_s: float) -> None:
     while not done.wait(every_s):
         st = live.stats
         now = ", ".join(f"{t[:24]} since {timecode(a)} ({d:.0f} s)" for t, a, d in live.playing()) or "-"
+        held = live.held_s()
+        if held:
+            now = f"- (holding {held:.0f} of {live.cfg.alteration_scan_s:g} s to estimate the alteration)"
         print(f"bgmid monitor: {live.cfg.name}: {'up' if st.connected else 'down'}  audio {st.programme_s:.0f} s  "
               f"lag {st.lag_s:.1f} s  cues {st.cues}  gaps {st.gaps}  playing: {now}", file=sys.stderr, flush=True)
 
@@ -64,15 +77,29 @@ def cmd_live(args: argparse.Namespace) -> int:
     source = args.inputs[0]
     config = monitor_config(args, block_s=LIVE_BLOCK_S)
     live_cfg = LiveConfig(name=args.name or source, stream=args.stream, read_timeout_s=args.read_timeout,
-                          idle_timeout_s=args.idle_timeout)
+                          idle_timeout_s=args.idle_timeout, alteration_scan_s=args.alteration_scan)
     sep = resolve_separator(args.separator, args.device)
     sep_name = "none" if sep is None else getattr(sep, "name", args.separator)
     writer = JsonlWriter(args.out, args.rotate) if args.out else None
 
+    shown_lines: dict[int, str] = {}  # cue_id -> its terminal line: an update that shows nothing new is not shown
+
     def record(rec: dict) -> None:
         if writer is not None:
             writer.write(rec)
-        print(json.dumps(rec, ensure_ascii=False) if args.json else cue_line(rec), flush=True)
+        if args.json:
+            print(json.dumps(rec, ensure_ascii=False), flush=True)
+            return
+        line = cue_line(rec)
+        if rec["type"] in ("cue", "cue_update"):
+            if shown_lines.get(rec["cue_id"]) == line.removesuffix("  updated"):
+                return
+            shown_lines[rec["cue_id"]] = line.removesuffix("  updated")
+            if len(shown_lines) > 1000:  # updates come within a minute: the oldest are not needed (bounded memory)
+                del shown_lines[next(iter(shown_lines))]
+        elif rec["type"] == "cue_retract":
+            shown_lines.pop(rec["cue_id"], None)
+        print(line, flush=True)
 
     with open_index(args.db, preset=args.preset) as store, audio_warnings("monitor"):
         mon = Monitor(store, sep, config, QueryOptions(shifts=args.shifts), separator_name=sep_name,

@@ -147,12 +147,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     live = p.add_argument_group(
         "live streams",
-        "An INPUT that is a URL (udp://, rtp://, http(s)://, an HLS .m3u8; srt:// where PyAV has libsrt) is monitored "
-        "live until it ends "
-        "(--idle-timeout) or SIGTERM/SIGINT, which flush the open cues: each cue is printed, and with --out "
-        "FILE.jsonl written as one JSON line, as soon as it closes (about 30 s + --window + --block after "
-        "the music stops); a dropped stream is reconnected with back-off and each gap written as a signal_loss "
-        "record. --out FILE.jsonl on a file runs the same live pipeline on it.",
+        "An INPUT that is a URL (udp://, rtp://, srt://, http(s)://, an HLS .m3u8) or a capture device "
+        "(device://FORMAT/NAME: device://alsa/hw:1,0, device://pulse/default, device://lavfi/sine=f=440) is "
+        "monitored live until it ends (--idle-timeout) or SIGTERM/SIGINT, which flush the open cues: each cue is "
+        "printed, and with --out FILE.jsonl written as one JSON line, as soon as it closes (about --max-gap + "
+        "--window + --block after the music stops; a cue_update record amends it when a same-offset link up to "
+        "30 s later makes it longer); a dropped stream is reconnected with back-off and each gap written as a "
+        "signal_loss record. srt:// and devices PyAV lacks are read through the ffmpeg program. --out FILE.jsonl "
+        "on a file runs the same live pipeline on it. Record types: docs/live.md.",
     )
     live.add_argument("--name", default="", help="channel name written in every record (default: the URL)")
     live.add_argument(
@@ -166,6 +168,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     live.add_argument(
         "--read-timeout", type=float, default=5.0, metavar="S",
         help="no packet for S seconds is a signal loss (default %(default)s)",
+    )
+    live.add_argument(
+        "--alteration-scan", type=float, default=120.0, metavar="S",
+        help="with --alteration auto: seconds of a channel's first audio the estimate reads; they are held back "
+        "meanwhile, so the first cues come that much later (default %(default)s)",
     )
     live.add_argument(
         "--block", type=float, default=None, metavar="S",
