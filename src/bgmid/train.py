@@ -74,6 +74,7 @@ class TrainConfig:
     p_speech_only: float = 0.05
     p_high_snr: float = 0.15
     threads: int = 2
+    scenes: bool = False  #: train on real scenes (crowds, effects, rooms, EQ: bgmid.data.scenes.SceneConfig)
     model_overrides: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -90,11 +91,12 @@ class MixtureBatches:
 
     def __init__(self, cfg: TrainConfig, sample_rate: int, length: int) -> None:
         from bgmid.data.mixing import MixtureDataset
+        from bgmid.data.scenes import SceneConfig
 
         self.ds = MixtureDataset(
             cfg.root, split="train", sample_rate=sample_rate, length=length, snr_db=tuple(cfg.snr_db),
             p_music_only=cfg.p_music_only, p_speech_only=cfg.p_speech_only, p_high_snr=cfg.p_high_snr,
-            seed=cfg.seed, epoch_size=cfg.batch_size,
+            seed=cfg.seed, epoch_size=cfg.batch_size, scene=SceneConfig() if cfg.scenes else None,
         )
         self.batch_size = cfg.batch_size
         self.lock = threading.Lock()

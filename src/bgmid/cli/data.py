@@ -76,6 +76,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="transpose the whole programme by SEMITONES with tempo kept (default 0)")
     g.set_defaults(func=_programme)
 
+    e = dsub.add_parser("effects", help="build the effects set (the packages' short sound effects) for scene "
+                        "training and scene test sets (resumable)",
+                        description="Converts the sound-effect folders of hedgewars-data, blobwars-data, "
+                        "colobot-common-sounds and marsshooter-data (files of 0.1-20 s; music and voices left out) "
+                        "into ROOT/effects/ (effects.json, audio/<rate>/<id>.npy at 16000 and 22050 Hz), split "
+                        "80/10/10 train/val/test by content hash. The corpus manifest is not changed.")
+    _root(e)
+    e.add_argument("--workers", type=int, default=1, help="decoding processes (default 1)")
+    e.set_defaults(func=_effects)
+
     s = dsub.add_parser("info", help="print the corpus summary (tracks, hours per split, speech per source)")
     _root(s)
     s.set_defaults(func=_info)
@@ -155,6 +165,15 @@ def _mix(args: argparse.Namespace) -> int:
             for name in mixing.fixed_set_names(split, conditions=conditions):
                 mixing.export_wavs(root, name, args.sr[0], Path(root) / "listen", args.wav)
     print(f"fixed sets written in {time.time() - t0:.0f} s")
+    return 0
+
+
+def _effects(args: argparse.Namespace) -> int:
+    from bgmid.data.effects import effects_root, fetch_effects
+
+    man = fetch_effects(args.root, workers=args.workers)
+    print(f"effects set {effects_root(args.root)}: {len(man['items'])} effects from {', '.join(man['packages'])}; "
+          + ", ".join(f"{k} {v['items']} ({v['seconds'] / 60:.1f} min)" for k, v in sorted(man["summary"].items())))
     return 0
 
 
