@@ -18,7 +18,7 @@ import csv
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -155,7 +155,7 @@ class Line:
     gain_db: float
 
 
-def _pause_s(rng: np.random.Generator) -> float:
+def _natural_pause_s(rng: np.random.Generator) -> float:
     """A natural pause between lines (s): mostly 0.15-1.2 s turn gaps, sometimes a 1.5-4 s silence."""
     if rng.random() < 0.15:
         return float(rng.uniform(1.5, 4.0))
@@ -163,13 +163,15 @@ def _pause_s(rng: np.random.Generator) -> float:
 
 
 def plan_dialogue(rng: np.random.Generator, lines: Sequence[dict], clip_s: float,
-                  lead_in: bool = True) -> list[Line]:
+                  lead_in: bool = True, pause: Callable[[np.random.Generator], float] | None = None) -> list[Line]:
     """Lay out spoken lines (from ``lines``, manifest records of one source) over ``clip_s`` seconds.
 
     With ``lead_in`` the clip starts at a random point of an ongoing dialogue (inside a line or a pause),
-    as a crop of a programme would. Returns the placed lines; rendering is separate so that the same plan
-    can be rendered at several sample rates.
+    as a crop of a programme would. ``pause`` draws the gap (s) after each line (default: natural pauses,
+    mostly 0.15-1.2 s, sometimes 1.5-4 s). Returns the placed lines; rendering is separate so that the same
+    plan can be rendered at several sample rates.
     """
+    _pause_s = pause or _natural_pause_s
     out: list[Line] = []
     t = 0.0
     if lead_in:
