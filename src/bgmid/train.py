@@ -74,6 +74,7 @@ class TrainConfig:
     p_speech_only: float = 0.05
     p_high_snr: float = 0.15
     threads: int = 2
+    init: str | None = None  #: start a fresh run from these weights (a release checkpoint of the same model)
     scenes: bool = False  #: train on real scenes (crowds, effects, rooms, EQ: bgmid.data.scenes.SceneConfig)
     model_overrides: dict[str, Any] = field(default_factory=dict)
 
@@ -297,6 +298,13 @@ def _train(cfg: TrainConfig, data: BatchSource | None, resume: bool, val_sets: V
         log(f"resumed {last_path} at step {step}")
     elif resume:
         log(f"no checkpoint at {last_path}; starting fresh")
+    if cfg.init and step == 0:  # fine-tuning: weights (and EMA) from a release checkpoint, a fresh optimiser
+        ck = registry.load_checkpoint(cfg.init)
+        if ck.get("name") != cfg.model:
+            raise BgmidError(f"{cfg.init} holds a '{ck.get('name')}' model, not '{cfg.model}'.")
+        model.load_state_dict(ck["state"])
+        ema.load_state_dict(ck["state"])
+        log(f"initialised from {cfg.init}")
     if data is None:
         data = MixtureBatches(cfg, model.sample_rate, model.segment)
     retry_val = val_sets is None  # the fixed sets may be built while we train: look again at each validation
