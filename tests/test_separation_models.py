@@ -36,7 +36,7 @@ def test_paper_wave_unet_shape() -> None:
     m = build("wave-unet", "paper").eval()
     assert m.segment == 16384 and m.sample_rate == 16000
     with torch.no_grad():
-        y = m(torch.randn(1, 1, 16384))
+        y = m(torch.randn(1, 1, 16384) * 0.1)  # at the normalisation's target level the tanh outputs are the stems
     assert y.shape == (1, 2, 16384) and y.abs().max() <= 1
 
 

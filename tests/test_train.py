@@ -71,3 +71,25 @@ def test_si_sdr() -> None:
     s = rng.standard_normal(1000)
     assert si_sdr(reference=s, estimate=3 * s, zero_mean=True) > 80
     assert si_sdr(reference=s, estimate=s + rng.standard_normal(1000), zero_mean=True) == pytest.approx(0, abs=1)
+
+
+def test_init_fine_tunes_from_weights(tmp_path) -> None:
+    """--init: a fresh run starts from a release checkpoint's weights (another seed's random network would
+    differ), and names a mismatched model as a user error."""
+    from bgmid.errors import BgmidError
+    from bgmid.separation import load_checkpoint
+
+    data = SyntheticBatches(2, 4032)
+    a = train(_cfg(tmp_path / "a", 3), data, progress=False, val_sets={}, log=lambda s: None)
+    cfg = _cfg(tmp_path / "b", 0)
+    cfg.init, cfg.seed = str(a.run_dir / "best.pt"), 7
+    b = train(cfg, data, progress=False, val_sets={}, log=lambda s: None)
+    sa, sb = load_checkpoint(a.run_dir / "best.pt")["state"], load_checkpoint(b.run_dir / "best.pt")["state"]
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    fresh = train(_cfg(tmp_path / "c", 0), data, progress=False, val_sets={}, log=lambda s: None)
+    sc = load_checkpoint(fresh.run_dir / "best.pt")["state"]
+    assert not all(torch.equal(sa[k], sc[k]) for k in sa)
+    bad = _cfg(tmp_path / "d", 0)
+    bad.model, bad.init, bad.model_overrides = "wave-unet", cfg.init, TINY["wave-unet"]
+    with pytest.raises(BgmidError):
+        train(bad, data, progress=False, val_sets={}, log=lambda s: None)

@@ -74,6 +74,8 @@ class TrainConfig:
     p_speech_only: float = 0.05
     p_high_snr: float = 0.15
     threads: int = 2
+    init: str | None = None  #: start a fresh run from these weights (a release checkpoint of the same model)
+    scenes: bool = False  #: train on real scenes (crowds, effects, rooms, EQ: bgmid.data.scenes.SceneConfig)
     model_overrides: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -90,11 +92,12 @@ class MixtureBatches:
 
     def __init__(self, cfg: TrainConfig, sample_rate: int, length: int) -> None:
         from bgmid.data.mixing import MixtureDataset
+        from bgmid.data.scenes import SceneConfig
 
         self.ds = MixtureDataset(
             cfg.root, split="train", sample_rate=sample_rate, length=length, snr_db=tuple(cfg.snr_db),
             p_music_only=cfg.p_music_only, p_speech_only=cfg.p_speech_only, p_high_snr=cfg.p_high_snr,
-            seed=cfg.seed, epoch_size=cfg.batch_size,
+            seed=cfg.seed, epoch_size=cfg.batch_size, scene=SceneConfig() if cfg.scenes else None,
         )
         self.batch_size = cfg.batch_size
         self.lock = threading.Lock()
@@ -295,6 +298,13 @@ def _train(cfg: TrainConfig, data: BatchSource | None, resume: bool, val_sets: V
         log(f"resumed {last_path} at step {step}")
     elif resume:
         log(f"no checkpoint at {last_path}; starting fresh")
+    if cfg.init and step == 0:  # fine-tuning: weights (and EMA) from a release checkpoint, a fresh optimiser
+        ck = registry.load_checkpoint(cfg.init)
+        if ck.get("name") != cfg.model:
+            raise BgmidError(f"{cfg.init} holds a '{ck.get('name')}' model, not '{cfg.model}'.")
+        model.load_state_dict(ck["state"])
+        ema.load_state_dict(ck["state"])
+        log(f"initialised from {cfg.init}")
     if data is None:
         data = MixtureBatches(cfg, model.sample_rate, model.segment)
     retry_val = val_sets is None  # the fixed sets may be built while we train: look again at each validation

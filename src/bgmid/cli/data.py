@@ -76,6 +76,29 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="transpose the whole programme by SEMITONES with tempo kept (default 0)")
     g.set_defaults(func=_programme)
 
+    h = dsub.add_parser("hard-sets", help="add the harder test sets (continuous dialogue, crowd, -25 dB) next to "
+                        "the fixed sets, never overwriting a file",
+                        description="From the clips of the fixed sets ('bgmid data mix' first): SPLIT_-10dB_turns, "
+                        "SPLIT_-20dB_turns, SPLIT_-25dB_turns (continuous dialogue, turn gaps 0.1-0.6 s), "
+                        "SPLIT_-10dB_crowd (the dialogue plus six other voices at its level, music 10 dB below "
+                        "both), SPLIT_speech_crowd (its speech-only negative) and SPLIT_-25dB; per-set speech band "
+                        "and pause statistics in scene_sets.json. Existing files are kept as they are.")
+    _root(h)
+    h.add_argument("--sr", type=int, default=16000, help="sample rate of the fixed sets (Hz, default 16000)")
+    h.add_argument("--split", default="test", help="split (default test)")
+    h.add_argument("--seed", type=int, default=0)
+    h.set_defaults(func=_hard_sets)
+
+    e = dsub.add_parser("effects", help="build the effects set (the packages' short sound effects) for scene "
+                        "training and scene test sets (resumable)",
+                        description="Converts the sound-effect folders of hedgewars-data, blobwars-data, "
+                        "colobot-common-sounds and marsshooter-data (files of 0.1-20 s; music and voices left out) "
+                        "into ROOT/effects/ (effects.json, audio/<rate>/<id>.npy at 16000 and 22050 Hz), split "
+                        "80/10/10 train/val/test by content hash. The corpus manifest is not changed.")
+    _root(e)
+    e.add_argument("--workers", type=int, default=1, help="decoding processes (default 1)")
+    e.set_defaults(func=_effects)
+
     s = dsub.add_parser("info", help="print the corpus summary (tracks, hours per split, speech per source)")
     _root(s)
     s.set_defaults(func=_info)
@@ -155,6 +178,25 @@ def _mix(args: argparse.Namespace) -> int:
             for name in mixing.fixed_set_names(split, conditions=conditions):
                 mixing.export_wavs(root, name, args.sr[0], Path(root) / "listen", args.wav)
     print(f"fixed sets written in {time.time() - t0:.0f} s")
+    return 0
+
+
+def _hard_sets(args: argparse.Namespace) -> int:
+    from bgmid.data.hard_sets import build_scene_sets
+
+    t0 = time.time()
+    counts = build_scene_sets(args.root, args.split, args.sr, seed=args.seed)
+    print(f"wrote {len(counts)} sets ({', '.join(f'{k} {v}' for k, v in counts.items()) or 'none new'}) "
+          f"in {time.time() - t0:.0f} s")
+    return 0
+
+
+def _effects(args: argparse.Namespace) -> int:
+    from bgmid.data.effects import effects_root, fetch_effects
+
+    man = fetch_effects(args.root, workers=args.workers)
+    print(f"effects set {effects_root(args.root)}: {len(man['items'])} effects from {', '.join(man['packages'])}; "
+          + ", ".join(f"{k} {v['items']} ({v['seconds'] / 60:.1f} min)" for k, v in sorted(man["summary"].items())))
     return 0
 
 

@@ -49,6 +49,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--val-every", type=float, default=360.0, help="seconds between validations")
     t.add_argument("--val-clips", type=int, default=16)
     t.add_argument("--val-seconds", type=float, default=6.0, help="first seconds of each validation clip")
+    t.add_argument("--init", metavar="WEIGHTS",
+                   help="fine-tune: start a fresh run from these weights (e.g. models/wave-densenet-lite.pt); "
+                   "the run's constructor arguments come from --config, so its input normalisation applies")
+    t.add_argument("--scenes", action="store_true",
+                   help="train on real scenes: the non-music stem adds crowd babble (3-8 voices), effects and "
+                   "ambience ('bgmid data effects'), room reverberation (RT60 0.2-1.2 s), EQ and level ramps")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=cmd_train)
 
@@ -92,7 +98,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         model=args.model, config=args.config, root=args.root, out=args.out, batch_size=args.batch_size,
         lr=args.lr, warmup=args.warmup, steps=args.steps, minutes=args.minutes, seed=args.seed, threads=args.threads,
         ckpt_every_s=args.ckpt_every, val_every_s=args.val_every, val_clips=args.val_clips,
-        val_seconds=args.val_seconds,
+        val_seconds=args.val_seconds, scenes=args.scenes, init=args.init,
     )
     train(cfg, resume=args.resume, progress=not args.no_progress)
     return 0

@@ -18,7 +18,7 @@ import csv
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -155,7 +155,7 @@ class Line:
     gain_db: float
 
 
-def _pause_s(rng: np.random.Generator) -> float:
+def _natural_pause_s(rng: np.random.Generator) -> float:
     """A natural pause between lines (s): mostly 0.15-1.2 s turn gaps, sometimes a 1.5-4 s silence."""
     if rng.random() < 0.15:
         return float(rng.uniform(1.5, 4.0))
@@ -163,13 +163,15 @@ def _pause_s(rng: np.random.Generator) -> float:
 
 
 def plan_dialogue(rng: np.random.Generator, lines: Sequence[dict], clip_s: float,
-                  lead_in: bool = True) -> list[Line]:
+                  lead_in: bool = True, pause: Callable[[np.random.Generator], float] | None = None) -> list[Line]:
     """Lay out spoken lines (from ``lines``, manifest records of one source) over ``clip_s`` seconds.
 
     With ``lead_in`` the clip starts at a random point of an ongoing dialogue (inside a line or a pause),
-    as a crop of a programme would. Returns the placed lines; rendering is separate so that the same plan
-    can be rendered at several sample rates.
+    as a crop of a programme would. ``pause`` draws the gap (s) after each line (default: natural pauses,
+    mostly 0.15-1.2 s, sometimes 1.5-4 s). Returns the placed lines; rendering is separate so that the same
+    plan can be rendered at several sample rates.
     """
+    _pause_s = pause or _natural_pause_s
     out: list[Line] = []
     t = 0.0
     if lead_in:
@@ -261,6 +263,11 @@ class MixtureDataset(_TorchDataset):
       Why: most available speech is 4 kHz-band; broadcast dialogue is wideband.
     * Level: the mixture's RMS uniform in ``level_dbfs`` (gain augmentation), then scaled down if it
       would clip.
+    * ``scene`` (:class:`bgmid.data.scenes.SceneConfig`; None: clean dialogue, as before): the non-music stem
+      becomes a scene (:meth:`scene_stem`): crowd babble of several other voices, effects and ambience from the
+      effects set (``bgmid data effects``; left out when it is not built), room reverberation on the voices,
+      a random EQ and a slow level change; the music gets its own random EQ. The SNR is then drawn against
+      the whole non-music stem.
 
     ``seed=None``: fresh randomness per call (use in training). With a seed, item ``i`` is a fixed
     function of ``(seed, epoch, i)``; call :meth:`set_epoch` to get new examples per epoch.
@@ -281,8 +288,10 @@ class MixtureDataset(_TorchDataset):
         wideband_weight: float = 4.0,
         wideband_hz: float = 5000.0,
         level_dbfs: tuple[float, float] = (-32.0, -12.0),
+        scene=None,
     ):
         self.corpus = Corpus(root, sample_rate)
+        self.scene = scene
         self.split = split
         self.sr = int(sample_rate)
         self.length = int(length)
@@ -312,6 +321,12 @@ class MixtureDataset(_TorchDataset):
             w.append(math.sqrt(hours) * (wideband_weight if band >= wideband_hz else 1.0))
         self.source_names = names
         self.source_p = np.asarray(w) / np.sum(w)
+        self.effects: list[np.ndarray] = []
+        if scene is not None and scene.p_effects > 0:
+            from bgmid.data.effects import has_effects, load_effects
+
+            if has_effects(self.corpus.root):
+                self.effects = [e for e in load_effects(self.corpus.root, split, self.sr) if e.size > 0]
 
     def __len__(self) -> int:
         return self.epoch_size
@@ -350,8 +365,12 @@ class MixtureDataset(_TorchDataset):
         if speech_on:
             src = self.sources[self.source_names[int(rng.choice(len(self.source_names), p=self.source_p))]]
             speech = make_dialogue(self.corpus, rng, src, n)
+            if self.scene is not None:
+                speech = self.scene_stem(rng, speech)
         else:
             speech = np.zeros(n, np.float32)
+        if music_on and self.scene is not None and rng.random() < self.scene.p_eq:
+            music = self._random_eq(rng, music)
         if music_on and speech_on:
             snr = (float(rng.uniform(0.0, 20.0)) if rng.random() < self.p_high_snr
                    else float(rng.uniform(*self.snr_range)))
@@ -367,6 +386,45 @@ class MixtureDataset(_TorchDataset):
                 g *= 0.99 / peak
             music, speech = music * np.float32(g), speech * np.float32(g)
         return music.astype(np.float32), speech.astype(np.float32), snr
+
+    def _random_eq(self, rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
+        from bgmid.data.scenes import equalise
+
+        sc = self.scene
+        bell_hz = float(np.exp(rng.uniform(math.log(150.0), math.log(0.4 * self.sr))))
+        return equalise(x, self.sr, float(rng.uniform(*sc.tilt_db_per_octave)), bell_hz,
+                        float(rng.uniform(*sc.bell_db)))
+
+    def scene_stem(self, rng: np.random.Generator, dialogue: np.ndarray) -> np.ndarray:
+        """The non-music stem of a scene around ``dialogue`` (float32, same length), drawn by ``self.scene``:
+        a crowd of other voices of the split, the room's reverberation on voices, effects, EQ, a level ramp.
+        Levels are relative to the dialogue's power (-20 dBFS when the dialogue is silent)."""
+        from bgmid.data import scenes
+
+        sc, n, sr = self.scene, dialogue.size, self.sr
+        ref = _rms(dialogue) if _rms(dialogue) > 1e-5 else 0.1
+        voices = dialogue.astype(np.float32)
+        if rng.random() < sc.p_babble:
+            k = int(rng.integers(sc.babble_voices[0], sc.babble_voices[1] + 1))
+            crowd = [make_dialogue(self.corpus, rng, self.sources[self.source_names[int(rng.choice(
+                len(self.source_names), p=self.source_p))]], n) for _ in range(k)]
+            voices = voices + scenes.babble(crowd, rng) * np.float32(ref * 10 ** (rng.uniform(*sc.babble_db) / 20))
+        if rng.random() < sc.p_reverb:
+            ir = scenes.room_ir(rng, sr, float(rng.uniform(*sc.rt60_s)), float(rng.uniform(*sc.drr_db)))
+            voices = scenes.reverberate(voices, ir)
+        stem = voices
+        if self.effects and rng.random() < sc.p_effects:
+            k = int(rng.integers(sc.effects_count[0], sc.effects_count[1] + 1))
+            picks = [self.effects[int(rng.integers(len(self.effects)))] for _ in range(k)]
+            stem = stem.copy()
+            for start, piece in scenes.place_effects(picks, n, rng, sr):
+                g = ref * 10 ** (rng.uniform(*sc.effects_db) / 20) / scenes.rms(piece)
+                stem[start : start + piece.size] += piece * np.float32(g)
+        if rng.random() < sc.p_eq:
+            stem = self._random_eq(rng, stem)
+        if rng.random() < sc.p_level_ramp:
+            stem = scenes.level_ramp(stem, 0.0, float(rng.uniform(*sc.ramp_db)))
+        return stem.astype(np.float32)
 
     def __getitem__(self, index: int):
         import torch

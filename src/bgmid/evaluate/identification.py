@@ -161,18 +161,23 @@ QUERY_GRID = (
 
 def set_role(name: str) -> tuple[str, float]:
     """(role, SNR dB) of a fixed set name: ``mixture``, ``clean``, ``speech``, ``ooi``, ``ooi_mixture``, and
-    for the broadcast-condition sets of ``bgmid data mix --conditions`` (``test_-10dB_speed+4.2``,
+    the scene sets of ``bgmid data hard-sets`` (``test_-20dB_turns``, ``test_speech_crowd``) the role of their
+    base set; for the broadcast-condition sets of ``bgmid data mix --conditions`` (``test_-10dB_speed+4.2``,
     ``test_speech_broadcast``, see :func:`bgmid.data.mixing.split_condition`) ``condition`` (altered music)
     or ``condition_negative`` (altered speech or out-of-index music), with the SNR of their base set.
 
     SNR is +inf for music-only sets and -inf for speech-only ones.
     """
+    from bgmid.data.hard_sets import split_scene
     from bgmid.data.mixing import split_condition
 
     base, cond = split_condition(name)
     if cond:
         role, snr = set_role(base)
         return ("condition_negative" if is_negative(role) else "condition"), snr
+    base, scene = split_scene(name)  # the scene sets (test_-20dB_turns, test_speech_crowd) keep their base's role
+    if scene:
+        return set_role(base)
     m = re.fullmatch(r"[A-Za-z0-9]+_(ooi_)?(-?\d+(?:\.\d+)?)dB", name)
     if m:
         return ("ooi_mixture" if m.group(1) else "mixture"), float(m.group(2))

@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from bgmid.separation.level import level_gain
+
 
 class STFT(nn.Module):
     """Hann-window STFT / inverse STFT with ``center=True`` (frame ``t`` is centred on sample ``t * hop``).
@@ -68,9 +70,13 @@ class SpectrogramMaskModel(nn.Module):
     #: total down-sampling factor of the mask network in frequency and time (set by subclasses)
     grid: int = 1
 
-    def __init__(self, sample_rate: int, n_fft: int, hop: int, frames: int) -> None:
+    def __init__(self, sample_rate: int, n_fft: int, hop: int, frames: int, input_rms: float = 0.0) -> None:
         super().__init__()
         self.sample_rate = int(sample_rate)
+        #: the mask network sees the magnitude of the mixture scaled to this RMS (0: unscaled, as checkpoints
+        #: trained before :mod:`bgmid.separation.level`); the mask is applied to the unscaled mixture, so the
+        #: output scales with the input
+        self.input_rms = float(input_rms)
         self.n_fft = int(n_fft)
         self.hop = int(hop)
         self.frames = int(frames)
@@ -101,14 +107,14 @@ class SpectrogramMaskModel(nn.Module):
         """(B, 1, N) mixture -> (B, 2, N): music, speech (complementary mask, mixture phase)."""
         b, _, n = mix.shape
         spec = self.stft(mix[:, 0])
-        m = self.mask(spec.abs())
+        m = self.mask(spec.abs() * level_gain(mix, self.input_rms))
         both = torch.stack([spec * m, spec * (1 - m)], dim=1).reshape(b * 2, *spec.shape[1:])
         return self.stft.inverse(both, n).reshape(b, 2, n)
 
     def spectrogram_loss(self, mix: torch.Tensor, music: torch.Tensor, speech: torch.Tensor) -> torch.Tensor:
         """Masked-magnitude L1 (Jansson et al.): |M X| vs |Y_music| and |(1-M) X| vs |Y_speech|, mean."""
         mag = self.stft(mix[:, 0]).abs()
-        m = self.mask(mag)
+        m = self.mask(mag * level_gain(mix, self.input_rms))
         loss_mu = (m * mag - self.stft(music[:, 0]).abs()).abs().mean()
         loss_sp = ((1 - m) * mag - self.stft(speech[:, 0]).abs()).abs().mean()
         return loss_mu + loss_sp

@@ -19,17 +19,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bgmid.separation.level import TARGET_RMS
 from bgmid.separation.spectral import SpectrogramMaskModel
 
 PAPER = dict(
     sample_rate=16000, n_fft=1024, hop=256, frames=512, growth=(14, 4, 7), layers=(4, 3, 3), scales=3,
-    first_channels=32, band_out=16, final_growth=12, final_layers=3,
+    first_channels=32, band_out=16, final_growth=12, final_layers=3, input_rms=TARGET_RMS,
 )
 #: CPU configuration at 11,025 Hz, n_fft 512, hop 128 (75% overlap), 64 frames (0.73 s); much narrower, since
 #: dense 2-D blocks at full spectrogram resolution are slow on a CPU.
 LITE = dict(
     sample_rate=11025, n_fft=512, hop=128, frames=64, growth=(6, 3, 4), layers=(2, 2, 2), scales=3,
-    first_channels=8, band_out=8, final_growth=6, final_layers=2,
+    first_channels=8, band_out=8, final_growth=6, final_layers=2, input_rms=TARGET_RMS,
 )
 CONFIGS = {"paper": PAPER, "lite": LITE}
 
@@ -110,8 +111,9 @@ class MMDenseNet(SpectrogramMaskModel):
         band_out: int = 16,
         final_growth: int = 12,
         final_layers: int = 3,
+        input_rms: float = 0.0,
     ) -> None:
-        super().__init__(sample_rate, n_fft, hop, frames)
+        super().__init__(sample_rate, n_fft, hop, frames, input_rms)
         self.grid = 2 ** (scales + 1)  # the band split at F/2 must leave both halves divisible by 2**scales
         self.bands = nn.ModuleList(
             _MDenseNet(int(g), int(n), scales, first_channels, band_out) for g, n in zip(growth, layers, strict=True)

@@ -11,11 +11,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from bgmid.separation.level import TARGET_RMS
 from bgmid.separation.spectral import SpectrogramMaskModel
 
-PAPER = dict(sample_rate=16000, n_fft=1024, hop=256, frames=512, channels=(16, 32, 64, 128, 256, 512))
+#: ``input_rms``: the mask network sees the mixture at this RMS (:mod:`bgmid.separation.level`).
+PAPER = dict(sample_rate=16000, n_fft=1024, hop=256, frames=512, channels=(16, 32, 64, 128, 256, 512),
+             input_rms=TARGET_RMS)
 #: CPU configuration: half the channels at 11,025 Hz, n_fft 512, hop 128 (75% overlap), 128 frames (1.5 s).
-LITE = dict(sample_rate=11025, n_fft=512, hop=128, frames=128, channels=(8, 16, 32, 64, 128, 256))
+LITE = dict(sample_rate=11025, n_fft=512, hop=128, frames=128, channels=(8, 16, 32, 64, 128, 256),
+            input_rms=TARGET_RMS)
 CONFIGS = {"paper": PAPER, "lite": LITE}
 
 
@@ -32,8 +36,9 @@ class UNet(SpectrogramMaskModel):
         kernel: int = 5,
         dropout: float = 0.5,
         dropout_layers: int = 3,
+        input_rms: float = 0.0,
     ) -> None:
-        super().__init__(sample_rate, n_fft, hop, frames)
+        super().__init__(sample_rate, n_fft, hop, frames, input_rms)
         channels = [int(c) for c in channels]
         self.grid = 2 ** len(channels)
         pad = kernel // 2

@@ -18,13 +18,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bgmid.separation.level import TARGET_RMS, level_gain
+
 PAPER = dict(
-    sample_rate=16000, growth=12, layers=12, downs=5, compression=0.2, kernel=15, init_channels=16, segment=16384
+    sample_rate=16000, growth=12, layers=12, downs=5, compression=0.2, kernel=15, init_channels=16, segment=16384,
+    input_rms=TARGET_RMS,
 )
+#: ``input_rms``: inputs are scaled to this RMS inside ``forward`` and outputs scaled back
+#: (:mod:`bgmid.separation.level`), so the output scales with the input.
 #: CPU configuration: same depth and kernels, 2 layers of growth 8 per block, 8 initial channels, at 11,025 Hz.
 #: Dense blocks at full waveform resolution are what make this model slow on a CPU, hence so narrow.
 LITE = dict(
-    sample_rate=11025, growth=8, layers=2, downs=5, compression=0.2, kernel=15, init_channels=8, segment=16384
+    sample_rate=11025, growth=8, layers=2, downs=5, compression=0.2, kernel=15, init_channels=8, segment=16384,
+    input_rms=TARGET_RMS,
 )
 CONFIGS = {"paper": PAPER, "lite": LITE}
 
@@ -70,9 +76,11 @@ class WaveDenseNet(nn.Module):
         init_channels: int = 16,
         segment: int = 16384,
         sources: int = 2,
+        input_rms: float = 0.0,
     ) -> None:
         super().__init__()
         self.sample_rate = int(sample_rate)
+        self.input_rms = float(input_rms)  # 0: off (checkpoints trained before bgmid.separation.level)
         self.downs = int(downs)
         self.segment = int(segment)
         pad = kernel // 2
@@ -115,8 +123,9 @@ class WaveDenseNet(nn.Module):
 
     def forward(self, mix: torch.Tensor) -> torch.Tensor:
         n = mix.shape[-1]
+        g = level_gain(mix, self.input_rms)  # the network sees one level; its output is scaled back
         extra = (-n) % self.quantum  # pooling by 2 five times needs a multiple of 32 samples
-        x0 = F.pad(mix, (0, extra))
+        x0 = F.pad(mix * g, (0, extra))
         x = self.init(x0)
         skips = []
         for block, down in zip(self.enc, self.trans_down, strict=True):
@@ -127,4 +136,4 @@ class WaveDenseNet(nn.Module):
         for up, block, skip in zip(self.trans_up, self.dec, reversed(skips), strict=True):
             x = block(torch.cat([up(x), skip], dim=1))
         x = self.final(x)
-        return torch.tanh(self.out(torch.cat([x, x0], dim=1)))[:, :, :n]
+        return torch.tanh(self.out(torch.cat([x, x0], dim=1)))[:, :, :n] / g

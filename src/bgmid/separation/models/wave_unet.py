@@ -12,12 +12,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bgmid.separation.level import TARGET_RMS, level_gain
+
 #: The paper's configuration (model M1): 12 levels, 24 * i filters, kernels 15 down / 5 up, 16 kHz, 16,384
 #: samples of input; 10.26 M parameters.
-PAPER = dict(sample_rate=16000, levels=12, base_channels=24, down_kernel=15, up_kernel=5, segment=16384)
+PAPER = dict(sample_rate=16000, levels=12, base_channels=24, down_kernel=15, up_kernel=5, segment=16384,
+             input_rms=TARGET_RMS)
 #: CPU configuration: same structure, 10 levels of 10 * i filters at 11,025 Hz (the fingerprinter's p1 rate);
 #: 1.07 M parameters (narrow because training shares 2 CPU cores with other jobs).
-LITE = dict(sample_rate=11025, levels=10, base_channels=10, down_kernel=15, up_kernel=5, segment=16384)
+LITE = dict(sample_rate=11025, levels=10, base_channels=10, down_kernel=15, up_kernel=5, segment=16384,
+            input_rms=TARGET_RMS)
 CONFIGS = {"paper": PAPER, "lite": LITE}
 
 
@@ -35,9 +39,11 @@ class WaveUNet(nn.Module):
         up_kernel: int = 5,
         segment: int = 16384,
         sources: int = 2,
+        input_rms: float = 0.0,
     ) -> None:
         super().__init__()
         self.sample_rate = int(sample_rate)
+        self.input_rms = float(input_rms)  # 0: off (checkpoints trained before bgmid.separation.level)
         self.levels = int(levels)
         self.segment = int(segment)
         c = base_channels
@@ -57,6 +63,8 @@ class WaveUNet(nn.Module):
         return 2**self.levels
 
     def forward(self, mix: torch.Tensor) -> torch.Tensor:
+        g = level_gain(mix, self.input_rms)  # the network sees one level; its output is scaled back
+        mix = mix * g
         skips = []
         x = mix
         for conv in self.down:
@@ -67,4 +75,4 @@ class WaveUNet(nn.Module):
         for conv, skip in zip(self.up, reversed(skips), strict=True):
             x = F.interpolate(x, scale_factor=2, mode="linear", align_corners=False)[:, :, : skip.shape[-1]]
             x = F.leaky_relu(conv(torch.cat([x, skip], dim=1)), 0.2)
-        return torch.tanh(self.out(torch.cat([x, mix], dim=1)))
+        return torch.tanh(self.out(torch.cat([x, mix], dim=1))) / g
