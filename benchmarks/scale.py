@@ -212,6 +212,102 @@ def decoy_catalogue(base: Path, size: int, target: Path) -> Path:
     return target
 
 
+def _decoy_xors(n: int) -> list[int]:
+    """The XOR constant of decoy copies 1..n (copy ``c`` is ``[c - 1]``: the draws of :func:`decoy_catalogue`)."""
+    rng = np.random.default_rng(16)
+    return [int(rng.integers(1, 2**20)) for _ in range(n)]
+
+
+def _built(single: Path, sharded: Path) -> int:
+    """Tracks of a finished (or partly grown) catalogue pair, 0 when there is none."""
+    try:
+        n = int(json.loads((single / "built.json").read_text())["tracks"])
+    except (OSError, ValueError, KeyError):
+        return 0
+    return n if (sharded / "shards.json").exists() and (sharded / "built.json").exists() else 0
+
+
+def _link_copy(src: Path, dst: Path) -> None:
+    """``dst`` a copy of index folder ``src``: segment files hard-linked (immutable), everything else copied."""
+    shutil.copytree(src, dst, copy_function=os.link, ignore=shutil.ignore_patterns("write.lock"))
+    for f in dst.rglob("meta.sqlite*"):
+        data = f.read_bytes()
+        f.unlink()
+        f.write_bytes(data)
+
+
+def grow_catalogues(base: Path, size: int, work: Path, shards: int) -> tuple[Path, Path]:
+    """``work/cat<size>`` (single index) and ``work/cat<size>-<shards>shards`` (the same catalogue sharded), grown
+    together from ``base`` (real tracks + decoys) with more decoy copies of it, each copy's hashes XOR-ed by its
+    own constant (:func:`decoy_catalogue`'s rule) and written in bulk, one segment per copy in the single index
+    and one per shard (track ``t`` in shard ``t mod N``, as :func:`bgmid.index.shard.split_index` places it):
+    the same content as growing the single index and splitting it, without decoding it again. Resumable (after
+    each copy ``built.json`` records the tracks so far); starts from the largest smaller pair already in ``work``
+    (hard-linked)."""
+    from bgmid.index import open_index
+    from bgmid.index.base import TrackMeta
+    from bgmid.index.local import LocalStore
+    from bgmid.index.shard import split_index
+
+    single, sharded = work / f"cat{size}", work / f"cat{size}-{shards}shards"
+    if _built(single, sharded) >= size:
+        return single, sharded
+    with open_index(base) as src:
+        n0 = len(src.tracks())
+        metas = {m.track_id: m for m in src.tracks()}
+        stops = src.stop_words
+    if _built(single, sharded) == 0:
+        shutil.rmtree(single, ignore_errors=True)
+        shutil.rmtree(sharded, ignore_errors=True)
+        smaller = sorted((n, d) for d in work.glob("cat*") if d.is_dir() and d.name[3:].isdigit()
+                         and n0 <= (n := int(d.name[3:])) < size
+                         and _built(d, work / f"{d.name}-{shards}shards") == n)
+        if smaller:
+            n, d = smaller[-1]
+            _link_copy(d, single)
+            _link_copy(work / f"{d.name}-{shards}shards", sharded)
+        else:
+            _link_copy(base, single)
+            (single / "built.json").write_text(json.dumps({"tracks": n0}))
+            split_index(base, sharded, shards)
+            (sharded / "built.json").write_text(json.dumps({"tracks": n0}))
+    with open_index(base) as src:
+        parts = [seg.postings() for seg in src._segments]
+    h, tid, tm = (np.concatenate(p) for p in zip(*parts, strict=True))
+    del parts
+    ids = sorted(metas)
+    n_copies = int(np.ceil(size / n0))
+    xors = _decoy_xors(n_copies)
+    have = _built(single, sharded)
+    names = json.loads((sharded / "shards.json").read_text())["shards"]
+    with open_index(single, write=True) as dst:
+        stores = [LocalStore(sharded / nm, write=True) for nm in names]
+        try:
+            for c in range(have // n0, n_copies):
+                t0 = time.perf_counter()
+                n = min(n0, size - c * n0)
+                take = np.asarray(ids[:n], np.int64)
+                sel = np.isin(tid, take) if n < n0 else slice(None)
+                shift = c * (max(ids) + 1)
+                new = [TrackMeta(f"decoy-{c}-{m.track_id}", "", m.duration_s, f"decoy-{c}-{m.content_hash}",
+                                 m.n_hashes, {}, m.track_id + shift) for m in (metas[i] for i in ids[:n])]
+                ch, ct, ctm = h[sel] ^ np.uint32(xors[c - 1]), tid[sel] + shift, tm[sel]
+                dst.import_tracks(new, ch, ct, ctm, stops=stops)
+                for k, shard in enumerate(stores):
+                    on = ct % len(stores) == k
+                    shard.import_tracks([m for m in new if m.track_id % len(stores) == k], ch[on], ct[on], ctm[on],
+                                        stops=stops)
+                done = c * n0 + n
+                for d in (single, sharded):
+                    (d / "built.json").write_text(json.dumps({"tracks": done, "base": str(base)}))
+                print(f"  catalogues {single.name}: {done} tracks ({time.perf_counter() - t0:.1f} s)",
+                      file=sys.stderr, flush=True)
+        finally:
+            for s in stores:
+                s.close()
+    return single, sharded
+
+
 def _music_files() -> list[Path]:
     """The decoded corpus music tracks (16 kHz int16 caches), in id order."""
     from bgmid.data.corpus import items, load_manifest
@@ -267,14 +363,15 @@ def bench_query(a: argparse.Namespace) -> dict:
         queries = _excerpts(a.queries, s.preset)
         n_base = len(s.tracks())
     for size in [int(x) for x in a.sizes.split(",")]:
-        db = base if size <= n_base else decoy_catalogue(base, size, work / f"cat{size}")
-        sh = work / f"cat{size}-{a.shards}shards"
         t0 = time.perf_counter()
-        if not (sh / "shards.json").exists():
-            shutil.rmtree(sh, ignore_errors=True)
-            split_index(db, sh, a.shards)
-        split_s = time.perf_counter() - t0
-        row: dict = {"split_s": round(split_s, 1)}
+        if size <= n_base:
+            db, sh = base, work / f"cat{size}-{a.shards}shards"
+            if not (sh / "shards.json").exists():
+                shutil.rmtree(sh, ignore_errors=True)
+                split_index(db, sh, a.shards)
+        else:
+            db, sh = grow_catalogues(base, size, work, a.shards)
+        row: dict = {"build_s": round(time.perf_counter() - t0, 1)}
         answers = {}
         from bgmid.index.shard import RayShardedStore
 
