@@ -275,6 +275,11 @@ def grow_catalogues(base: Path, size: int, work: Path, shards: int) -> tuple[Pat
         parts = [seg.postings() for seg in src._segments]
     h, tid, tm = (np.concatenate(p) for p in zip(*parts, strict=True))
     del parts
+    order = np.lexsort((tm, tid, h))  # (hash, track, time): the order a copy's lists are encoded in
+    h, tid, tm = h[order], tid[order], tm[order]
+    del order
+    first = np.flatnonzero(np.concatenate([[True], h[1:] != h[:-1]]))
+    counts = np.diff(np.append(first, h.size))
     ids = sorted(metas)
     n_copies = int(np.ceil(size / n0))
     xors = _decoy_xors(n_copies)
@@ -282,21 +287,32 @@ def grow_catalogues(base: Path, size: int, work: Path, shards: int) -> tuple[Pat
     names = json.loads((sharded / "shards.json").read_text())["shards"]
     with open_index(single, write=True) as dst:
         stores = [LocalStore(sharded / nm, write=True) for nm in names]
+        held = [{m.track_id for m in st.tracks()} for st in [dst, *stores]]  # a copy cut short is not redone
         try:
             for c in range(have // n0, n_copies):
                 t0 = time.perf_counter()
                 n = min(n0, size - c * n0)
-                take = np.asarray(ids[:n], np.int64)
-                sel = np.isin(tid, take) if n < n0 else slice(None)
                 shift = c * (max(ids) + 1)
                 new = [TrackMeta(f"decoy-{c}-{m.track_id}", "", m.duration_s, f"decoy-{c}-{m.content_hash}",
                                  m.n_hashes, {}, m.track_id + shift) for m in (metas[i] for i in ids[:n])]
-                ch, ct, ctm = h[sel] ^ np.uint32(xors[c - 1]), tid[sel] + shift, tm[sel]
-                dst.import_tracks(new, ch, ct, ctm, stops=stops)
+                # the copy's lists in the order of their XOR-ed hashes, so the postings come sorted (no sort of
+                # every posting: the encoder checks the order and skips its own)
+                xk = h[first] ^ np.uint32(xors[c - 1])
+                perm = np.argsort(xk, kind="stable")
+                starts = np.concatenate([[0], np.cumsum(counts[perm])[:-1]])
+                idx = np.repeat(first[perm] - starts, counts[perm]) + np.arange(h.size)
+                ch, ct, ctm = h[idx] ^ np.uint32(xors[c - 1]), tid[idx] + shift, tm[idx]
+                del idx
+                if n < n0:
+                    sel = np.isin(ct, [m.track_id for m in new])
+                    ch, ct, ctm = ch[sel], ct[sel], ctm[sel]
+                if new[0].track_id not in held[0]:
+                    dst.import_tracks(new, ch, ct, ctm, stops=stops)
                 for k, shard in enumerate(stores):
-                    on = ct % len(stores) == k
-                    shard.import_tracks([m for m in new if m.track_id % len(stores) == k], ch[on], ct[on], ctm[on],
-                                        stops=stops)
+                    mine = [m for m in new if m.track_id % len(stores) == k]
+                    if mine and mine[0].track_id not in held[k + 1]:
+                        on = ct % len(stores) == k
+                        shard.import_tracks(mine, ch[on], ct[on], ctm[on], stops=stops)
                 done = c * n0 + n
                 for d in (single, sharded):
                     (d / "built.json").write_text(json.dumps({"tracks": done, "base": str(base)}))
