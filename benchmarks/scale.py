@@ -62,7 +62,7 @@ def _bgmid(*args: str) -> tuple[float, subprocess.CompletedProcess]:
     t0 = time.perf_counter()
     p = subprocess.run([sys.executable, "-m", "bgmid.cli", *args], capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
-    if p.returncode not in (0, 1):
+    if p.returncode != 0:  # every benchmark input is readable: any failure is the benchmark's
         raise RuntimeError(f"bgmid {' '.join(args)} failed ({p.returncode}): {p.stderr[-2000:]}")
     return wall, p
 
@@ -70,30 +70,96 @@ def _bgmid(*args: str) -> tuple[float, subprocess.CompletedProcess]:
 # -- batch -----------------------------------------------------------------------------------------------
 
 
+def _programme_copies(progs: list[str], repeat: int, folder: Path) -> list[str]:
+    """``repeat`` hard-linked copies of every programme under distinct names (a longer archive of the same
+    programmes: the batch's fixed start-up costs weigh what they would in a real archive, not in an hour)."""
+    out = []
+    for k in range(repeat):
+        for pr in progs:
+            dst = folder / f"r{k}-{Path(pr).name}"
+            try:
+                os.link(pr, dst)
+            except OSError:
+                shutil.copyfile(pr, dst)
+            out.append(str(dst))
+    return out
+
+
+def _ray_head(cpus: int) -> dict:
+    """A running Ray cluster on this machine (``ray start --head``), as a deployment has one: ``--ray auto``
+    then pays no cluster start. Its workers import this tree's bgmid."""
+    env = {**os.environ, "PYTHONPATH": str(HERE.parent / "src")}
+    ray_bin = str(Path(sys.executable).with_name("ray"))
+    subprocess.run([ray_bin, "start", "--head", f"--num-cpus={cpus}", "--include-dashboard=false",
+                    "--disable-usage-stats"], check=True, capture_output=True, env=env)
+    return env
+
+
+def _ray_stop(env: dict) -> None:
+    subprocess.run([str(Path(sys.executable).with_name("ray")), "stop", "--force"], capture_output=True, env=env)
+
+
+def _medians(rounds: list[dict]) -> dict:
+    keys = rounds[0].keys()
+    return {k: round(float(np.median([r[k] for r in rounds])), 2) for k in keys}
+
+
 def bench_batch(a: argparse.Namespace) -> dict:
+    """Interleaved rounds (every configuration once per round, so a change in the machine's load hits them all):
+    wall seconds of each command, throughput ratios per round and their medians."""
     progs = sorted(str(p) for p in PROGRAMMES.glob("*.wav"))[: a.programmes]
     if not progs:
         raise SystemExit(f"no programmes under {PROGRAMMES}: run benchmarks/monitor.py once to generate them")
     import soundfile as sf
 
-    hours = sum(sf.info(p).duration for p in progs) / 3600
     opts = ["--db", str(a.db), "--separator", a.separator]
-    out: dict = {"programmes": len(progs), "hours": round(hours, 4), "separator": a.separator, "workers": a.workers,
-                 "machine_before": machine(), "runs": {}}
-    with tempfile.TemporaryDirectory(prefix="bgmid-scale-") as tmp:
-        t = Path(tmp)
-        wall, _ = _bgmid("monitor", *opts, *progs, "--out", str(t / "monitor.json"))
-        one = json.loads((t / "monitor.json").read_text())
-        one = one if isinstance(one, list) else [one]
-        out["runs"]["monitor_1_process"] = {"wall_s": round(wall, 2), "x_real_time": round(hours * 3600 / wall, 1)}
-        for label, extra in (("batch_local_pool", []), ("batch_ray_local", ["--ray", "local"])):
-            d = t / label
-            wall, p = _bgmid("batch", *opts, "--out", str(d), "--workers", str(a.workers), "--json", *extra, *progs)
-            s = json.loads(p.stdout.strip().splitlines()[-1])
-            same = all(json.loads((d / f"{Path(pr).stem}.json").read_text()) == obj for pr, obj in zip(progs, one))
-            out["runs"][label] = {"wall_s": round(wall, 2), "x_real_time": round(hours * 3600 / wall, 1),
-                                  "batch_summary_wall_s": s["wall_s"], "identical_to_monitor": same,
-                                  "speedup_vs_monitor": round(out["runs"]["monitor_1_process"]["wall_s"] / wall, 2)}
+    configs = {"batch_local_pool": [], "batch_ray_local": ["--ray", "local"]}
+    if a.ray_running:
+        configs["batch_ray_running_cluster"] = ["--ray", "auto"]
+    out: dict = {"separator": a.separator, "workers": a.workers, "rounds": a.rounds, "machine_before": machine(),
+                 "runs": {}}
+    env = _ray_head(a.workers) if a.ray_running else None
+    try:
+        with tempfile.TemporaryDirectory(prefix="bgmid-scale-") as tmp:
+            t = Path(tmp)
+            progs = _programme_copies(progs, a.repeat, t)
+            hours = sum(sf.info(p).duration for p in progs) / 3600
+            out.update(programmes=len(progs), hours=round(hours, 4), repeat=a.repeat)
+            walls: dict[str, list[float]] = {k: [] for k in ["monitor_1_process", *configs]}
+            batch_walls: dict[str, list[float]] = {k: [] for k in configs}
+            same = True
+            for r in range(a.rounds):
+                order = ["monitor_1_process", *configs]
+                order = order[r % len(order):] + order[: r % len(order)]  # who goes first changes per round
+                for label in order:
+                    if label == "monitor_1_process":
+                        wall, _ = _bgmid("monitor", *opts, *progs, "--out", str(t / "monitor.json"))
+                        walls[label].append(wall)
+                        continue
+                    d = t / f"{label}-{r}"
+                    wall, p = _bgmid("batch", *opts, "--out", str(d), "--workers", str(a.workers), "--json",
+                                     *configs[label], *progs)
+                    walls[label].append(wall)
+                    batch_walls[label].append(json.loads(p.stdout.strip().splitlines()[-1])["wall_s"])
+                one = json.loads((t / "monitor.json").read_text())
+                one = one if isinstance(one, list) else [one]
+                for label in configs:
+                    d = t / f"{label}-{r}"
+                    same &= all(json.loads((d / f"{Path(pr).stem}.json").read_text()) == obj
+                                for pr, obj in zip(progs, one))
+            per_round = [{k: walls["monitor_1_process"][r] / walls[k][r] for k in configs} for r in range(a.rounds)]
+            for label, ws in walls.items():
+                out["runs"][label] = {"wall_s": [round(w, 2) for w in ws],
+                                      "median_wall_s": round(float(np.median(ws)), 2),
+                                      "x_real_time": round(hours * 3600 / float(np.median(ws)), 1)}
+                if label in batch_walls:
+                    out["runs"][label]["batch_only_wall_s"] = batch_walls[label]  # without the command's start
+            out["speedup_vs_monitor_per_round"] = [{k: round(v, 2) for k, v in pr.items()} for pr in per_round]
+            out["speedup_vs_monitor_median"] = _medians(per_round)
+            out["identical_to_monitor"] = same
+    finally:
+        if env is not None:
+            _ray_stop(env)
     out["machine_after"] = machine()
     return out
 
@@ -126,50 +192,66 @@ def _size(p: Path) -> int:
 
 
 def bench_index(a: argparse.Namespace) -> dict:
-    out: dict = {"machine_before": machine(), "runs": {}}
+    """Interleaved rounds of every indexer on the same WAV files (each round runs them all, the first one changing
+    per round): wall and CPU seconds, index sizes, and per-round speed ratios against audfprint with medians."""
+    out: dict = {"machine_before": machine(), "rounds": a.rounds, "runs": {}}
+    env = None
     with tempfile.TemporaryDirectory(prefix="bgmid-scale-") as tmp:
         t = Path(tmp)
         (t / "wav").mkdir()
         hours = _corpus_wavs(a.tracks, t / "wav")
         files = sorted(str(p) for p in (t / "wav").glob("*.wav"))
         out.update(tracks=len(files), hours=round(hours, 3))
-
-        def record(label: str, wall: float, db: Path, cpu: float | None) -> None:
-            out["runs"][label] = {"wall_s": round(wall, 2), "x_real_time": round(hours * 3600 / wall, 1),
-                                  "bytes": _size(db), "mb_per_hour": round(_size(db) / 1e6 / hours, 3)}
-            if cpu is not None:
-                out["runs"][label].update(cpu_s=round(cpu, 1), x_real_time_per_cpu_s=round(hours * 3600 / cpu, 1))
-
-        runs = [("bgmid_1_process", []), ("bgmid_pool_2", ["--jobs", "2"])]
+        runs: dict[str, list[str]] = {"bgmid_1_process": [], "bgmid_pool_2": ["--jobs", "2"]}
         if not a.no_ray:
-            runs.append(("bgmid_ray_local_2", ["--ray", "local", "--jobs", "2"]))
-        for label, extra in runs:
-            db = t / label
-            c0 = _children_cpu()
-            wall, _ = _bgmid("index", "--db", str(db), *extra, str(t / "wav"))
-            record(label, wall, db, None if "ray" in label else _children_cpu() - c0)
-        if a.audfprint:
-            afp = [a.audfprint_python, str(Path(a.audfprint) / "audfprint.py")]
-            for n in (1, 2):
-                db = t / f"afp{n}.pklz"
-                c0 = _children_cpu()
-                wall = _timed(afp + ["new", "--dbase", str(db), "--ncores", str(n), *files], cwd=a.audfprint)
-                record(f"audfprint_ncores_{n}", wall, db, _children_cpu() - c0)
+            runs["bgmid_ray_local_2"] = ["--ray", "local", "--jobs", "2"]
+            if a.ray_running:
+                runs["bgmid_ray_running_cluster_2"] = ["--ray", "auto", "--jobs", "2"]
+                env = _ray_head(2)
+        afp = [a.audfprint_python, str(Path(a.audfprint) / "audfprint.py")] if a.audfprint else None
+        labels = [*runs, *(["audfprint_ncores_1", "audfprint_ncores_2"] if afp else [])]
+        wall: dict[str, list[float]] = {k: [] for k in labels}
+        cpu: dict[str, list[float]] = {k: [] for k in labels}
+        size: dict[str, int] = {}
+        try:
+            for r in range(a.rounds):
+                for label in labels[r % len(labels):] + labels[: r % len(labels)]:
+                    db = t / f"{label}-{r}"
+                    c0 = _children_cpu()
+                    if label in runs:
+                        w, _ = _bgmid("index", "--db", str(db), *runs[label], str(t / "wav"))
+                    else:
+                        db = db.with_suffix(".pklz")
+                        w = _timed(afp + ["new", "--dbase", str(db), "--ncores", label[-1], *files], cwd=a.audfprint)
+                    wall[label].append(w)
+                    if "ray" not in label:  # Ray's workers are not our children: no CPU figure
+                        cpu[label].append(_children_cpu() - c0)
+                    size[label] = _size(db)
+                    shutil.rmtree(db, ignore_errors=True) if db.is_dir() else db.unlink(missing_ok=True)
+        finally:
+            if env is not None:
+                _ray_stop(env)
+        for label in labels:
+            med = float(np.median(wall[label]))
+            row = {"wall_s": [round(x, 2) for x in wall[label]], "median_wall_s": round(med, 2),
+                   "x_real_time": round(hours * 3600 / med, 1), "bytes": size[label],
+                   "mb_per_hour": round(size[label] / 1e6 / hours, 3)}
+            if cpu[label]:
+                row["median_cpu_s"] = round(float(np.median(cpu[label])), 1)
+            out["runs"][label] = row
+        if afp:
+            per_round = []
+            for r in range(a.rounds):
+                row = {}
+                for ref in ("audfprint_ncores_1", "audfprint_ncores_2"):
+                    for label in runs:
+                        row[f"{label}_vs_{ref}"] = wall[ref][r] / wall[label][r]
+                row["cpu_bgmid_1_vs_audfprint_1"] = cpu["audfprint_ncores_1"][r] / cpu["bgmid_1_process"][r]
+                per_round.append(row)
+            out["speed_vs_audfprint_per_round"] = [{k: round(v, 2) for k, v in x.items()} for x in per_round]
+            out["speed_vs_audfprint_median"] = _medians(per_round)
         else:
             out["audfprint"] = "not measured (no --audfprint source given)"
-    r = out["runs"]
-    if "audfprint_ncores_1" in r:
-        def ratio(a_run: str, b_run: str, k: str = "wall_s") -> float:
-            return round(r[a_run][k] / r[b_run][k], 2)
-
-        out["speed_vs_audfprint"] = {
-            "wall_bgmid_1_vs_audfprint_1": ratio("audfprint_ncores_1", "bgmid_1_process"),
-            "wall_bgmid_pool2_vs_audfprint_2": ratio("audfprint_ncores_2", "bgmid_pool_2"),
-            "cpu_bgmid_1_vs_audfprint_1": ratio("audfprint_ncores_1", "bgmid_1_process", "cpu_s"),
-        }
-        if "bgmid_ray_local_2" in r:
-            out["speed_vs_audfprint"]["wall_bgmid_ray2_vs_audfprint_2"] = ratio("audfprint_ncores_2",
-                                                                                "bgmid_ray_local_2")
     out["machine_after"] = machine()
     return out
 
@@ -419,6 +501,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--workers", type=int, default=2)
     b.add_argument("--separator", default="none")
     b.add_argument("--db", default=str(DEFAULT_DB))
+    b.add_argument("--repeat", type=int, default=1, help="copies of the programme set (a longer archive)")
     i = sub.add_parser("index")
     i.add_argument("--tracks", type=int, default=40)
     i.add_argument("--audfprint", default=None, help="folder of audfprint's source (github:dpwe/audfprint)")
@@ -431,6 +514,10 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--base", default=str(next(iter(sorted(CACHE.glob("index/p1-fill1000-*"))), DEFAULT_DB)))
     q.add_argument("--ray-actors", action="store_true", help="also time the shards served by Ray actors")
     q.add_argument("--work", default="/tmp/bgmid-scale", help="where the grown catalogues are built (cached)")
+    for p in (b, i):
+        p.add_argument("--rounds", type=int, default=1, help="interleaved rounds of every configuration")
+        p.add_argument("--ray-running", action="store_true",
+                       help="also time --ray auto on a cluster started beforehand (ray start --head)")
     for p in (b, i, q):
         p.add_argument("--out", default=None, help="write the JSON report here (default benchmarks/results/)")
     a = ap.parse_args(argv)

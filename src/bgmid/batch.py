@@ -329,7 +329,9 @@ def run_batch(
         on_start(sum(o.duration_s for o, _ in todo), len(todo))
 
     in_flight: dict[Future, tuple[ProgrammeOutcome, str]] = {}
-    queue = list(reversed(todo))
+    # longest programmes first (popped from the end): the batch does not end waiting on one long programme
+    # while the other workers idle; results do not depend on the order
+    queue = sorted(reversed(todo), key=lambda t: t[0].duration_s)
 
     def submit(o: ProgrammeOutcome, fp: str) -> None:
         o.attempts += 1

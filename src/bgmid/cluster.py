@@ -44,8 +44,8 @@ def connect(address: str = "local", num_cpus: int | None = None) -> Any:
     if ray.is_initialized():
         return ray
     kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
-    if address == "local":
-        ray.init(num_cpus=num_cpus, **kw)
+    if address == "local":  # a new embedded cluster, even where one started by 'ray start' runs on this machine
+        ray.init(address="local", num_cpus=num_cpus, **kw)
     else:
         try:
             ray.init(address=address, **kw)
