@@ -3,25 +3,36 @@ against growing catalogues, single index vs shards. Not tests: figures depend on
 every report records (``os.getloadavg`` before and after, and the core count).
 
 ``batch``: the same programmes through one ``bgmid monitor`` process (all programmes in one run), ``bgmid batch
---workers W`` (local process pool) and ``bgmid batch --ray local --workers W``; wall-clock seconds of each
-command (Ray start-up included), x real time, and whether every programme's cue sheet is identical to
-monitor's::
+--workers W`` (local process pool), ``bgmid batch --ray local --workers W`` (an embedded cluster started by the
+command) and, with ``--ray-running``, ``bgmid batch --ray auto`` on a cluster started beforehand (``ray start
+--head``, as a deployment runs one); wall-clock seconds of each command, throughput against monitor's, and
+whether every programme's cue sheet is identical to monitor's. ``--rounds R`` interleaves the configurations
+(each round runs all of them, a different one first), so a change in the machine's load hits every
+configuration, and reports per-round ratios and their medians; ``--repeat K`` monitors K hard-linked copies of
+the programme set (a longer archive, whose fixed start-up costs weigh as in a real one)::
 
-    python benchmarks/scale.py batch --programmes 4 --workers 2 --separator none
+    python benchmarks/scale.py batch --programmes 6 --workers 2 --separator none --rounds 3 --repeat 2 --ray-running
 
 ``index``: the same WAV files (decoded corpus tracks, written to a temporary folder) indexed by ``bgmid index``
-(1 process, and ``--ray local --jobs 2``) and by audfprint (its public source, fetched and run from /tmp with its
-own requirements, ``--ncores 1`` and ``2``); seconds, x real time, index bytes per hour of music::
+(1 process, ``--jobs 2``, ``--ray local --jobs 2``, with ``--ray-running`` also ``--ray auto --jobs 2`` on a running
+cluster) and by audfprint (its public source, github:dpwe/audfprint, cloned to /tmp and run with its own
+requirements in a venv, ``--ncores 1`` and ``2``), in interleaved ``--rounds``; wall and CPU seconds, x real
+time, index bytes per hour of music, per-round speed ratios and medians::
 
-    python benchmarks/scale.py index --tracks 40 --audfprint /tmp/audfprint --audfprint-python /tmp/afp/bin/python
+    git clone https://github.com/dpwe/audfprint /tmp/audfprint
+    python3 -m venv /tmp/afp && /tmp/afp/bin/pip install numpy scipy docopt joblib psutil
+    python benchmarks/scale.py index --tracks 30 --rounds 3 --ray-running --audfprint /tmp/audfprint \
+        --audfprint-python /tmp/afp/bin/python
 
 ``query``: 12 s excerpts of real tracks (clean) looked up and scored (:func:`bgmid.match.lookup` +
 :func:`bgmid.match.score_offsets`, as one window of ``monitor``) against catalogues of growing size made of the
 real tracks plus decoys (:mod:`bgmid.evaluate.library`: real tracks' landmarks with every hash XOR-ed by a
 random constant, so real posting statistics), single index vs the same catalogue split into shards (in process):
-median and p90 milliseconds per query, index bytes, answers identical::
+median and p90 milliseconds per query, index bytes, answers identical. Catalogues above the base's size are
+grown, single and sharded together, by :func:`grow_catalogues` under ``--work`` (resumable; ~11 GB + 12 GB at
+100,000 tracks)::
 
-    python benchmarks/scale.py query --sizes 1000,10000 --shards 4 --queries 40
+    python benchmarks/scale.py query --sizes 1000,10000,100000 --shards 4 --queries 40
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ def test_missing_ray_is_a_clear_error(monkeypatch):
 def ray_cluster():
     ray = pytest.importorskip("ray")
     src = str(Path(__file__).parents[1] / "src")  # the workers import this tree's bgmid, as the driver does
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
              runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}})
     yield ray
     ray.shutdown()

@@ -25,7 +25,7 @@ from bgmid.monitor import MonitorConfig
 def ray_cluster():
     ray = pytest.importorskip("ray")
     src = str(Path(__file__).parents[1] / "src")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
              runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}})
     yield ray
     ray.shutdown()

@@ -127,7 +127,10 @@ class _SeparatorServer:
         if self.sep is None:
             raise BgmidError(f"separator {name!r}: nothing to run in a separation stage")
         self.name = str(getattr(self.sep, "name", name))
-        self.threads = threads
+        if threads:  # the monitor's thread policy, set once: calls run concurrently (one per calling programme)
+            import torch
+
+            torch.set_num_threads(int(threads))
         self.blocks = 0  #: blocks separated (a test's evidence that the stage did the work)
 
     def info(self) -> tuple[int, str]:
@@ -137,13 +140,8 @@ class _SeparatorServer:
         return self.blocks
 
     def separate(self, mono: Any) -> tuple[Any, Any]:
-        from bgmid.separation.registry import torch_threads
-
         self.blocks += 1
-
-        with torch_threads(self.threads):  # the thread policy the monitor would apply in its own process
-            music, speech = self.sep.separate(mono)
-        return music, speech
+        return self.sep.separate(mono)
 
 
 class RemoteSeparator:
@@ -169,15 +167,18 @@ def separator_stage(ray: Any, name: str, device: str, threads: int | None, worke
                     cpu_share: float = 0.5) -> tuple[RemoteSeparator, dict]:
     """Start the separation stage of a batch: one actor per GPU (``num_gpus=1``, ``device`` made ``cuda``) on a
     cluster with GPUs, else ``workers`` CPU actors of ``cpu_share`` CPU each (a programme's task takes the other
-    share: a programme slot is one CPU, whichever stage is busy). Actors are restarted if they die, and their
-    calls retried. Returns the separator the programme tasks use and the Ray options those tasks should take."""
+    share: a programme slot is one CPU, whichever stage is busy). An actor separates the blocks of several
+    programmes at once (threads, ``max_concurrency=workers``), so programmes whose blocks go to one actor do not
+    queue. Actors are restarted if they die, and their calls retried. Returns the separator the programme tasks
+    use and the Ray options those tasks should take."""
     gpus = cluster_gpus(ray)
     if gpus > 0:
         n, opts, task = max(1, int(gpus)), {"num_gpus": min(1.0, gpus), "num_cpus": 0}, {"num_cpus": 1}
         device = "cuda" if device == "cpu" else device
     else:
         n, opts, task = workers, {"num_cpus": cpu_share}, {"num_cpus": 1.0 - cpu_share}
-    cls = ray.remote(_SeparatorServer).options(**opts, max_restarts=-1, max_task_retries=3)
+    cls = ray.remote(_SeparatorServer).options(**opts, max_restarts=-1, max_task_retries=3,
+                                               max_concurrency=max(1, workers))
     actors = [cls.remote(name, device, threads) for _ in range(n)]
     rate, shown_name = ray.get(actors[0].info.remote())
     return RemoteSeparator(actors, rate, shown_name), task
