@@ -27,7 +27,7 @@ def test_missing_ray_is_a_clear_error(monkeypatch):
 def ray_cluster():
     ray = pytest.importorskip("ray")
     src = str(Path(__file__).parents[1] / "src")  # the workers import this tree's bgmid, as the driver does
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
              runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}})
     yield ray
     ray.shutdown()
@@ -131,3 +131,31 @@ def test_shards_on_ray_actors_answer_as_the_single_index(ray_cluster, built_inde
                 np.testing.assert_array_equal(u[ka], v[kb])
         c1 = result_to_dict(Monitor(one).run_array(prog, SR, "p"))
         assert c1 == result_to_dict(Monitor(actors).run_array(prog, SR, "p")) and c1["cues"]
+
+
+def test_separation_stage_on_its_own_actors_equals_monitor(ray_cluster, archive, built_index, tmp_path):
+    """``--separator unet`` on Ray: the separator runs on stage actors (CPU placement here: this machine has no
+    GPU, so the GPU placement, one actor per GPU with ``num_gpus=1``, is untested), the programme's task
+    decodes, fingerprints and matches, and the cue sheet is the one ``bgmid monitor --separator unet`` writes."""
+    import json
+
+    from bgmid.batch import BatchJob, concrete
+    from bgmid.cli import main
+    from bgmid.cluster import RayExecutor, separator_stage, stop_stage
+
+    prog = archive / "prog0.wav"
+    alone = tmp_path / "alone.json"
+    assert main(["monitor", "--db", str(built_index), "--separator", "unet", str(prog), "--out", str(alone)]) == 0
+    job = concrete(BatchJob(db=str(built_index), separator="unet"))
+    stage, task = separator_stage(ray_cluster, job.separator, job.device, job.config.separator_threads, 2)
+    try:
+        assert task == {"num_cpus": 0.5} and len(stage.actors) == 2 and stage.name == "unet"
+        rep = run_batch(BatchJob(**{**job.__dict__, "stage": stage}), [str(prog)], tmp_path / "o",
+                        RayExecutor(ray_cluster, task), 2, engine="ray")
+        assert rep.summary()["done"] == 1
+        served = sum(ray_cluster.get([a.served.remote() for a in stage.actors]))
+    finally:
+        stop_stage(ray_cluster, stage)
+    assert served >= 1  # every block was separated by the stage
+    obj = json.loads((tmp_path / "o" / "prog0.json").read_text())
+    assert obj == json.loads(alone.read_text()) and obj["separator"] == "unet" and obj["cues"]

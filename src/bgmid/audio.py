@@ -353,6 +353,30 @@ def _frames(container, st, first: list[bytes]) -> Iterator:
         yield from packet.decode()
 
 
+#: Mono PCM codecs read straight from their packets (dtype, scale to float): the resampler's conversion gives the
+#: same float32 samples (tested), at a sixth of the cost, which dominated indexing WAV files.
+_RAW_PCM = {"pcm_s16le": ("<i2", 1.0 / 32768.0), "pcm_f32le": ("<f4", 1.0)}
+
+
+def _channels(st) -> int:
+    cc = st.codec_context
+    layout = getattr(cc, "layout", None)
+    return int(getattr(layout, "nb_channels", 0) or getattr(cc, "channels", 0) or 0)
+
+
+def _raw_pcm(container, st, dtype: str, scale: float) -> Iterator[tuple[np.ndarray, int]]:
+    """:func:`decode_frames` of a mono PCM stream: each packet's samples as float32, no decoder."""
+    rate, size = int(st.codec_context.sample_rate), np.dtype(dtype).itemsize
+    for packet in container.demux(st):
+        if packet.size:
+            buf = bytes(packet)
+            arr = np.frombuffer(buf, dtype, len(buf) // size).astype(np.float32)
+            if scale != 1.0:
+                arr *= np.float32(scale)
+            if arr.size:
+                yield arr, rate
+
+
 def decode_frames(container, st, start_s: float = 0.0, layout: str = "mono") -> Iterator[tuple[np.ndarray, int]]:
     """Mono float32 samples and their sample rate (Hz) of stream ``st`` as the decoder produces them: channels
     averaged by a mono resampler (its tail flushed at the end), the decoder delay dropped
@@ -363,6 +387,10 @@ def decode_frames(container, st, start_s: float = 0.0, layout: str = "mono") -> 
     import av
 
     mono = layout == "mono"
+    raw = _RAW_PCM.get(st.codec_context.name)
+    if mono and raw is not None and start_s <= 0 and _channels(st) == 1:
+        yield from _raw_pcm(container, st, *raw)
+        return
     resampler = av.AudioResampler(format="flt" if mono else "fltp", layout=layout)
 
     def arrays(out) -> np.ndarray:

@@ -12,8 +12,10 @@ Workers are processes of a local pool (:class:`concurrent.futures.ProcessPoolExe
 (:class:`bgmid.cluster.RayExecutor`): the driver sees ``submit() -> Future`` either way, one code path. A worker
 opens the index and loads the separator once, on its first programme, and keeps them for the next ones
 (:func:`_worker_monitor`: a per-process cache; Ray reuses its worker processes), so nothing large travels per
-task: the task carries a path and the options. The index must be at the same path on every node (a shared
-folder), like the programmes.
+task: the task carries a path and the options. On Ray with a separator, separation is a stage of its own
+(``BatchJob.stage``, :func:`bgmid.cluster.separator_stage`): actors holding the model (one per GPU where the
+cluster has GPUs) separate each block for the programmes' CPU tasks, which decode, fingerprint and match.
+The index must be at the same path on every node (a shared folder), like the programmes.
 
 A programme that fails (an exception, or its worker process killed) is tried again, ``retries`` times, and then
 reported; the batch goes on. An unreadable programme (its header does not parse) is reported at once.
@@ -53,6 +55,9 @@ class BatchJob:
     config: MonitorConfig = field(default_factory=MonitorConfig)
     options: QueryOptions = field(default_factory=QueryOptions)
     alteration: Alteration | str | None = "auto"
+    #: the separation stage (:class:`bgmid.cluster.RemoteSeparator`: the separator runs on Ray actors, a GPU's
+    #: where there are GPUs) instead of a separator loaded in each worker; None: the worker loads ``separator``
+    stage: Any = field(default=None, compare=False)
 
     def options_key(self) -> dict:
         """Everything that changes a programme's cues (the device does not, by intent)."""
@@ -90,7 +95,9 @@ _WORKER: dict[str, Any] = {}
 def _worker_monitor(job: BatchJob) -> Monitor:
     """This process's monitor for ``job``: the index is opened and the separator loaded on the first programme
     only (a worker runs many programmes)."""
-    key = json.dumps({"db": job.db, "device": job.device, **job.options_key()}, sort_keys=True, default=str)
+    stage = None if job.stage is None else job.stage.key
+    key = json.dumps({"db": job.db, "device": job.device, "stage": stage, **job.options_key()}, sort_keys=True,
+                     default=str)
     if _WORKER.get("key") != key:
         from bgmid.index import open_index
         from bgmid.separation.registry import resolve_separator
@@ -98,7 +105,7 @@ def _worker_monitor(job: BatchJob) -> Monitor:
         if "store" in _WORKER:
             _WORKER.pop("store").close()
         store = open_index(job.db, preset=job.preset)
-        sep = resolve_separator(job.separator, job.device, command="batch")
+        sep = job.stage or resolve_separator(job.separator, job.device, command="batch")
         _WORKER.update(key=key, store=store, monitor=make_monitor(store, sep, job))
     return _WORKER["monitor"]
 
@@ -185,7 +192,7 @@ def programme_fingerprint(path: str, job: BatchJob, index: dict) -> str:
 class ProgrammeOutcome:
     path: str
     name: str
-    status: str  #: ``done``, ``skipped`` (already done with the same fingerprint) or ``failed``
+    status: str  #: ``done``, ``skipped`` (already done with the same fingerprint) or ``failed`` (``pending`` in flight)
     duration_s: float = 0.0
     cues: int = 0
     attempts: int = 0
@@ -313,6 +320,7 @@ def run_batch(
         if m is not None:
             o.status, o.duration_s, o.cues = "skipped", float(m.get("duration_s", o.duration_s)), int(m["cues"])
             continue
+        o.status = "pending"
         todo.append((o, fp))
     for o in outcomes:
         if o.status == "failed":
@@ -321,7 +329,9 @@ def run_batch(
         on_start(sum(o.duration_s for o, _ in todo), len(todo))
 
     in_flight: dict[Future, tuple[ProgrammeOutcome, str]] = {}
-    queue = list(reversed(todo))
+    # longest programmes first (popped from the end): the batch does not end waiting on one long programme
+    # while the other workers idle; results do not depend on the order
+    queue = sorted(reversed(todo), key=lambda t: t[0].duration_s)
 
     def submit(o: ProgrammeOutcome, fp: str) -> None:
         o.attempts += 1

@@ -91,8 +91,10 @@ class ChannelJob:
     status_s: float = 2.0  #: how often the channel reports its figures
 
 
-def _channel_main(job: ChannelJob, status: mp.Queue) -> None:
-    """A channel's process: the live monitor, records to its file, figures to the supervisor."""
+def _channel_main(job: ChannelJob, status: mp.Queue, on_start=None) -> None:
+    """A channel's process: the live monitor, records to its file, figures to the supervisor (``status.put``).
+    ``on_start(live)``: called with the :class:`~bgmid.live.LiveMonitor` before it runs (a Ray actor keeps it to
+    stop it; SIGTERM/SIGINT are handled only when this runs in a main thread)."""
     from bgmid.cli.live import live_alteration
     from bgmid.fingerprint.presets import QueryOptions
     from bgmid.index import open_index
@@ -116,8 +118,11 @@ def _channel_main(job: ChannelJob, status: mp.Queue) -> None:
                       separator_name="none" if sep is None else getattr(sep, "name", job.separator),
                       alteration=live_alteration(job.alteration))
         live = LiveMonitor(mon, job.channel.url, job.live, record)
-        for s in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(s, lambda *_: live.stop())
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(s, lambda *_: live.stop())
+        if on_start is not None:
+            on_start(live)
         done = threading.Event()
 
         def report() -> None:
@@ -218,8 +223,9 @@ def supervise(jobs: list[ChannelJob], status_every_s: float = 10.0, restart_max_
     return {name: {**f, "restarts": restarts[name]} for name, f in figures.items()}
 
 
-def run_channels(args) -> int:
-    """``bgmid monitor --channels CHANNELS.toml``: the command line's options for every channel."""
+def run_channels(args, supervisor=None) -> int:
+    """``bgmid monitor --channels CHANNELS.toml``: the command line's options for every channel; ``supervisor``
+    (default :func:`supervise`, one process each) runs them (:func:`bgmid.cluster_channels.supervise_ray`)."""
     from bgmid.cli.monitor import monitor_config
     from bgmid.live import LIVE_BLOCK_S, LiveConfig
 
@@ -236,7 +242,7 @@ def run_channels(args) -> int:
                         alteration_scan_s=args.alteration_scan),
         separator=c.separator or args.separator, device=args.device, preset=args.preset, shifts=args.shifts,
         alteration=args.alteration) for c in chans]
-    final = supervise(jobs, status_every_s=args.status_every)
+    final = (supervisor or supervise)(jobs, status_every_s=args.status_every)
     for name, f in final.items():
         print(f"bgmid monitor: channel {name}: {f.get('cues', 0)} cues, {f.get('gaps', 0)} signal losses, "
               f"{f.get('audio_s', 0.0):.1f} s of audio, {f['restarts']} restarts -> {out_dir / (name + '.jsonl')}",

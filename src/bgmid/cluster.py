@@ -44,8 +44,8 @@ def connect(address: str = "local", num_cpus: int | None = None) -> Any:
     if ray.is_initialized():
         return ray
     kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
-    if address == "local":
-        ray.init(num_cpus=num_cpus, **kw)
+    if address == "local":  # a new embedded cluster, even where one started by 'ray start' runs on this machine
+        ray.init(address="local", num_cpus=num_cpus, **kw)
     else:
         try:
             ray.init(address=address, **kw)
@@ -111,3 +111,80 @@ class RayExecutor:
 
     def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
         """Nothing to stop: the cluster outlives the executor (the caller disconnects when it is done)."""
+
+
+# -- separation as its own stage -------------------------------------------------------------------------
+
+
+class _SeparatorServer:
+    """A Ray actor holding one loaded separator (on a GPU where the cluster has them): the separation stage of
+    a batch, called block by block by the programmes' CPU tasks (:class:`RemoteSeparator`)."""
+
+    def __init__(self, name: str, device: str, threads: int | None):
+        from bgmid.separation.registry import resolve_separator
+
+        self.sep = resolve_separator(name, device, command="batch")
+        if self.sep is None:
+            raise BgmidError(f"separator {name!r}: nothing to run in a separation stage")
+        self.name = str(getattr(self.sep, "name", name))
+        if threads:  # the monitor's thread policy, set once: calls run concurrently (one per calling programme)
+            import torch
+
+            torch.set_num_threads(int(threads))
+        self.blocks = 0  #: blocks separated (a test's evidence that the stage did the work)
+
+    def info(self) -> tuple[int, str]:
+        return int(self.sep.sample_rate), self.name
+
+    def served(self) -> int:
+        return self.blocks
+
+    def separate(self, mono: Any) -> tuple[Any, Any]:
+        self.blocks += 1
+        return self.sep.separate(mono)
+
+
+class RemoteSeparator:
+    """A :class:`~bgmid.separation.Separator` whose ``separate`` runs on separator actors (one call per monitor
+    block, the actors taken in turn), so the monitor that holds it (:class:`bgmid.monitor.Monitor`, unchanged)
+    reads, fingerprints and matches on its own CPU while the network runs where the stage was placed. Picklable
+    (Ray actor handles travel with it): it goes to the programme tasks inside their job."""
+
+    def __init__(self, actors: list, sample_rate: int, name: str):
+        self.actors, self.sample_rate, self.name = list(actors), int(sample_rate), name
+        self._turn = 0
+        #: identifies the stage (a worker that kept a monitor for another stage builds a new one)
+        self.key = ",".join(a._actor_id.hex() for a in self.actors)
+
+    def separate(self, mono: Any) -> tuple[Any, Any]:
+        ray = require_ray()
+        actor = self.actors[self._turn % len(self.actors)]
+        self._turn += 1
+        return ray.get(actor.separate.remote(mono))
+
+
+def separator_stage(ray: Any, name: str, device: str, threads: int | None, workers: int,
+                    cpu_share: float = 0.5) -> tuple[RemoteSeparator, dict]:
+    """Start the separation stage of a batch: one actor per GPU (``num_gpus=1``, ``device`` made ``cuda``) on a
+    cluster with GPUs, else ``workers`` CPU actors of ``cpu_share`` CPU each (a programme's task takes the other
+    share: a programme slot is one CPU, whichever stage is busy). An actor separates the blocks of several
+    programmes at once (threads, ``max_concurrency=workers``), so programmes whose blocks go to one actor do not
+    queue. Actors are restarted if they die, and their calls retried. Returns the separator the programme tasks
+    use and the Ray options those tasks should take."""
+    gpus = cluster_gpus(ray)
+    if gpus > 0:
+        n, opts, task = max(1, int(gpus)), {"num_gpus": min(1.0, gpus), "num_cpus": 0}, {"num_cpus": 1}
+        device = "cuda" if device == "cpu" else device
+    else:
+        n, opts, task = workers, {"num_cpus": cpu_share}, {"num_cpus": 1.0 - cpu_share}
+    cls = ray.remote(_SeparatorServer).options(**opts, max_restarts=-1, max_task_retries=3,
+                                               max_concurrency=max(1, workers))
+    actors = [cls.remote(name, device, threads) for _ in range(n)]
+    rate, shown_name = ray.get(actors[0].info.remote())
+    return RemoteSeparator(actors, rate, shown_name), task
+
+
+def stop_stage(ray: Any, sep: RemoteSeparator | None) -> None:
+    """End a stage's actors (they would otherwise live as long as the cluster)."""
+    for a in [] if sep is None else sep.actors:
+        ray.kill(a)

@@ -27,8 +27,10 @@ def register(sub: argparse._SubParsersAction) -> None:
             "Without --ray the workers are processes on this machine. With --ray local an embedded Ray cluster "
             "is started here; with --ray ADDRESS (e.g. ray://head:10001, or 'auto' on a cluster node) the "
             "programmes run on the cluster's nodes, which must see the index folder and the programmes at the "
-            "same paths (a shared folder) and have bgmid installed. On a cluster with GPUs and a separator, "
-            "each programme's task asks for a share of a GPU and separates there (--device cuda is implied). "
+            "same paths (a shared folder) and have bgmid installed. With a separator on Ray, separation is a "
+            "stage of its own: one actor per GPU holding the model (--device cuda implied) where the cluster has "
+            "GPUs, else one CPU actor per worker, fed block by block by the programmes' CPU tasks (decoding, "
+            "fingerprinting, matching). "
             "Ray is optional: pip install 'bgmid[cluster]'. "
             "Example: bgmid batch --db lib/ --out sheets/ --workers 2 archive/ @more.txt"
         ),
@@ -86,15 +88,14 @@ def cmd_batch(args: argparse.Namespace) -> int:
             workers = args.workers or os.cpu_count() or 1
             executor, engine = LocalPool(workers), "local"
         else:
-            from bgmid.cluster import RayExecutor, cluster_gpus
+            from bgmid.cluster import RayExecutor, separator_stage
 
             workers = args.workers or int(ray.cluster_resources().get("CPU", 1))
             resources: dict = {"num_cpus": 1}
-            gpus = cluster_gpus(ray)
-            if gpus > 0 and job.separator != "none":  # separation on a share of a GPU, the rest on its CPU
-                resources["num_gpus"] = min(1.0, gpus / workers)
-                if job.device == "cpu":
-                    job = replace(job, device="cuda")
+            if job.separator != "none":  # separation on its own actors (GPUs where there are), the rest on CPUs
+                stage, resources = separator_stage(ray, job.separator, job.device, config.separator_threads,
+                                                   workers)
+                job = replace(job, stage=stage)
             executor, engine = RayExecutor(ray, resources), "ray"
         bar = progress(desc="batch", unit="s")
 
@@ -116,6 +117,10 @@ def cmd_batch(args: argparse.Namespace) -> int:
                                    on_progress=on_progress, on_start=on_start, engine=engine)
         finally:
             executor.shutdown(wait=False, cancel_futures=True)
+            if job.stage is not None:
+                from bgmid.cluster import stop_stage
+
+                stop_stage(ray, job.stage)
     s = report.summary()
     if args.json:
         print(json.dumps(s))

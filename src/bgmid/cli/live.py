@@ -65,6 +65,10 @@ def cmd_live(args: argparse.Namespace) -> int:
     if args.channels:
         if args.inputs:
             raise BgmidError("--channels: the channels come from the TOML file; name no INPUT besides it.")
+        if getattr(args, "ray", None):
+            from bgmid.cluster_channels import run_channels_ray
+
+            return run_channels_ray(args)
         from bgmid.channels import run_channels
 
         return run_channels(args)

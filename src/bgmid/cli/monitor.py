@@ -185,6 +185,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--out DIR/<name>.jsonl (default: the TOML's folder). A status line per channel: up, lag, cues today",
     )
     live.add_argument(
+        "--ray", metavar="local|ADDRESS", default=None,
+        help="with --channels: run each channel as a Ray actor ('local': an embedded cluster here, or a cluster "
+        "address), spread over the nodes by load and restarted if it dies (needs bgmid[cluster])",
+    )
+    live.add_argument(
         "--status-every", type=float, default=10.0, metavar="S",
         help="status lines (connection, lag, cues, the cues playing now) every S seconds on a terminal; with "
         "--channels one line per channel, always (default %(default)s)",

@@ -150,6 +150,17 @@ class PostingLists:
         return run
 
 
+def _sorted_pairs(h: np.ndarray, v: np.ndarray) -> bool:
+    """Whether (hash, value) pairs are already in (hash, value) order (one pass, no sort)."""
+    if h.size < 2:
+        return True
+    up = h[1:] >= h[:-1]
+    if not up.all():
+        return False
+    same = h[1:] == h[:-1]
+    return bool((v[1:][same] >= v[:-1][same]).all())
+
+
 def encode(hashes: np.ndarray, values: np.ndarray) -> PostingLists:
     """Build posting lists from parallel arrays of hashes (uint32) and values (non-negative int64).
 
@@ -162,14 +173,17 @@ def encode(hashes: np.ndarray, values: np.ndarray) -> PostingLists:
         raise ValueError("hashes and values must be parallel arrays")
     if v.size and (v.min() < 0 or v.max() >= 2**56):
         raise ValueError("posting values must be in [0, 2**56)")
-    order = np.lexsort((v, h))
-    h, v = h[order], v[order]
+    if not _sorted_pairs(h, v):  # postings decoded from lists (compaction, splits) come sorted already
+        order = np.lexsort((v, h))
+        h, v = h[order], v[order]
     if h.size:
         keep = np.ones(h.size, bool)
         keep[1:] = (h[1:] != h[:-1]) | (v[1:] != v[:-1])
         h, v = h[keep], v[keep]
     vb = max(1, int(bit_length(np.array([v.max() if v.size else 0]))[0]))
-    keys, first, counts = np.unique(h, return_index=True, return_counts=True)
+    # the lists of the sorted hashes (np.unique would sort them again)
+    first = np.flatnonzero(np.concatenate([[True], h[1:] != h[:-1]])) if h.size else np.zeros(0, np.int64)
+    keys, counts = h[first], np.diff(np.append(first, h.size))
     gaps = np.diff(v, prepend=0)
     gaps[first] = v[first]  # each list starts with its full value
     is_gap = np.ones(v.size, bool)
