@@ -38,6 +38,7 @@ from bgmid.data.mixing import (
     _rms,
     _save_npy,
     _speech_sources,
+    mix_gains,
     plan_dialogue,
     render_dialogue,
     source_band_hz,
@@ -151,19 +152,6 @@ def plan_turns(rng: np.random.Generator, cor: Corpus, lines: Sequence[dict], cli
     return out
 
 
-def _gains(m: np.ndarray | None, s: np.ndarray | None, snr: float | None, target: float) -> tuple[float, float]:
-    """Gains of unit-RMS music and speech for ``snr`` (None: speech unscaled), the mix at ``target`` RMS, no
-    clipping (the rule of the base sets)."""
-    gs = 0.0 if s is None else (1.0 if snr is None else 10 ** (-snr / 20))
-    gm = 0.0 if m is None else 1.0
-    mix = (gm * m if m is not None else 0) + (gs * s if s is not None else 0)
-    g = target / _rms(mix)
-    peak = float(np.max(np.abs(mix))) * g
-    if peak > 0.99:
-        g *= 0.99 / peak
-    return gm * g, gs * g
-
-
 def build_scene_sets(root: str | os.PathLike | None = None, split: str = "test", sample_rate: int = 16000,
                      seed: int = 0, level_dbfs: float = -20.0, log: Callable[[str], None] = print) -> dict[str, int]:
     """Write the scene sets of ``split`` at ``sample_rate`` next to its base sets (which must exist: ``bgmid data
@@ -246,7 +234,7 @@ def build_scene_sets(root: str | os.PathLike | None = None, split: str = "test",
         rows, stems = [], []
         for k, b in enumerate(base):  # row k is clip k of every array (checked above)
             kk = k
-            gm, gs = _gains(np.asarray(M[kk]) if music else None, np.asarray(Sx[k]), snr, target)
+            gm, gs = mix_gains(np.asarray(M[kk]) if music else None, np.asarray(Sx[k]), snr, target)
             r = {f: b.get(f, "") for f in CSV_FIELDS}
             r.update(set=name, snr_db=snr if snr is not None else "-inf", music_gain=f"{gm:.8g}",
                      speech_gain=f"{gs:.8g}", clip=kk)

@@ -666,15 +666,7 @@ def build_fixed_sets(
 
         def gains(m: np.ndarray | None, s: np.ndarray | None, snr: float | None,
                   target: float = target) -> tuple[float, float]:
-            # unit-RMS parts: speech gain for the SNR, then both scaled to the target level, no clipping
-            gs = 0.0 if s is None else (1.0 if snr is None else 10 ** (-snr / 20))
-            gm = 0.0 if m is None else 1.0
-            mix = (gm * m if m is not None else 0) + (gs * s if s is not None else 0)
-            g = target / _rms(mix)
-            peak = float(np.max(np.abs(mix))) * g
-            if peak > 0.99:
-                g *= 0.99 / peak
-            return gm * g, gs * g
+            return mix_gains(m, s, snr, target)
 
         def write(name: str, rows: list[dict], out: Path = out) -> None:
             tmp = out / f".{name}.csv.tmp"
@@ -818,6 +810,20 @@ class FixedClip:
     tempo: float = 1.0  #: tempo factor with pitch kept (time compression)
     pitch_semitones: float = 0.0  #: transposition with tempo kept
     condition: str = ""  #: the condition's name (transforms.CONDITIONS), "" for the unchanged sets
+
+
+def mix_gains(m: np.ndarray | None, s: np.ndarray | None, snr: float | None, target: float) -> tuple[float, float]:
+    """Gains of unit-RMS music ``m`` and speech ``s`` (either may be None) for a music-to-speech ratio of ``snr``
+    dB (None: speech unscaled), the mix then at ``target`` RMS and never clipping (peak <= 0.99): the rule of
+    every fixed set."""
+    gs = 0.0 if s is None else (1.0 if snr is None else 10 ** (-snr / 20))
+    gm = 0.0 if m is None else 1.0
+    mix = (gm * m if m is not None else 0) + (gs * s if s is not None else 0)
+    g = target / _rms(mix)
+    peak = float(np.max(np.abs(mix))) * g
+    if peak > 0.99:
+        g *= 0.99 / peak
+    return gm * g, gs * g
 
 
 def load_fixed_set(root: str | os.PathLike | None, name: str, sample_rate: int = 16000,
