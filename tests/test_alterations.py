@@ -104,6 +104,9 @@ def test_fine_grid_spans_the_candidate_and_its_siblings_at_a_tenth_of_a_percent(
     assert any(a.pitch_semitones and a.speed == 1.0 for a in g)  # the transposition with that frequency factor
     assert any(a.tempo != 1.0 and a.freq_factor == 1.0 for a in g)  # the tempo change with that time factor
     assert fine_grid(NONE) == []
+    kinds = [Alteration(speed=1.04), Alteration(tempo=0.97), Alteration(pitch_semitones=-1.0), NONE,
+             Alteration(speed=1.04, tempo=1.01)]
+    assert [a.kind for a in kinds] == ["speed", "tempo", "pitch", "none", "mixed"]
     assert all(a.speed == 1.0 for a in fine_grid(Alteration(tempo=1.03), siblings=False))
 
 

@@ -554,7 +554,7 @@ class Matcher:
         the peaks (:func:`bgmid.alterations.undo`; no signal)."""
         from bgmid.alterations import undo
 
-        if alt.tempo == 1.0 and alt.pitch_semitones == 0.0 and alt.speed != 1.0:
+        if alt.kind == "speed":
             import soxr
 
             sr = self.preset.sample_rate
@@ -571,9 +571,8 @@ class Matcher:
         (:func:`bgmid.alterations.settle`), then verified with all query hashes undone at it, and the best
         accepted match wins; an exactly undone (resampled) winner has its offset refined among the track's
         repeats like an unaltered match. Reported query times are the query's own; the track offset is the
-        track's. ``tempo_only``: an unaltered match drifts
-        (:func:`_drifting`), so only tempo changes are searched, on a 1 % grid, and the result must align more
-        than ``beat`` hashes (else nothing is returned).
+        track's. ``tempo_only``: an unaltered match drifts (:func:`_drifting`), so only tempo changes are
+        searched, on a 1 % grid, and the result must align more than ``beat`` hashes (else nothing is returned).
         """
         from bgmid.alterations import (
             PostingCache,
@@ -600,7 +599,7 @@ class Matcher:
                 return
             lm, undone = self._undone(ys, peaks, alt, fanout)
             found, votes = self._match(lm, top, None)
-            tried[alt] = (found[0].score if found else 0, found, votes, lm, undone)
+            tried[alt] = (found[0].score if found else 0, found, votes, undone)
 
         for c in cands:
             for alt in settled(settle(self.store, peaks, c, fanout, siblings=not tempo_only, cache=cache)):
@@ -608,7 +607,7 @@ class Matcher:
         best = max(tried, key=lambda a: tried[a][0], default=None)
         if best is None or tried[best][0] <= beat:
             return []
-        score, found, votes, lm, undone = tried[best]
+        _, found, votes, undone = tried[best]
         if undone is not None:  # exact undo: settle loop offsets as for an unaltered query
             found[0] = self.refine_offset(undone, found[0], votes)
         for m in found:
