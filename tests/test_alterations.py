@@ -11,10 +11,12 @@ from bgmid.alterations import (
     PostingCache,
     default_grid,
     fine_grid,
+    frequent,
     query_peaks,
     search,
     settle,
     undo,
+    undo_grid,
 )
 from bgmid.audio import resample
 from bgmid.data import transforms
@@ -94,6 +96,47 @@ def test_posting_cache_answers_as_the_index_does(built_index, music_dir):
             assert got[0].size > 100
             key = lambda r: sorted(zip(*(a.tolist() for a in r), strict=True))  # noqa: E731
             assert key(got) == key(want)
+
+
+def test_undo_grid_is_undo_at_every_point(built_index, music_dir):
+    """The search's one vectorised pass gives each grid point's landmarks exactly as :func:`undo` alone."""
+    x, sr = _excerpt(music_dir)
+    y = resample(_alter(x, sr, "speed", 25 / 24), sr, 11025)
+    with open_index(built_index) as store:
+        peaks = query_peaks(y, store.preset, store.preset.density * 2)
+        grid = default_grid()
+        h, t, g = undo_grid(peaks, grid, store.preset, 10)
+        assert h.size > 10_000
+        for k in (0, 3, len(grid) - 1):
+            one = undo(peaks, grid[k], store.preset, 10)
+            assert np.array_equal(h[g == k], one.hashes) and np.array_equal(t[g == k], one.times)
+        assert np.array_equal(np.unique(g), np.arange(len(grid)))
+
+
+def test_frequent_counts_exactly_what_a_full_count_finds():
+    rng = np.random.default_rng(3)
+    keys = np.concatenate([rng.integers(0, 1 << 40, 200_000), np.repeat([7, 1 << 33, 12345], [9, 30, 8])])
+    keys = rng.permutation(keys)
+    uk, c = np.unique(keys, return_counts=True)
+    for m in (2, 9, 31):
+        got = frequent(keys, m)
+        assert np.array_equal(got[0], uk[c >= m]) and np.array_equal(got[1], c[c >= m])
+    assert frequent(keys, 9)[0].tolist() == [7, 1 << 33]
+
+
+def test_track_lookup_is_lookup_of_one_track(built_index, music_dir):
+    x, sr = _excerpt(music_dir)
+    y = resample(x, sr, 11025)
+    with open_index(built_index) as store:
+        peaks = query_peaks(y, store.preset, store.preset.density * 2)
+        h, _, _ = undo_grid(peaks, default_grid()[:8], store.preset, 10)
+        cache = PostingCache(store, max_postings=5)
+        cache.lookup(h[::3])  # part of it known already, the rest looked up by track_lookup
+        rows, tids, times = store.lookup(h, max_postings=5)
+        track = int(np.bincount(tids).argmax())
+        got = cache.track_lookup(h, track)
+        want = sorted(zip(rows[tids == track].tolist(), times[tids == track].tolist()))
+        assert len(want) > 50 and sorted(zip(*(a.tolist() for a in got))) == want
 
 
 def test_fine_grid_spans_the_candidate_and_its_siblings_at_a_tenth_of_a_percent():

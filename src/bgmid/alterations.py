@@ -31,11 +31,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bgmid.fingerprint.landmarks import Landmarks, pair_peaks, peak_candidates, spectrogram, thin_peaks
+from bgmid.fingerprint.landmarks import Landmarks, pair_groups, peak_candidates, spectrogram, thin_peaks
 from bgmid.fingerprint.presets import Preset
 
 __all__ = ["Alteration", "NONE", "PostingCache", "QueryPeaks", "UndoStream", "default_grid", "fine_grid", "query_peaks",
-           "search", "settle", "settled", "tempo_grid", "undo", "undo_pieces"]
+           "search", "settle", "settled", "tempo_grid", "undo", "undo_grid", "undo_pieces"]
 
 
 @dataclass(frozen=True)
@@ -144,16 +144,30 @@ def query_peaks(y: np.ndarray, preset: Preset, density: float) -> QueryPeaks:
 
 def undo(peaks: QueryPeaks, alt: Alteration, preset: Preset, fanout: int) -> Landmarks:
     """Landmarks of ``peaks`` moved to the reference's time and frequency scale (times in reference frames)."""
-    tt = np.round(peaks.t * alt.time_factor).astype(np.int32)
-    ff = np.round(peaks.f / alt.freq_factor).astype(np.int32)
+    h, t, _ = undo_grid(peaks, [alt], preset, fanout)
+    return Landmarks(h, t)
+
+
+def undo_grid(peaks: QueryPeaks, grid: Sequence[Alteration], preset: Preset, fanout: int
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`undo` at every point of ``grid`` in one vectorised pass: (hashes, times in reference frames,
+    grid index) of all their landmarks, grid point after grid point (each one's landmarks exactly those of
+    ``undo`` at it). One pass instead of one per alteration: the search undoes ~40, a settling ~40 more."""
+    a = np.array([alt.time_factor for alt in grid], np.float64)[:, None]
+    b = np.array([alt.freq_factor for alt in grid], np.float64)[:, None]
+    tt = np.round(peaks.t[None, :] * a).astype(np.int64)
+    ff = np.round(peaks.f[None, :] / b).astype(np.int64)
+    gg = np.broadcast_to(np.arange(len(grid))[:, None], tt.shape)
     lo = int(np.ceil(preset.fmin_hz * preset.n_fft / preset.sample_rate))
     ok = (ff >= lo) & (ff <= preset.n_fft // 2)
-    tt, ff = tt[ok], ff[ok]
-    order = np.lexsort((ff, tt))
-    tt, ff = tt[order], ff[order]
+    tt, ff, gg = tt[ok], ff[ok], gg[ok]
+    order = np.lexsort((ff, tt, gg))
+    tt, ff, gg = tt[order], ff[order], gg[order]
     keep = np.ones(tt.size, bool)  # two analyses may give the same peak: pair it once
-    keep[1:] = (tt[1:] != tt[:-1]) | (ff[1:] != ff[:-1])
-    return pair_peaks(tt[keep], ff[keep], preset, fanout=fanout)
+    keep[1:] = (tt[1:] != tt[:-1]) | (ff[1:] != ff[:-1]) | (gg[1:] != gg[:-1])
+    tt, ff, gg = tt[keep], ff[keep], gg[keep]
+    anchors, hashes = pair_groups(tt.astype(np.int32), ff.astype(np.int32), preset, fanout, groups=gg)
+    return hashes, tt[anchors].astype(np.int32), gg[anchors]
 
 
 @dataclass(frozen=True)
@@ -186,31 +200,41 @@ def search(store, peaks: QueryPeaks, grid: Sequence[Alteration], fanout: int, ma
     if rows.size == 0:
         return []
     off = ((times - t[rows]) >> 1) + (1 << 21)
-    key = np.sort((tids.astype(np.int64) << 32) | (g[rows] << 22) | off)
-    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
-    counts = np.diff(np.r_[starts, key.size])
-    uk = key[starts]
+    uk, counts = frequent((tids.astype(np.int64) << 32) | (g[rows] << 22) | off, max(1, min_score))
+    if uk.size == 0:
+        return []
     track = uk >> 32
     order = np.lexsort((-counts, track))  # per track, its best (alteration, offset) first
     track, counts, uk = track[order], counts[order], uk[order]
     first = np.flatnonzero(np.r_[True, track[1:] != track[:-1]])
     best = first[np.argsort(-counts[first], kind="stable")[:top]]
-    return [Candidate(int(track[i]), grid[int((uk[i] >> 22) & 1023)], int(counts[i])) for i in best
-            if counts[i] >= min_score]
+    return [Candidate(int(track[i]), grid[int((uk[i] >> 22) & 1023)], int(counts[i])) for i in best]
+
+
+def frequent(keys: np.ndarray, min_count: int) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct values of int64 ``keys`` that occur at least ``min_count`` times, sorted, and their counts.
+
+    Exact, without sorting every key: the keys are counted in hash buckets first (a bucket holds at least
+    the count of each key in it), and only the keys of buckets that reach ``min_count`` are counted exactly.
+    The search votes ~1 M postings per query, of which a few hundred share a (track, alteration, offset);
+    sorting them all was a quarter of its time."""
+    keys = np.asarray(keys, np.int64)
+    if min_count > 1 and keys.size > 4096:
+        bits = int(np.ceil(np.log2(keys.size)))  # 1-2 buckets a key: chance collisions reach a few
+        bucket = ((keys.view(np.uint64) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(64 - bits)).astype(np.int64)
+        hot = np.bincount(bucket, minlength=1 << bits)[bucket] >= min_count
+        keys = keys[hot]
+    uk, counts = np.unique(keys, return_counts=True)
+    keep = counts >= min_count
+    return uk[keep], counts[keep]
 
 
 def _grid_postings(store, peaks: QueryPeaks, grid: Sequence[Alteration], fanout: int, cache: PostingCache
                    ) -> tuple[np.ndarray, ...]:
     """The rare-hash postings of ``peaks`` undone at every point of ``grid``: (query row, track id, track
     time) per posting, and the time and grid index of every query row."""
-    hs, ts, gs = [], [], []
-    for g, alt in enumerate(grid):
-        lm = undo(peaks, alt, store.preset, fanout)
-        hs.append(lm.hashes)
-        ts.append(lm.times.astype(np.int64))
-        gs.append(np.full(lm.hashes.size, g, np.int64))
-    t, g = np.concatenate(ts), np.concatenate(gs)
-    return (*cache.lookup(np.concatenate(hs)), t, g)
+    h, t, g = undo_grid(peaks, grid, store.preset, fanout)
+    return (*cache.lookup(h), t.astype(np.int64), g)
 
 
 class PostingCache:
@@ -251,6 +275,31 @@ class PostingCache:
             return empty, empty, empty
         rows, tids, times = (np.concatenate(a) for a in zip(*parts, strict=True))
         return rows, tids, times
+
+    def track_lookup(self, h: np.ndarray, track: int) -> tuple[np.ndarray, np.ndarray]:
+        """The postings of ``h``'s rows in one track: (row, track time), the rows of :meth:`lookup` whose
+        track is ``track``, found from that track's few cached postings instead of expanding every row's
+        (settling counts one candidate's track only)."""
+        h = np.asarray(h, np.uint32)
+        uh = np.unique(h)
+        known = np.zeros(uh.size, bool)
+        for keys, *_ in self.blocks:
+            known |= _members(keys, uh)
+        if not known.all():
+            self._add(uh[~known])
+        th, tt = [], []
+        for keys, start, tids, times in self.blocks:
+            at = np.flatnonzero(tids == track)
+            th.append(keys[np.searchsorted(start, at, side="right") - 1])
+            tt.append(times[at])
+        th, tt = np.concatenate(th), np.concatenate(tt)
+        order = np.argsort(th, kind="stable")
+        th, tt = th[order], tt[order]
+        lo, hi = np.searchsorted(th, h, "left"), np.searchsorted(th, h, "right")
+        c = hi - lo
+        rows = np.repeat(np.arange(h.size), c)
+        idx = np.repeat(lo - (np.cumsum(c) - c), c) + np.arange(int(c.sum()))
+        return rows, tt[idx]
 
     def _add(self, new: np.ndarray) -> None:
         """Look up ``new`` (sorted, distinct, not yet known) as a new block."""
@@ -297,11 +346,11 @@ def settle(store, peaks: QueryPeaks, cand: Candidate, fanout: int, max_postings:
     grid = fine_grid(cand.alteration, step, n, siblings)
     if not grid:
         return cand.alteration
-    rows, tids, times, t, g = _grid_postings(store, peaks, grid, fanout, cache or PostingCache(store, max_postings))
-    mine = tids == cand.track_id
-    if not mine.any():
+    h, t, g = undo_grid(peaks, grid, store.preset, fanout)
+    rows, times = (cache or PostingCache(store, max_postings)).track_lookup(h, cand.track_id)
+    if rows.size == 0:
         return cand.alteration
-    rows, times = rows[mine], times[mine]
+    t = t.astype(np.int64)
     off = times - t[rows]
     lo = off.min() - 1
     hist = np.zeros((len(grid), int(off.max() - lo) + 2), np.int64)

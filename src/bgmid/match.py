@@ -587,11 +587,12 @@ class Matcher:
 
         p, o = self.preset, self.options
         fanout = int(round(p.fanout * o.fanout_factor))
+        f_search = int(round(p.fanout * o.search_fanout_factor))
         peaks = QueryPeaks.pool([query_peaks(y, p, p.density * o.density_factor) for y in ys])
         # a drifting match was found unaltered already: only real tempo changes can beat it
         grid = tempo_grid()[1:] if tempo_only else default_grid()
         cache = PostingCache(self.store)  # the search and every settling share one lookup per hash
-        cands = search(self.store, peaks, grid, fanout, top=1 if tempo_only else 3, cache=cache)
+        cands = search(self.store, peaks, grid, f_search, top=1 if tempo_only else 3, cache=cache)
         tried: dict = {}
 
         def verify(alt):

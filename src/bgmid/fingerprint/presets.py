@@ -52,6 +52,11 @@ class QueryOptions:
     #: when the unaltered query finds nothing, search for speed (+-6 %), tempo (+-5 %) and pitch (+-2
     #: semitones) changes as broadcasts apply them (:mod:`bgmid.alterations`); False: unaltered only
     alterations: bool = True
+    #: pairs per anchor in the alteration search, relative to the preset's (settling and verification use
+    #: ``fanout_factor``). The search's cost is the ~40 alterations' lookups, in proportion to the pairs; at
+    #: 1.0 it costs about half, but on 30 corpus clips at -10 dB it found 27 instead of 30 at speed +4.2 %, 22
+    #: instead of 25 at -2 semitones (benchmarks/alterations.py measures it)
+    search_fanout_factor: float = 2.0
     #: queries shorter than this (s) are analysed at ``short_density`` times the density and ``short_shifts``
     #: phases: a 5 s cue has less than half the evidence of a 12 s query. On 40 corpus clips of 5 s at -10 dB
     #: (no separator): 1.5x / 2 phases found 26, 2x / 8 phases 35, with no false match on 120 clips of 5 s of
