@@ -110,6 +110,11 @@ def _worker_monitor(job: BatchJob) -> Monitor:
     return _WORKER["monitor"]
 
 
+def warm_worker(job: BatchJob) -> None:
+    """Open the index and load the separator in a worker before its first programme (a worker task)."""
+    _worker_monitor(job)
+
+
 def run_programme(job: BatchJob, path: str) -> MonitorResult:
     """Monitor one programme (a worker's task). The result travels back whole; the driver writes it."""
     return _worker_monitor(job).run(path)
@@ -322,6 +327,9 @@ def run_batch(
             continue
         o.status = "pending"
         todo.append((o, fp))
+        if len(todo) == 1:  # workers start (imports, index, separator) while the rest are fingerprinted
+            for _ in range(workers):
+                executor.submit(warm_worker, job)
     for o in outcomes:
         if o.status == "failed":
             settle(o)
