@@ -68,8 +68,9 @@ def test_speech_is_the_mixture_minus_the_music_mask():
     np.testing.assert_allclose((y[0, 0] + y[0, 1]).numpy(), x[0, 0].numpy(), atol=1e-5)
 
 
-def test_onnx_backend_gives_the_same_stems_and_follows_the_thread_policy():
+def test_onnx_backend_gives_the_same_stems_and_follows_the_thread_policy(tmp_path, monkeypatch):
     pytest.importorskip("onnxruntime")
+    monkeypatch.setenv("BGMID_ONNX_CACHE", str(tmp_path))  # the exported graph's cache
     model = _random_unet()
     fast = inference.inference_model(model, "onnx")
     assert fast.inference_backend == "onnx"
@@ -86,7 +87,8 @@ def test_onnx_backend_gives_the_same_stems_and_follows_the_thread_policy():
 
 
 @pytest.mark.skipif(not shipped_weights("unet").exists(), reason="no shipped U-Net weights")
-def test_shipped_default_separator_auto_equals_plain_torch():
+def test_shipped_default_separator_auto_equals_plain_torch(tmp_path, monkeypatch):
+    monkeypatch.setenv("BGMID_ONNX_CACHE", str(tmp_path))
     auto = load_separator("unet")
     plain = load_separator("unet", backend="torch")
     x = _mixture(8.0)
@@ -123,3 +125,31 @@ def test_unet_chunks_sit_on_the_frame_grid():
     assert plan.chunk / plan.hop < 1.25
     mmd = build("mmdensenet", "lite")
     assert default_plan(mmd).hop % mmd.quantum == 0
+
+
+def test_exported_graph_is_cached_and_a_damaged_one_is_exported_again(tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    monkeypatch.setenv("BGMID_ONNX_CACHE", str(tmp_path))
+    model = inference.fuse_batchnorm(_random_unet())
+    first = inference.OnnxMaskNet(model)
+    path = inference.graph_path(model)
+    assert path.parent == tmp_path and path.read_bytes() == first.graph
+
+    def no_export(_model):
+        raise AssertionError("exported again although the graph is cached")
+
+    real_export = inference.export_mask_net
+    monkeypatch.setattr(inference, "export_mask_net", no_export)
+    again = inference.OnnxMaskNet(model)
+    feats = torch.rand(1, 1, model.n_fft // 2, 2 * model.grid)
+    with torch.inference_mode():
+        ref = model.mask_net(feats)
+    np.testing.assert_allclose(again(feats).numpy(), ref.numpy(), atol=TOL)
+    path.write_bytes(b"not a graph")  # damaged (e.g. a full disk): exported again and rewritten
+    monkeypatch.setattr(inference, "export_mask_net", real_export)
+    damaged = inference.OnnxMaskNet(model)
+    np.testing.assert_allclose(damaged(feats).numpy(), ref.numpy(), atol=TOL)
+    assert path.read_bytes() == damaged.graph != b"not a graph"
+    other = _random_unet()
+    torch.nn.init.zeros_(other.enc[0][0].bias)
+    assert inference.graph_path(inference.fuse_batchnorm(other)) != path  # other weights, another graph

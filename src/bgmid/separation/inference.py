@@ -6,20 +6,25 @@ torch path in ``tests/test_separation_inference.py``):
 
 * :func:`fuse_batchnorm` -- eval-mode BatchNorm is an affine map per channel, so it folds into the weights and
   bias of the (transposed) convolution before it: one pass over each activation instead of two;
-* :class:`OnnxMaskNet` -- the mask network exported (by :func:`export_mask_net`, from the loaded weights, in
-  memory: no file is shipped or cached) and run by ONNX Runtime, whose CPU kernels run the U-Net's strided
-  transposed convolutions about twice as fast as torch's (the decoder is most of the network's time). Optional:
-  without the ``fast`` extra (``pip install 'bgmid[fast]'``) the torch path runs;
+* :class:`OnnxMaskNet` -- the mask network exported (by :func:`export_mask_net`, from the loaded weights; no
+  graph is shipped: the first run exports it into the models cache, :func:`mask_net_graph`) and run by ONNX
+  Runtime, whose CPU kernels run the U-Net about 1.4x as fast as torch's (the strided transposed convolutions of
+  the decoder are most of the network's time). Optional: without the ``fast`` extra (``pip install
+  'bgmid[fast]'``) the torch path runs;
 * :func:`inference_model` -- both, on a copy (the registry's module is left as trained).
 
-The fourth change, longer chunks with less overlap (:func:`bgmid.separation.apply.default_plan`), does change
-the stems slightly (the network sees more context) and is measured, not assumed: ``benchmarks/separator_speed.py``.
+Two more changes live with the model: speech as the mixture minus the music (one inverse STFT,
+:meth:`bgmid.separation.spectral.SpectrogramMaskModel.forward`), and the U-Net's inference chunks on the STFT
+frame grid (1.2 samples separated per output sample instead of 2.0, :func:`bgmid.separation.apply.default_plan`),
+which changes the stems slightly and is measured, not assumed: ``benchmarks/separator_speed.py``.
 """
 
 from __future__ import annotations
 
 import copy
 import importlib.util
+import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -91,29 +96,91 @@ def export_mask_net(model: nn.Module) -> bytes:
     return buf.getvalue()
 
 
+#: bump when :func:`export_mask_net` changes (opset, names, axes): graphs cached by an older export are ignored
+EXPORT_VERSION = 1
+
+
+def graph_key(model: nn.Module) -> str:
+    """What a cached graph of ``model``'s mask network is named by: a hash of its class, constructor arguments,
+    weights, torch version and :data:`EXPORT_VERSION` (other weights, another graph)."""
+    import hashlib
+    import json
+
+    h = hashlib.sha256()
+    meta = {"class": type(model).__name__, "kwargs": getattr(model, "init_kwargs", None),
+            "torch": torch.__version__, "export": EXPORT_VERSION}
+    h.update(json.dumps(meta, sort_keys=True, default=str).encode())
+    for k, v in model.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return f"{type(model).__name__.lower()}-{h.hexdigest()[:20]}"
+
+
+def graph_path(model: nn.Module, cache: str | os.PathLike | None = None) -> Path:
+    """Where the exported graph of ``model`` is cached: in ``cache``, else ``$BGMID_ONNX_CACHE``, else ``onnx/``
+    in the models cache (``$BGMID_CACHE``, else ``~/.cache/bgmid/models``: :func:`bgmid.separation.pretrained.
+    models_cache`)."""
+    from bgmid.separation.pretrained import models_cache
+
+    env = os.environ.get("BGMID_ONNX_CACHE")
+    folder = Path(cache or env).expanduser() if cache or env else models_cache() / "onnx"
+    return folder / f"{graph_key(model)}.onnx"
+
+
+def mask_net_graph(model: nn.Module, cache: str | os.PathLike | None = None, fresh: bool = False) -> bytes:
+    """The ONNX graph of ``model``'s mask network: read from :func:`graph_path` when an earlier run exported
+    it (an export takes about a second, several times a short query's separation), else exported and written
+    there (atomically; a cache that cannot be written only costs the export next time). ``fresh``: export
+    again and overwrite."""
+    path = graph_path(model, cache)
+    if not fresh:
+        try:
+            return path.read_bytes()
+        except OSError:
+            pass
+    graph = export_mask_net(model)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.part")
+        tmp.write_bytes(graph)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+    return graph
+
+
 class OnnxMaskNet:
     """A mask network run by ONNX Runtime: tensor in, tensor out, like ``mask_net``.
 
     One session per thread count, made on first use: the sessions follow the torch thread policy of the call
     (:func:`bgmid.separation.registry.torch_threads`), since ONNX Runtime fixes its thread count per session.
+    A cached graph that ONNX Runtime cannot load (damaged) is exported again.
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, cache: str | os.PathLike | None = None) -> None:
         if not has_onnxruntime():
             raise BgmidError("the onnx separator backend needs onnxruntime: pip install 'bgmid[fast]'.")
-        self.graph = export_mask_net(model)
+        self.model, self.cache = model, cache
+        self.graph = mask_net_graph(model, cache)
         self._sessions: dict[int, Any] = {}
+
+    def _new_session(self, threads: int) -> Any:
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        return ort.InferenceSession(self.graph, so, providers=["CPUExecutionProvider"])
 
     def session(self, threads: int) -> Any:
         if threads not in self._sessions:
-            import onnxruntime as ort
-
-            so = ort.SessionOptions()
-            so.intra_op_num_threads = threads
-            so.inter_op_num_threads = 1
-            so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            self._sessions[threads] = ort.InferenceSession(self.graph, so, providers=["CPUExecutionProvider"])
+            try:
+                self._sessions[threads] = self._new_session(threads)
+            except Exception:  # noqa: BLE001 - onnxruntime raises its own types for an unreadable graph
+                self.graph = mask_net_graph(self.model, self.cache, fresh=True)
+                self._sessions[threads] = self._new_session(threads)
         return self._sessions[threads]
 
     def __call__(self, feats: torch.Tensor) -> torch.Tensor:
