@@ -28,7 +28,7 @@ class UNet(SpectrogramMaskModel):
 
     Inference chunks are the training segment on the STFT frame grid with 16 % overlap: 1.2 samples separated
     per output sample, against 2.0 on the 64-frame grid of the six strided layers, with the held-out gains kept;
-    chunks longer than the training segment (256, 512 frames) cost less still but lose about 0.5 dB
+    512-frame chunks cost less still but lose 0.7 / 0.8 dB of gain at -10 / -20 dB
     (``benchmarks/separator_speed.py``, docs/separation-speed.md)."""
 
     inference_overlap = 0.16
