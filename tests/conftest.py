@@ -13,6 +13,16 @@ TRACK_S = 40.0
 SR = 22050
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _onnx_graph_cache(tmp_path_factory):
+    """The default separator exports its mask network for ONNX Runtime into a cache on first use; tests keep
+    that cache out of the user's models folder (``bgmid.separation.inference.graph_path``)."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("BGMID_ONNX_CACHE", str(tmp_path_factory.mktemp("onnx-cache")))
+    yield
+    mp.undo()
+
+
 @pytest.fixture(scope="session")
 def music_dir(tmp_path_factory) -> Path:
     """A small 'music library' of generated tracks (FLAC and OGG, one without an extension)."""

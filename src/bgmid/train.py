@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -41,6 +41,9 @@ from bgmid.errors import BgmidError
 from bgmid.metrics import si_sdr as metrics_si_sdr
 from bgmid.separation import registry
 from bgmid.separation.registry import torch_threads
+
+if TYPE_CHECKING:
+    from bgmid.separation.apply import ChunkPlan
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # mix, music, speech: (B, 1, N) each
 
@@ -220,8 +223,9 @@ def load_val_sets(root: str | None, sample_rate: int, clips: int, seconds: float
     return out
 
 
-def validate(model: nn.Module, sets: ValSet) -> dict[str, float]:
-    """Mean SI-SDR of music and speech estimates per set, and of the unprocessed mixture (the baseline)."""
+def validate(model: nn.Module, sets: ValSet, plan: ChunkPlan | None = None) -> dict[str, float]:
+    """Mean SI-SDR of music and speech estimates per set, and of the unprocessed mixture (the baseline), in
+    the model's inference chunks (:func:`bgmid.separation.apply.default_plan`) or ``plan``'s."""
     from bgmid.separation.apply import separate_array
 
     res: dict[str, float] = {}
@@ -230,7 +234,7 @@ def validate(model: nn.Module, sets: ValSet) -> dict[str, float]:
         for mix, mu, sp in rows:
             if np.dot(mu, mu) < 1e-8 or np.dot(sp, sp) < 1e-8:
                 continue
-            em, es = separate_array(model, mix, batch=8)
+            em, es = separate_array(model, mix, batch=8, plan=plan)
             mu_s.append(metrics_si_sdr(reference=mu, estimate=em, zero_mean=True))
             sp_s.append(metrics_si_sdr(reference=sp, estimate=es, zero_mean=True))
             base.append(metrics_si_sdr(reference=mu, estimate=mix, zero_mean=True))

@@ -76,7 +76,7 @@ def cmd_separate(args: argparse.Namespace) -> int:
     with audio_warnings("separate"), torch_threads(max(1, args.threads)):
         for path, stem in zip(inputs, unique_stems(inputs), strict=True):
             try:
-                r = separate_file(sep.model, path, args.out, chunk=args.chunk, device=args.device, stem=stem,
+                r = separate_file(sep.runner, path, args.out, chunk=args.chunk, device=args.device, stem=stem,
                                   sample_rate=args.sr)
             except AudioError as exc:
                 print(f"bgmid separate: skipped: {exc}", file=sys.stderr, flush=True)

@@ -5,7 +5,9 @@ broadcast audio does not fit through a network at once. Each chunk is separated 
 overlap and are cross-faded with complementary sin²/cos² ramps placed away from the chunk edges (the first and
 last ``edge`` samples of each chunk, which lack context, get zero weight). Chunk offsets are multiples of the
 model's ``quantum`` (its total down-sampling in samples), so away from the signal's ends the result equals what
-the model would give on the whole signal whenever the model's receptive field fits in the discarded margin.
+the model would give on the whole signal whenever the model's receptive field fits in the discarded margin; a
+model whose receptive field is wider than its chunk states a finer grid (``inference_quantum``), which
+separates fewer samples twice.
 
 :func:`separate_stream` is the core: it consumes blocks and yields finished output as soon as no later chunk
 can change it, so memory is bounded by a few chunks whatever the input length.
@@ -143,18 +145,26 @@ def model_fn(model: torch.nn.Module, device: str | torch.device = "cpu") -> Chun
     return fn
 
 
-def default_plan(model: torch.nn.Module, chunk: int | None = None, overlap: float = 0.25) -> ChunkPlan:
-    """The model's training segment as chunk (what it was trained on), hop a multiple of its quantum."""
-    return plan_chunks(int(chunk or model.segment), int(getattr(model, "quantum", 1)), overlap)
+def default_plan(model: torch.nn.Module, chunk: int | None = None, overlap: float | None = None) -> ChunkPlan:
+    """The model's training segment as chunk (what it was trained on, or ``chunk`` samples), with the model's
+    inference overlap and offset grid where it states them (``inference_overlap``, ``inference_quantum``:
+    :class:`bgmid.separation.spectral.SpectrogramMaskModel`), else 0.25 and its ``quantum``."""
+    if overlap is None:
+        overlap = float(getattr(model, "inference_overlap", 0.25))
+    quantum = getattr(model, "inference_quantum", None) or getattr(model, "quantum", 1)
+    return plan_chunks(int(chunk or model.segment), int(quantum), overlap)
 
 
 def separate_array(model: torch.nn.Module, mono: np.ndarray, chunk: int | None = None, batch: int = 4,
-                   device: str | torch.device = "cpu", overlap: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
-    """Separate a mono float32 array at the model's rate into (music, speech), each as long as the input."""
+                   device: str | torch.device = "cpu", overlap: float | None = None, plan: ChunkPlan | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Separate a mono float32 array at the model's rate into (music, speech), each as long as the input, in
+    ``plan``'s chunks (default: :func:`default_plan` with ``chunk`` and ``overlap``)."""
     mono = np.asarray(mono, np.float32).reshape(-1)
     if mono.size == 0:
         return np.zeros(0, np.float32), np.zeros(0, np.float32)
-    pieces = list(separate_stream([mono], model_fn(model, device), default_plan(model, chunk, overlap), batch))
+    plan = plan or default_plan(model, chunk, overlap)
+    pieces = list(separate_stream([mono], model_fn(model, device), plan, batch))
     y = np.concatenate(pieces, axis=1)
     return np.ascontiguousarray(y[0]), np.ascontiguousarray(y[1])
 

@@ -169,22 +169,37 @@ def model_from_checkpoint(ckpt: dict[str, Any], device: str | torch.device = "cp
 
 
 class TorchSeparator:
-    """A network plus chunked overlap-add inference behind the :class:`Separator` interface."""
+    """A network plus chunked overlap-add inference behind the :class:`Separator` interface.
+
+    ``model`` stays the trained module; :attr:`runner` is what separates: its inference copy
+    (:func:`bgmid.separation.inference.inference_model`: BatchNorm folded, the mask network on ONNX Runtime
+    when ``backend`` is ``auto`` and onnxruntime is installed, or ``onnx``), made on first use."""
 
     def __init__(self, model: nn.Module, device: str | torch.device = "cpu", chunk: int | None = None,
-                 batch: int = 4, info: dict | None = None) -> None:
+                 batch: int = 4, info: dict | None = None, backend: str = "auto") -> None:
         self.model = model.to(device).eval()
         self.device = device
         self.chunk = chunk
         self.batch = batch
+        self.backend = backend
         self.sample_rate = int(model.sample_rate)
         self.name = getattr(model, "registry_name", type(model).__name__)
         self.info = info or {}
+        self._runner: nn.Module | None = None
+
+    @property
+    def runner(self) -> nn.Module:
+        """The module that separates (the inference copy of :attr:`model`)."""
+        if self._runner is None:
+            from bgmid.separation.inference import inference_model
+
+            self._runner = inference_model(self.model, self.backend)
+        return self._runner
 
     def separate(self, mono: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         from bgmid.separation.apply import separate_array
 
-        return separate_array(self.model, mono, self.chunk, self.batch, self.device)
+        return separate_array(self.runner, mono, self.chunk, self.batch, self.device)
 
 
 def shipped_weights(name: str) -> Path:
@@ -192,9 +207,10 @@ def shipped_weights(name: str) -> Path:
 
 
 def load_separator(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str | torch.device = "cpu",
-                   weights: str | os.PathLike | None = None) -> TorchSeparator:
+                   weights: str | os.PathLike | None = None, backend: str = "auto") -> TorchSeparator:
     """A ready separator: a registry name (shipped ``models/<name>-lite.pt``, or ``weights``), a pretrained name
-    (:data:`PRETRAINED_MODELS`: the fetched weights, or ``weights``) or a ``.pt`` path."""
+    (:data:`PRETRAINED_MODELS`: the fetched weights, or ``weights``) or a ``.pt`` path. ``backend``: what runs
+    a trained model's network (:data:`bgmid.separation.inference.BACKENDS`; pretrained models run torch)."""
     s = str(name_or_path)
     if s in PRETRAINED_MODELS:
         module, loader = PRETRAINED_MODELS[s]
@@ -215,7 +231,7 @@ def load_separator(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str 
     model = model_from_checkpoint(ckpt, device)
     info = {k: ckpt.get(k) for k in ("train", "metrics", "data_manifest_hash")}
     info["path"] = str(weights)
-    return TorchSeparator(model, device, info=info)
+    return TorchSeparator(model, device, info=info, backend=backend)
 
 
 def resolve_separator(name: str, device: str | torch.device = "cpu", command: str = "monitor") -> Separator | None:

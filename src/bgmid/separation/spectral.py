@@ -69,6 +69,17 @@ class SpectrogramMaskModel(nn.Module):
     domain = "spectrogram"
     #: total down-sampling factor of the mask network in frequency and time (set by subclasses)
     grid: int = 1
+    #: what runs the mask network at inference, when not :meth:`mask_net` itself (e.g. an ONNX Runtime session,
+    #: :func:`bgmid.separation.inference.inference_model`); same signature
+    mask_backend = None
+    #: the share of an inference chunk given to its zero-weight edges and cross-fade
+    #: (:func:`bgmid.separation.apply.default_plan`, :func:`~bgmid.separation.apply.plan_chunks`)
+    inference_overlap: float = 0.25
+    #: inference chunk offsets are multiples of this many STFT frames (0: :attr:`grid`, which makes chunked
+    #: inference equal whole-signal inference where the receptive field fits the chunk edges). A network whose
+    #: receptive field is wider than its chunk gains nothing from the coarse grid, and pays for it: the lite
+    #: U-Net's 8,192-sample grid on its 16,256-sample chunks separates every sample twice
+    inference_step_frames: int = 0
 
     def __init__(self, sample_rate: int, n_fft: int, hop: int, frames: int, input_rms: float = 0.0) -> None:
         super().__init__()
@@ -92,6 +103,11 @@ class SpectrogramMaskModel(nn.Module):
         """Chunk offsets must be multiples of this many samples for chunked == whole-signal inference."""
         return self.hop * self.grid
 
+    @property
+    def inference_quantum(self) -> int:
+        """Inference chunk offsets are multiples of this many samples (:attr:`inference_step_frames`)."""
+        return self.hop * self.inference_step_frames if self.inference_step_frames else self.quantum
+
     def mask_net(self, feats: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -100,16 +116,20 @@ class SpectrogramMaskModel(nn.Module):
         feats = mask_input(mag[:, :-1, :]).unsqueeze(1)  # drop Nyquist: F-1 = n_fft/2 divides by grid
         feats, t = pad_to_multiple(feats, 3, self.grid)
         feats, f = pad_to_multiple(feats, 2, self.grid)
-        m = self.mask_net(feats)[:, 0, :f, :t]
+        m = (self.mask_backend or self.mask_net)(feats)[:, 0, :f, :t]
         return torch.cat([m, m[:, -1:, :]], dim=1)
 
     def forward(self, mix: torch.Tensor) -> torch.Tensor:
-        """(B, 1, N) mixture -> (B, 2, N): music, speech (complementary mask, mixture phase)."""
-        b, _, n = mix.shape
+        """(B, 1, N) mixture -> (B, 2, N): music, speech (complementary mask, mixture phase).
+
+        Speech is the mixture minus the music: the inverse STFT is linear and reconstructs the unmasked
+        mixture exactly (Hann window, 75 % overlap, centred frames), so ``istft((1 - M) X) = x - istft(M X)``
+        up to float rounding, and one inverse STFT is saved."""
+        n = mix.shape[-1]
         spec = self.stft(mix[:, 0])
         m = self.mask(spec.abs() * level_gain(mix, self.input_rms))
-        both = torch.stack([spec * m, spec * (1 - m)], dim=1).reshape(b * 2, *spec.shape[1:])
-        return self.stft.inverse(both, n).reshape(b, 2, n)
+        music = self.stft.inverse(spec * m, n)
+        return torch.stack([music, mix[:, 0] - music], dim=1)
 
     def spectrogram_loss(self, mix: torch.Tensor, music: torch.Tensor, speech: torch.Tensor) -> torch.Tensor:
         """Masked-magnitude L1 (Jansson et al.): |M X| vs |Y_music| and |(1-M) X| vs |Y_speech|, mean."""

@@ -296,6 +296,7 @@ class SpleeterSeparator(TorchSeparator):
     def __init__(self, model: Spleeter, sample_rate: int = 16000, device: str | torch.device = "cpu",
                  info: dict | None = None) -> None:
         super().__init__(model, device, chunk=model.segment, batch=1, info=info)
+        self._runner = self.model  # the port is tested as it is against TensorFlow's outputs: no inference copy
         self.sample_rate = int(sample_rate)
         self.name = "spleeter"
 
