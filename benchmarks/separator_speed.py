@@ -12,7 +12,7 @@ Variants (measured interleaved, rep by rep, so a change of machine load hits the
   default_plan`: the same segment, offsets on the STFT frame grid, 0.16 overlap: 1.2 samples per sample);
 * ``frame-grid fused`` -- BatchNorm folded (:func:`bgmid.separation.inference.inference_model`, torch backend);
 * ``frame-grid onnx`` -- folded and the mask network on ONNX Runtime: what ``load_separator`` runs by default
-  when onnxruntime is installed (``pip install 'bgmid[fast]'``);
+  when onnxruntime is installed (``pip install onnxruntime onnx``);
 * ``grid-64 onnx`` -- ONNX Runtime in the old chunks (what the backend alone buys);
 * ``long-512 onnx`` -- 512-frame chunks, 0.12 overlap (1.14 samples per sample; scored to show why the
   training segment stays).

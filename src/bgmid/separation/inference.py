@@ -9,8 +9,8 @@ torch path in ``tests/test_separation_inference.py``):
 * :class:`OnnxMaskNet` -- the mask network exported (by :func:`export_mask_net`, from the loaded weights; no
   graph is shipped: the first run exports it into the models cache, :func:`mask_net_graph`) and run by ONNX
   Runtime, whose CPU kernels run the U-Net about 1.4x as fast as torch's (the strided transposed convolutions of
-  the decoder are most of the network's time). Optional: without the ``fast`` extra (``pip install
-  'bgmid[fast]'``) the torch path runs;
+  the decoder are most of the network's time). A dependency of bgmid; where it is missing (a
+  platform without its wheels) the torch path runs;
 * :func:`inference_model` -- both, on a copy (the registry's module is left as trained).
 
 Two more changes live with the model: speech as the mixture minus the music (one inverse STFT,
@@ -159,7 +159,7 @@ class OnnxMaskNet:
 
     def __init__(self, model: nn.Module, cache: str | os.PathLike | None = None) -> None:
         if not has_onnxruntime():
-            raise BgmidError("the onnx separator backend needs onnxruntime: pip install 'bgmid[fast]'.")
+            raise BgmidError("the onnx separator backend needs onnxruntime: pip install onnxruntime onnx.")
         self.model, self.cache = model, cache
         self.graph = mask_net_graph(model, cache)
         self._sessions: dict[int, Any] = {}
