@@ -16,34 +16,61 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     dsub = p.add_subparsers(dest="data_command", metavar="ACTION")
 
-    f = dsub.add_parser("fetch", help="download, unpack and convert the corpus packages (resumable)")
+    f = dsub.add_parser(
+        "fetch", help="download, unpack and convert the corpus packages (resumable)",
+        description="Download the Debian packages of a preset (music tracks; speech: voice acting and recorded "
+        "prompts, no TTS), unpack them, decode every file to the cached rates and write ROOT/manifest.json with "
+        "track-disjoint (speech: speaker-disjoint) train/val/test splits (music also an out-of-index split). "
+        "Finished packages are skipped and an interrupted one resumes, so re-running is cheap. Needs apt-get "
+        "(Debian/Ubuntu), or the .deb files placed in ROOT/debs/. "
+        "Example: bgmid data fetch --preset demo",
+    )
     _root(f)
     f.add_argument("--preset", default="full", help="package set: demo (~770 MB of .debs) or full (default)")
     f.add_argument("--music", nargs="*", metavar="PKG", help="music packages instead of the preset's")
     f.add_argument("--speech", nargs="*", metavar="PKG", help="speech packages instead of the preset's")
-    f.add_argument("--workers", type=int, default=2, help="decoding processes (default 2)")
+    f.add_argument("--workers", type=int, default=2, help="decoding processes (default %(default)s)")
     f.add_argument("--keep-work", action="store_true", help="keep the unpacked package trees")
-    f.add_argument("--seed", type=int, default=0, help="split seed (default 0; changing it reshuffles splits)")
+    f.add_argument("--seed", type=int, default=0,
+                   help="split seed (default %(default)s; changing it reshuffles splits)")
     f.add_argument("--list", action="store_true", help="list the packages of each preset and exit")
     f.set_defaults(func=_fetch)
 
-    a = dsub.add_parser("add", help="add your own folders of music and/or speech to the corpus")
+    a = dsub.add_parser(
+        "add", help="add your own folders of music and/or speech to the corpus",
+        description="Decode your own folders of music and/or speech into the corpus cache (any audio format) and "
+        "rebuild the manifest and splits, as 'bgmid data fetch' does for the packages. "
+        "Example: bgmid data add --music ~/soundtracks --speech ~/voices --language fra",
+    )
     _root(a)
     a.add_argument("--music", nargs="*", default=[], metavar="DIR", help="folders of music tracks")
     a.add_argument("--speech", nargs="*", default=[], metavar="DIR",
                    help="folders of speech (one sub-folder per speaker keeps splits speaker-disjoint)")
-    a.add_argument("--language", default="", help="language code of the speech")
-    a.add_argument("--workers", type=int, default=2)
+    a.add_argument("--language", default="",
+                   help="language code recorded for the speech, e.g. eng, fra (default: none recorded)")
+    a.add_argument("--workers", type=int, default=2, help="decoding processes (default %(default)s)")
     a.set_defaults(func=_add)
 
-    m = dsub.add_parser("mix", help="build the fixed 12 s test/validation sets (0, -10, -20 dB, negatives)")
+    m = dsub.add_parser(
+        "mix", help="build the fixed 12 s test/validation sets (0, -10, -20 dB, negatives)",
+        description="From the corpus's --splits, write the fixed sets every evaluation uses, under "
+        "ROOT/fixed/<rate>/<split>/: 12 s clips of music under dialogue at 0, -10 and -20 dB music-to-speech "
+        "ratio (the same clips at each), music alone, speech alone, and out-of-index music as negatives. "
+        "The same --seed gives the same sets. Example: bgmid data mix --sr 16000 --clips 100",
+    )
     _root(m)
-    m.add_argument("--sr", type=int, nargs="+", default=[16000, 22050], help="sample rates (default 16000 22050)")
-    m.add_argument("--splits", nargs="+", default=["test", "val"], help="splits (default test val)")
-    m.add_argument("--clips", type=int, default=200, help="clips per set (default 200; fewer if tracks are few)")
-    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--sr", type=int, nargs="+", default=[16000, 22050],
+                   help="sample rates to write the sets at, Hz (default 16000 22050)")
+    m.add_argument("--splits", nargs="+", default=["test", "val"],
+                   help="corpus splits to draw from: test and/or val (default test val)")
+    m.add_argument("--clips", type=int, default=200,
+                   help="clips per set (default %(default)s; fewer if tracks are few)")
+    m.add_argument("--seed", type=int, default=0,
+                   help="seed of the clips drawn (tracks, offsets, dialogue); the same seed gives the same sets "
+                   "(default %(default)s)")
     m.add_argument("--wav", type=int, default=0, metavar="N",
-                   help="also write the first N clips of each test set as WAV under ROOT/listen/")
+                   help="also write the first N clips of each test set as WAV under ROOT/listen/, at the first --sr "
+                   "(default %(default)s: none)")
     m.add_argument("--conditions", nargs="+", default=[], metavar="NAME",
                    help="also write the same clips as broadcasters air them (default: none, the sets above are "
                    "unchanged): " + _conditions_help() + "; 'all' for every one. Sets are named "
@@ -52,12 +79,20 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "track_offset_s + speed*tempo*t seconds)")
     m.set_defaults(func=_mix)
 
-    g = dsub.add_parser("programme", help="generate a broadcast-like test programme and its cue sheet")
+    g = dsub.add_parser(
+        "programme", help="generate a broadcast-like test programme and its cue sheet",
+        description="Generate a long test programme from the corpus's --split: dialogue over non-overlapping "
+        "music cues at varied levels, written as a WAV with its ground-truth cue sheet (CSV next to it, plus "
+        "a JSON of passages) for 'bgmid monitor --truth'. The same --seed gives the same programme. "
+        "Example: bgmid data programme --duration 300 --seed 3 --out prog3.wav",
+    )
     _root(g)
     g.add_argument("--out", type=Path, help="output WAV (default ROOT/programmes/prog_<seed>.wav)")
-    g.add_argument("--duration", type=float, default=600.0, help="seconds (default 600)")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--sr", type=int, default=16000, help="sample rate (16000 or 22050 cached; others resampled)")
+    g.add_argument("--duration", type=float, default=600.0, help="programme length, s (default %(default)s)")
+    g.add_argument("--seed", type=int, default=0,
+                   help="seed of the programme's layout, tracks and dialogue (default %(default)s)")
+    g.add_argument("--sr", type=int, default=16000,
+                   help="sample rate, Hz (default %(default)s; 16000 or 22050 are cached, others resampled)")
     g.add_argument("--split", default="test", help="music/speech split to draw from (default test)")
     g.add_argument("--no-music", action="store_true", help="a programme without music (false-alarm check)")
     g.add_argument("--hard", action="store_true",
@@ -82,11 +117,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "SPLIT_-20dB_turns, SPLIT_-25dB_turns (continuous dialogue, turn gaps 0.1-0.6 s), "
                         "SPLIT_-10dB_crowd (the dialogue plus six other voices at its level, music 10 dB below "
                         "both), SPLIT_speech_crowd (its speech-only negative) and SPLIT_-25dB; per-set speech band "
-                        "and pause statistics in scene_sets.json. Existing files are kept as they are.")
+                        "and pause statistics in scene_sets.json. Existing files are kept as they are. "
+                        "Example: bgmid data hard-sets --sr 16000 --split test")
     _root(h)
-    h.add_argument("--sr", type=int, default=16000, help="sample rate of the fixed sets (Hz, default 16000)")
-    h.add_argument("--split", default="test", help="split (default test)")
-    h.add_argument("--seed", type=int, default=0)
+    h.add_argument("--sr", type=int, default=16000, help="sample rate of the fixed sets, Hz (default %(default)s)")
+    h.add_argument("--split", default="test", help="split of the fixed sets: test or val (default %(default)s)")
+    h.add_argument("--seed", type=int, default=0,
+                   help="seed of the dialogue turns and crowd voices drawn (default %(default)s)")
     h.set_defaults(func=_hard_sets)
 
     e = dsub.add_parser("effects", help="build the effects set (the packages' short sound effects) for scene "
@@ -94,12 +131,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                         description="Converts the sound-effect folders of hedgewars-data, blobwars-data, "
                         "colobot-common-sounds and marsshooter-data (files of 0.1-20 s; music and voices left out) "
                         "into ROOT/effects/ (effects.json, audio/<rate>/<id>.npy at 16000 and 22050 Hz), split "
-                        "80/10/10 train/val/test by content hash. The corpus manifest is not changed.")
+                        "80/10/10 train/val/test by content hash. The corpus manifest is not changed. "
+                        "Example: bgmid data effects --workers 2")
     _root(e)
-    e.add_argument("--workers", type=int, default=1, help="decoding processes (default 1)")
+    e.add_argument("--workers", type=int, default=1, help="decoding processes (default %(default)s)")
     e.set_defaults(func=_effects)
 
-    s = dsub.add_parser("info", help="print the corpus summary (tracks, hours per split, speech per source)")
+    s = dsub.add_parser(
+        "info", help="print the corpus summary (tracks, hours per split, speech per source)",
+        description="Print the corpus of ROOT/manifest.json: items, hours and 99.9 % band edge (Hz) per source, "
+        "items and hours per split. Reads only. Example: bgmid data info --root ~/.cache/bgmid",
+    )
     _root(s)
     s.set_defaults(func=_info)
 

@@ -18,11 +18,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "Fetch the demo corpus (Debian packages of game music and voice acting, a few hundred MB, once), "
             "index its music, generate a programme with dialogue over music cues and write its cue sheet, "
-            "timeline plot and seconds-level F1 against the ground truth."
+            "timeline plot and seconds-level F1 against the ground truth. "
+            "Example: bgmid demo --duration 300 --out demo/"
         ),
     )
     p.add_argument("--root", default=None, help="corpus folder (default $BGMID_DATA or ~/.cache/bgmid)")
-    p.add_argument("--out", default="demo-output", help="folder for programme, cue sheet and plot")
+    p.add_argument("--out", default="demo-output",
+                   help="folder for programme, cue sheet and plot (default %(default)s)")
     p.add_argument("--duration", type=float, default=600.0, help="programme length, s (default %(default)s)")
     p.add_argument("--seed", type=int, default=1, help="programme seed (default %(default)s)")
     p.add_argument("--separator", default="auto", help="separator for monitoring (default: the shipped default)")

