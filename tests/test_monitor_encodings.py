@@ -180,6 +180,6 @@ def test_surround_monitoring_uses_the_channels_without_the_dialogue(tmp_path, bu
     assert [d.title for d in broadcast] == ["track02"]
     assert abs(broadcast[0].programme_start_s - c.programme_start_s) < 0.5
     assert abs(broadcast[0].programme_end_s - c.programme_end_s) < 0.5
-    # measured: mono 64 aligned landmarks over 21.1 s, with the side signal 818 over 25.3 s (AC3/TS: 67, 865)
-    assert not mono or (4 * mono[0].score < c.score and mono[0].duration_s < c.duration_s - 2), [
-        (m.score, m.duration_s) for m in mono]
+    # measured: mono 64 aligned landmarks over 21.1 s, with the side signal 786 over 25.3 s (AC3/TS: 67, 865);
+    # the mono cue's edges are the music floor's (refine_edges: 25.1 s), so its evidence is what differs
+    assert not mono or 4 * mono[0].score < c.score, [(m.score, m.duration_s) for m in mono]
