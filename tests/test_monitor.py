@@ -441,13 +441,13 @@ def test_per_second_sums_grow_and_drop_like_one_bincount():
 
 
 def _frames(dur_s: float, music: tuple[float, float], after: str = "dialogue", seed: int = 3) -> np.ndarray:
-    """Mix power per 20 ms frame (50 per second): dialogue with silent gaps between syllables (4 per second)
-    at power 1, music at power 0.05 (-13 dB) sounding over ``music``; ``after`` the music a steady crowd at
-    0.03 with a dip now and then, or the dialogue alone."""
+    """Mix power per 20 ms frame (50 per second): dialogue at power 1 with gaps between syllables (4 per second)
+    where only the room's noise sounds (-40 dB), music at power 0.05 (-13 dB) sounding over ``music``; ``after``
+    the music a steady crowd at 0.03 with a 0.3 s dip, or the dialogue alone."""
     rng = np.random.default_rng(seed)
     n = int(dur_s * 50)
     i = np.arange(n)
-    p = np.where((i % 12) < 8, 1.0, 0.0) * rng.uniform(0.5, 1.5, n)
+    p = np.where((i % 12) < 8, 1.0, 1e-4) * rng.uniform(0.5, 1.5, n)  # the gaps at the room's noise (-40 dB)
     a, b = (int(v * 50) for v in music)
     p[a:b] += 0.05 * rng.uniform(0.8, 1.2, b - a)
     if after == "crowd":

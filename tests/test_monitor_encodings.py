@@ -190,8 +190,9 @@ def test_masked_tail_ends_where_the_music_does_in_wav_and_ts(built_index, tmp_pa
     """A cue whose last 6 s lie -16 dB under dialogue: its landmarks stop where the dialogue starts (so one
     landmark more or less in a codec's copy moved such an out point by seconds), the music's floor in the
     dialogue's gaps goes on to the real end (:func:`bgmid.monitor.floor_edge`). The music has a sustained
-    chord under its melody, as most music has (the test melody alone decays to silence between notes). WAV
-    and MP2 in MPEG-TS at 48 kHz give the same out point, at the music's end."""
+    chord under its melody, as most music has (the test melody alone decays to silence between notes), the
+    dialogue its room's noise 45 dB under it. WAV and MP2 in MPEG-TS at 48 kHz give the same out point, at
+    the music's end."""
     from dataclasses import replace
 
     from signals import synth_speech
@@ -201,6 +202,8 @@ def test_masked_tail_ends_where_the_music_does_in_wav_and_ts(built_index, tmp_pa
     dur, a, solo, b = 40.0, 10.0, 16.0, 22.0  # the music alone over [a, solo), under dialogue to b
     speech = resample(synth_speech(21, dur, 11025), 11025, SR)[: int(dur * SR)]
     speech[int(a * SR) : int(solo * SR)] = 0
+    rms = float(np.sqrt(np.mean(speech.astype(np.float64) ** 2)))
+    speech = speech + 10 ** (-45 / 20) * rms * np.random.default_rng(5).standard_normal(speech.size)  # room noise
     m = synth_music(102, TRACK_S, SR)[: int((b - a) * SR)]  # track02
     t = np.arange(m.size) / SR
     chord = sum(np.sin(2 * np.pi * f * t) for f in (110.0, 164.8, 220.0, 277.2))

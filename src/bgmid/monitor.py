@@ -29,7 +29,9 @@ the segment logic. Pipeline (one pass, bounded memory):
    aligned landmark's anchor and the last aligned landmark's target peak, not window edges, unless that
    landmark stands apart from the others more than their rate explains (a chance alignment: :func:`hit_span`).
    Accepted segments at the same offset up to ``link_gap_s`` apart are one cue (:func:`link_same_offset`): the
-   playback went on under speech that masked it.
+   playback went on under speech that masked it. Edges are padded (``edge_pad_s``) and then moved out to where
+   the music's floor in the mix drops (:func:`refine_edges`, :func:`floor_edge`): fades and stretches masked by
+   dialogue have too few landmarks for a codec-independent edge; the music in the dialogue's gaps has.
 4. **Loops.** Segments of the same track with different offsets that touch (within ``loop_gap_s``) or overlap
    are one continuous use of the track whose playback jumped: looped game/library music, an edit that repeats
    a section, or a track whose own sections repeat (then the same audio matches two offsets at once). They are
@@ -673,15 +675,19 @@ EDGE_DROP_DB = 6.0
 #: leaves one or two; the dialogue's gaps after the music has stopped, several)
 EDGE_LOW_FRAMES = 3
 EDGE_RUN_S = 0.5
-#: ... and only where the music stopped: the mix's floor over ``EDGE_STOP_S`` beyond that frame lies this far (dB)
-#: under the music's (the dialogue's gaps fall silent). A steady sound (a crowd, ambience) keeps the floor up
-#: as the music does and dips now and then: measured on the hard programmes (seeds 7000-7002, 7200-7204, no
-#: separator), the moves of 5-6 s into crowds stopped at dips that left the floor 3-6 dB down
-EDGE_STOP_S = 1.0
+#: ... and only where the music stopped: the mix's floor over the ``EDGE_STOP_S`` beyond that frame (up to the next
+#: cue) lies this far (dB) under the music's, the dialogue's gaps falling silent, its frames under
+#: ``EDGE_SILENT_POWER`` (digital silence, a pause in the recording) left out. A steady sound (a crowd, ambience)
+#: keeps the floor up as the music does and dips now and then, and dialogue recorded with its own room noise has a
+#: floor at the level of music 16-19 dB under it: measured on the hard programmes (seeds 7000-7002, 7200-7204, no
+#: separator) and the standard ones, moves of 3-6 s into crowds or into such dialogue stopped at dips or pauses
+EDGE_STOP_S = 3.0
 EDGE_STOP_DB = 10.0
+EDGE_SILENT_POWER = 1e-9
 
 
-def floor_edge(frame_power: np.ndarray, edge_s: float, direction: int, max_s: float) -> float | None:
+def floor_edge(frame_power: np.ndarray, edge_s: float, direction: int, max_s: float,
+               bound_s: float | None = None) -> float | None:
     """Where the music of a cue stops, from the mix's power per 20 ms frame (``frame_power``, any shape, flat
     ``FLOOR_FRAMES_PER_S`` per second from programme time 0), scanning outward from ``edge_s`` (s): backward
     from an in point (``direction`` -1) or forward from an out point (+1), by at most ``max_s`` (s).
@@ -690,8 +696,10 @@ def floor_edge(frame_power: np.ndarray, edge_s: float, direction: int, max_s: fl
     dialogue over it, its low frames carry the music alone, as for :func:`floor_msr_db`); the music has
     stopped at the first frame, outward, of ``EDGE_LOW_FRAMES`` frames ``EDGE_DROP_DB`` under that floor
     within ``EDGE_RUN_S``: the dialogue's gaps fall silent there. Returns the time of that frame's inner side
-    (s; 0 when the scan reaches the programme's start with the floor up). None: no drop within ``max_s``
-    (more music, a crowd, the next cue keep the floor up: the edge stays where the evidence put it)."""
+    (s; 0 when the scan reaches the programme's start with the floor up). ``bound_s``: where the next cue
+    outward begins (the floor beyond the music is judged up to there). None: no
+    drop within ``max_s`` (more music, a crowd, the next cue keep the floor up: the edge stays where the
+    evidence put it), or a drop the floor beyond does not confirm (``EDGE_STOP_DB``)."""
     p = np.asarray(frame_power, np.float64).ravel()
     fps = FLOOR_FRAMES_PER_S
     e = min(max(int(round(edge_s * fps)), 0), p.size)
@@ -708,9 +716,13 @@ def floor_edge(frame_power: np.ndarray, edge_s: float, direction: int, max_s: fl
     hit = np.nonzero(low & (runs >= EDGE_LOW_FRAMES))[0]
     if hit.size:
         i = int(hit[0])
-        at = e - i if direction < 0 else e + i
-        beyond = p[max(0, at - int(EDGE_STOP_S * fps)) : at] if direction < 0 else p[at : at + int(EDGE_STOP_S * fps)]
-        if beyond.size and float(np.percentile(beyond, FLOOR_PERCENTILE)) < floor * 10 ** (-EDGE_STOP_DB / 10):
+        at, k = (e - i if direction < 0 else e + i), int(EDGE_STOP_S * fps)
+        if bound_s is not None:
+            k = min(k, max(0, int(abs(bound_s * fps - at))))
+        beyond = p[max(0, at - k) : at] if direction < 0 else p[at : at + k]
+        beyond = beyond[beyond >= EDGE_SILENT_POWER]
+        if beyond.size < fps // 2 or float(np.percentile(beyond, FLOOR_PERCENTILE)) < floor * 10 ** (
+                -EDGE_STOP_DB / 10):
             return at / fps
         return None
     if direction < 0 and e - m <= 0:
@@ -730,7 +742,7 @@ def refine_edges(cues: Sequence[Cue], frames: np.ndarray | None, config: Monitor
         a, b = spans[k]
         if not any(o0 < a < o1 for o0, o1 in others):
             lim = max([o1 for _, o1 in others if o1 <= a], default=0.0)
-            got = floor_edge(frames, a + config.edge_pad_s, -1, config.edge_pad_s + config.edge_extend_s)
+            got = floor_edge(frames, a + config.edge_pad_s, -1, config.edge_pad_s + config.edge_extend_s, lim)
             if got is not None and got < a:
                 lead = min(a - max(got, lim), c.track_start_s)
                 c.programme_start_s -= lead
@@ -741,7 +753,8 @@ def refine_edges(cues: Sequence[Cue], frames: np.ndarray | None, config: Monitor
                     c.parts[0].also_track_start_s = [v - lead for v in c.parts[0].also_track_start_s]
         if not any(o0 < b < o1 for o0, o1 in others):
             lim = min([o0 for o0, _ in others if o0 >= b], default=math.inf)
-            got = floor_edge(frames, b - config.edge_pad_s, 1, config.edge_pad_s + config.edge_extend_s)
+            got = floor_edge(frames, b - config.edge_pad_s, 1, config.edge_pad_s + config.edge_extend_s,
+                             None if math.isinf(lim) else lim)
             if got is not None and got > b:
                 tail = min(got, lim) - b
                 c.programme_end_s += tail
