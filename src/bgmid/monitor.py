@@ -675,19 +675,18 @@ EDGE_DROP_DB = 6.0
 #: leaves one or two; the dialogue's gaps after the music has stopped, several)
 EDGE_LOW_FRAMES = 3
 EDGE_RUN_S = 0.5
-#: ... and only where the music stopped: the mix's floor over the ``EDGE_STOP_S`` beyond that frame (up to the next
-#: cue) lies this far (dB) under the music's, the dialogue's gaps falling silent, its frames under
-#: ``EDGE_SILENT_POWER`` (digital silence, a pause in the recording) left out. A steady sound (a crowd, ambience)
-#: keeps the floor up as the music does and dips now and then, and dialogue recorded with its own room noise has a
-#: floor at the level of music 16-19 dB under it: measured on the hard programmes (seeds 7000-7002, 7200-7204, no
-#: separator) and the standard ones, moves of 3-6 s into crowds or into such dialogue stopped at dips or pauses
+#: ... and only where the music stopped: the mix's floor over the ``EDGE_STOP_S`` beyond that frame lies this far
+#: (dB) under the music's, the dialogue's gaps falling silent, its frames under ``EDGE_SILENT_POWER`` (digital
+#: silence, a pause in the recording) left out. A steady sound (a crowd, ambience) keeps the floor up as the music
+#: does and dips now and then, and dialogue recorded with its own room noise can have a floor at the level of a
+#: quiet cue's: on the hard programmes (seeds 7000-7002, 7200-7204, no separator) and the standard ones, moves of
+#: 2-6 s into crowds or into such dialogue stopped at dips or pauses
 EDGE_STOP_S = 3.0
 EDGE_STOP_DB = 10.0
 EDGE_SILENT_POWER = 1e-9
 
 
-def floor_edge(frame_power: np.ndarray, edge_s: float, direction: int, max_s: float,
-               bound_s: float | None = None) -> float | None:
+def floor_edge(frame_power: np.ndarray, edge_s: float, direction: int, max_s: float) -> float | None:
     """Where the music of a cue stops, from the mix's power per 20 ms frame (``frame_power``, any shape, flat
     ``FLOOR_FRAMES_PER_S`` per second from programme time 0), scanning outward from ``edge_s`` (s): backward
     from an in point (``direction`` -1) or forward from an out point (+1), by at most ``max_s`` (s).
@@ -696,10 +695,10 @@ def floor_edge(frame_power: np.ndarray, edge_s: float, direction: int, max_s: fl
     dialogue over it, its low frames carry the music alone, as for :func:`floor_msr_db`); the music has
     stopped at the first frame, outward, of ``EDGE_LOW_FRAMES`` frames ``EDGE_DROP_DB`` under that floor
     within ``EDGE_RUN_S``: the dialogue's gaps fall silent there. Returns the time of that frame's inner side
-    (s; 0 when the scan reaches the programme's start with the floor up). ``bound_s``: where the next cue
-    outward begins (the floor beyond the music is judged up to there). None: no
-    drop within ``max_s`` (more music, a crowd, the next cue keep the floor up: the edge stays where the
-    evidence put it), or a drop the floor beyond does not confirm (``EDGE_STOP_DB``)."""
+    (s; 0 when the scan reaches the programme's start with the floor up). None: no drop within ``max_s``
+    (more music, a crowd, the next cue keep the floor up: the edge stays where the evidence put it), or a drop
+    the floor beyond does not confirm (``EDGE_STOP_DB``). Depends on the frames around the edge only, so live
+    monitoring (:mod:`bgmid.live`), which knows fewer neighbouring cues, moves edges as the file run does."""
     p = np.asarray(frame_power, np.float64).ravel()
     fps = FLOOR_FRAMES_PER_S
     e = min(max(int(round(edge_s * fps)), 0), p.size)
@@ -717,8 +716,6 @@ def floor_edge(frame_power: np.ndarray, edge_s: float, direction: int, max_s: fl
     if hit.size:
         i = int(hit[0])
         at, k = (e - i if direction < 0 else e + i), int(EDGE_STOP_S * fps)
-        if bound_s is not None:
-            k = min(k, max(0, int(abs(bound_s * fps - at))))
         beyond = p[max(0, at - k) : at] if direction < 0 else p[at : at + k]
         beyond = beyond[beyond >= EDGE_SILENT_POWER]
         if beyond.size < fps // 2 or float(np.percentile(beyond, FLOOR_PERCENTILE)) < floor * 10 ** (
@@ -742,7 +739,7 @@ def refine_edges(cues: Sequence[Cue], frames: np.ndarray | None, config: Monitor
         a, b = spans[k]
         if not any(o0 < a < o1 for o0, o1 in others):
             lim = max([o1 for _, o1 in others if o1 <= a], default=0.0)
-            got = floor_edge(frames, a + config.edge_pad_s, -1, config.edge_pad_s + config.edge_extend_s, lim)
+            got = floor_edge(frames, a + config.edge_pad_s, -1, config.edge_pad_s + config.edge_extend_s)
             if got is not None and got < a:
                 lead = min(a - max(got, lim), c.track_start_s)
                 c.programme_start_s -= lead
@@ -753,8 +750,7 @@ def refine_edges(cues: Sequence[Cue], frames: np.ndarray | None, config: Monitor
                     c.parts[0].also_track_start_s = [v - lead for v in c.parts[0].also_track_start_s]
         if not any(o0 < b < o1 for o0, o1 in others):
             lim = min([o0 for o0, _ in others if o0 >= b], default=math.inf)
-            got = floor_edge(frames, b - config.edge_pad_s, 1, config.edge_pad_s + config.edge_extend_s,
-                             None if math.isinf(lim) else lim)
+            got = floor_edge(frames, b - config.edge_pad_s, 1, config.edge_pad_s + config.edge_extend_s)
             if got is not None and got > b:
                 tail = min(got, lim) - b
                 c.programme_end_s += tail
