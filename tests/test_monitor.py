@@ -27,15 +27,18 @@ from bgmid.cuesheet import (
 )
 from bgmid.monitor import (
     Cue,
+    CuePart,
     MonitorConfig,
     MonitorResult,
     WindowHit,
     cue_confidence,
     cue_features,
     estimate_usage,
+    floor_edge,
     hit_span,
     landmark_id,
     merge_segments,
+    refine_edges,
     segments_to_cues,
     window_votes,
 )
@@ -435,3 +438,56 @@ def test_per_second_sums_grow_and_drop_like_one_bincount():
     acc.add(np.array([want.size - 1000 + 2]), np.array([1.0]))  # grows after the drop
     got = acc.values(want.size - 1000 + 3)
     assert np.allclose(got[: want.size - 1000], want[1000:]) and got[-1] == 1.0 and got[-2] == 0.0
+
+
+def _frames(dur_s: float, music: tuple[float, float], after: str = "dialogue", seed: int = 3) -> np.ndarray:
+    """Mix power per 20 ms frame (50 per second): dialogue at power 1 with gaps between syllables (4 per second)
+    where only the room's noise sounds (-40 dB), music at power 0.05 (-13 dB) sounding over ``music``; ``after``
+    the music a steady crowd at 0.03 with a 0.3 s dip, or the dialogue alone."""
+    rng = np.random.default_rng(seed)
+    n = int(dur_s * 50)
+    i = np.arange(n)
+    p = np.where((i % 12) < 8, 1.0, 1e-4) * rng.uniform(0.5, 1.5, n)  # the gaps at the room's noise (-40 dB)
+    a, b = (int(v * 50) for v in music)
+    p[a:b] += 0.05 * rng.uniform(0.8, 1.2, b - a)
+    if after == "crowd":
+        crowd = 0.03 * rng.uniform(0.8, 1.2, n - b)
+        crowd[100:115] = 0.008  # a 0.3 s dip, 2 s after the music
+        p[b:] += crowd
+    return p
+
+
+def test_floor_edge_finds_where_the_music_stops_under_dialogue():
+    p = _frames(60.0, (20.0, 40.0))
+    # the landmarks lost the music 3 s before its end (masked) and 2 s after its start (a fade-in)
+    assert abs(floor_edge(p, 37.0, +1, 8.0) - 40.0) <= 0.1
+    assert abs(floor_edge(p, 22.0, -1, 8.0) - 20.0) <= 0.25
+    assert floor_edge(p, 31.0, +1, 8.0) is None  # the music goes on past the reach
+    # from the programme's start: the music was there from the first frame
+    assert floor_edge(_frames(30.0, (0.0, 20.0)), 2.0, -1, 8.0) == 0.0
+
+
+def test_floor_edge_does_not_follow_a_steady_crowd():
+    """A crowd after the music keeps the floor up; a dip in it is not where the music stopped (the floor
+    beyond it stays up), so the edge stays where the landmarks put it."""
+    p = _frames(60.0, (20.0, 40.0), after="crowd")
+    assert floor_edge(p, 38.0, +1, 8.0) is None
+
+
+def test_refine_edges_moves_cue_edges_and_parts_but_not_into_another_cue():
+    p = _frames(80.0, (20.0, 40.0)).reshape(-1, 50)
+    cfg = MonitorConfig()  # edge_pad_s 0.5: the cues below are already padded
+    a = Cue(1, 22.0, 37.5, 102.0, 117.5, 100, 0.99, parts=[CuePart(22.0, 37.5, 102.0, 117.5)])
+    b = Cue(2, 38.5, 60.0, 0.0, 21.5, 100, 0.99)  # another track's cue starting before a's music ended
+    refine_edges([a], p, cfg)
+    assert abs(a.programme_start_s - 20.0) <= 0.25 and abs(a.programme_end_s - 40.0) <= 0.1
+    assert abs(a.track_start_s - (a.programme_start_s + 80.0)) < 1e-9
+    assert (a.parts[0].programme_start_s, a.parts[0].programme_end_s) == (a.programme_start_s, a.programme_end_s)
+    assert abs(a.parts[0].track_end_s - (a.programme_end_s + 80.0)) < 1e-9
+    a = Cue(1, 22.0, 37.5, 102.0, 117.5, 100, 0.99)
+    refine_edges([a, b], p, cfg)
+    assert a.programme_end_s == 38.5 and b.programme_start_s == 38.5
+    refine_edges([a], None, cfg)  # no frame powers (live audio not yet there): nothing moves
+    off = Cue(1, 22.0, 37.5, 102.0, 117.5, 100, 0.99)
+    refine_edges([off], p, MonitorConfig(edge_extend_s=0.0))
+    assert (off.programme_start_s, off.programme_end_s) == (22.0, 37.5)

@@ -73,8 +73,9 @@ def test_five_encodings_give_the_same_cues(built_index, five_encodings):
         got = [(c.title, round(c.programme_start_s, 2), round(c.programme_end_s, 2)) for c in cues]
         assert [c.track_id for c in cues] == [c.track_id for c in ref], (k, got)
         for c, r in zip(cues, ref, strict=True):
-            assert abs(c.programme_start_s - r.programme_start_s) <= 0.5, (k, got)
-            assert abs(c.programme_end_s - r.programme_end_s) <= 0.5, (k, got)
+            # the issue asks 0.5 s; measured 0.00 s on this programme (edges from landmarks and the floor)
+            assert abs(c.programme_start_s - r.programme_start_s) <= 0.25, (k, got)
+            assert abs(c.programme_end_s - r.programme_end_s) <= 0.25, (k, got)
             assert abs((c.track_start_s - c.programme_start_s) - (r.track_start_s - r.programme_start_s)) < 0.05
             assert c.loops == r.loops == 0
 
@@ -180,6 +181,47 @@ def test_surround_monitoring_uses_the_channels_without_the_dialogue(tmp_path, bu
     assert [d.title for d in broadcast] == ["track02"]
     assert abs(broadcast[0].programme_start_s - c.programme_start_s) < 0.5
     assert abs(broadcast[0].programme_end_s - c.programme_end_s) < 0.5
-    # measured: mono 64 aligned landmarks over 21.1 s, with the side signal 818 over 25.3 s (AC3/TS: 67, 865)
-    assert not mono or (4 * mono[0].score < c.score and mono[0].duration_s < c.duration_s - 2), [
-        (m.score, m.duration_s) for m in mono]
+    # measured: mono 64 aligned landmarks over 21.1 s, with the side signal 786 over 25.3 s (AC3/TS: 67, 865);
+    # the mono cue's edges are the music floor's (refine_edges: 25.1 s), so its evidence is what differs
+    assert not mono or 4 * mono[0].score < c.score, [(m.score, m.duration_s) for m in mono]
+
+
+def test_masked_tail_ends_where_the_music_does_in_wav_and_ts(built_index, tmp_path):
+    """A cue whose last 6 s lie -16 dB under dialogue: its landmarks stop where the dialogue starts (so one
+    landmark more or less in a codec's copy moved such an out point by seconds), the music's floor in the
+    dialogue's gaps goes on to the real end (:func:`bgmid.monitor.floor_edge`). The music has a sustained
+    chord under its melody, as most music has (the test melody alone decays to silence between notes), the
+    dialogue its room's noise 45 dB under it. WAV and MP2 in MPEG-TS at 48 kHz give the same out point, at
+    the music's end."""
+    from dataclasses import replace
+
+    from signals import synth_speech
+
+    from bgmid.monitor import MonitorConfig
+
+    dur, a, solo, b = 40.0, 10.0, 16.0, 22.0  # the music alone over [a, solo), under dialogue to b
+    speech = resample(synth_speech(21, dur, 11025), 11025, SR)[: int(dur * SR)]
+    speech[int(a * SR) : int(solo * SR)] = 0
+    rms = float(np.sqrt(np.mean(speech.astype(np.float64) ** 2)))
+    speech = speech + 10 ** (-45 / 20) * rms * np.random.default_rng(5).standard_normal(speech.size)  # room noise
+    m = synth_music(102, TRACK_S, SR)[: int((b - a) * SR)]  # track02
+    t = np.arange(m.size) / SR
+    chord = sum(np.sin(2 * np.pi * f * t) for f in (110.0, 164.8, 220.0, 277.2))
+    m = m + 0.5 * chord * np.sqrt(np.mean(m.astype(np.float64) ** 2) / np.mean(chord**2))
+    ps = float(np.mean(speech[int(solo * SR) :].astype(np.float64) ** 2))
+    x = speech.astype(np.float64)
+    x[int(a * SR) : int(a * SR) + m.size] += m * np.sqrt(ps * 10 ** (-16 / 10) / float(np.mean(m**2)))
+    x = (0.5 * x / np.abs(x).max()).astype(np.float32)
+    sf.write(tmp_path / "tail.wav", x, SR)
+    ts = encode(tmp_path / "tail.ts", resample(x, SR, 48000), 48000, "mp2", "mpegts", bitrate=192000)
+    with open_index(built_index) as store:
+        mon = Monitor(store, alteration=None)
+        got = {k: mon.run(p).cues for k, p in (("wav", tmp_path / "tail.wav"), ("ts", ts))}
+        bare = Monitor(store, config=replace(MonitorConfig(), edge_extend_s=0.0), alteration=None).run(ts).cues
+    assert [c.title for c in bare] == ["track02"] and bare[0].programme_end_s < b - 4  # measured 16.3 s
+    for k, cues in got.items():
+        assert [c.title for c in cues] == ["track02"], k
+        c = cues[0]
+        assert abs(c.programme_start_s - a) < 0.5 and abs(c.programme_end_s - b) < 0.5, (k, c.programme_end_s)
+        assert abs((c.track_end_s - c.track_start_s) - c.duration_s) < 1e-6  # the track position moved with it
+    assert abs(got["wav"][0].programme_end_s - got["ts"][0].programme_end_s) <= 0.25

@@ -29,7 +29,9 @@ the segment logic. Pipeline (one pass, bounded memory):
    aligned landmark's anchor and the last aligned landmark's target peak, not window edges, unless that
    landmark stands apart from the others more than their rate explains (a chance alignment: :func:`hit_span`).
    Accepted segments at the same offset up to ``link_gap_s`` apart are one cue (:func:`link_same_offset`): the
-   playback went on under speech that masked it.
+   playback went on under speech that masked it. Edges are padded (``edge_pad_s``) and then moved out to where
+   the music's floor in the mix drops (:func:`refine_edges`, :func:`floor_edge`): fades and stretches masked by
+   dialogue have too few landmarks for a codec-independent edge; the music in the dialogue's gaps has.
 4. **Loops.** Segments of the same track with different offsets that touch (within ``loop_gap_s``) or overlap
    are one continuous use of the track whose playback jumped: looped game/library music, an edit that repeats
    a section, or a track whose own sections repeat (then the same audio matches two offsets at once). They are
@@ -76,7 +78,9 @@ __all__ = [
     "cue_features",
     "estimate_usage",
     "floor_msr_db",
+    "floor_edge",
     "hit_span",
+    "refine_edges",
     "usage_parts",
     "link_same_offset",
     "merge_loops",
@@ -124,6 +128,11 @@ class MonitorConfig:
     #: audible (a fade-in hides the first notes) and the last one before it stopped; on the benchmark the
     #: landmark span starts 0.9 s late and ends 0.5 s early (medians), and 0.5 s halves the median error
     edge_pad_s: float = 0.5
+    #: a cue's edge is moved further out, by at most this much (s) past its padded landmark edge, to where the
+    #: music's floor in the mix (:func:`floor_edge`) drops: fade-ins, fade-outs and the ends of a cue masked by
+    #: dialogue have too few landmarks to place an edge (one landmark more or less in an MP2 copy moved an
+    #: out point 3.4 s), the music's level in the dialogue's gaps does not depend on the codec. 0: off
+    edge_extend_s: float = 8.0
     shadow_ratio: float = 2.0  #: drop a cue inside another track's cue that has this many times its evidence there
     shadow_overlap: float = 0.5  #: ... when at least this fraction of the weaker cue lies inside the stronger
     shared_fraction: float = 0.15  #: ... or when this share of its aligned landmarks also align with the stronger
@@ -658,6 +667,99 @@ def floor_msr_db(frame_power: np.ndarray) -> float | None:
     return 10 * math.log10(max(floor, 1e-15) / max(mean - floor, 1e-3 * floor, 1e-15)) + FLOOR_BIAS_DB
 
 
+#: Edges from the music's floor (:func:`floor_edge`): the floor is read over this long (s) inside the edge ...
+EDGE_REF_S = 3.0
+#: ... a 20 ms frame this far (dB) under it holds no music ...
+EDGE_DROP_DB = 6.0
+#: ... and the music has stopped where this many such frames fall within ``EDGE_RUN_S`` (a rest in the music
+#: leaves one or two; the dialogue's gaps after the music has stopped, several)
+EDGE_LOW_FRAMES = 3
+EDGE_RUN_S = 0.5
+#: ... and only where the music stopped: the mix's floor over the ``EDGE_STOP_S`` beyond that frame lies this far
+#: (dB) under the music's, the dialogue's gaps falling silent, its frames under ``EDGE_SILENT_POWER`` (digital
+#: silence, a pause in the recording) left out. A steady sound (a crowd, ambience) keeps the floor up as the music
+#: does and dips now and then, and dialogue recorded with its own room noise can have a floor at the level of a
+#: quiet cue's: on the hard programmes (seeds 7000-7002, 7200-7204, no separator) and the standard ones, moves of
+#: 2-6 s into crowds or into such dialogue stopped at dips or pauses
+EDGE_STOP_S = 3.0
+EDGE_STOP_DB = 10.0
+EDGE_SILENT_POWER = 1e-9
+
+
+def floor_edge(frame_power: np.ndarray, edge_s: float, direction: int, max_s: float) -> float | None:
+    """Where the music of a cue stops, from the mix's power per 20 ms frame (``frame_power``, any shape, flat
+    ``FLOOR_FRAMES_PER_S`` per second from programme time 0), scanning outward from ``edge_s`` (s): backward
+    from an in point (``direction`` -1) or forward from an out point (+1), by at most ``max_s`` (s).
+
+    The music's floor is the ``FLOOR_PERCENTILE`` of the frames over ``EDGE_REF_S`` inside the edge (with
+    dialogue over it, its low frames carry the music alone, as for :func:`floor_msr_db`); the music has
+    stopped at the first frame, outward, of ``EDGE_LOW_FRAMES`` frames ``EDGE_DROP_DB`` under that floor
+    within ``EDGE_RUN_S``: the dialogue's gaps fall silent there. Returns the time of that frame's inner side
+    (s; 0 when the scan reaches the programme's start with the floor up). None: no drop within ``max_s``
+    (more music, a crowd, the next cue keep the floor up: the edge stays where the evidence put it), or a drop
+    the floor beyond does not confirm (``EDGE_STOP_DB``). Depends on the frames around the edge only, so live
+    monitoring (:mod:`bgmid.live`), which knows fewer neighbouring cues, moves edges as the file run does."""
+    p = np.asarray(frame_power, np.float64).ravel()
+    fps = FLOOR_FRAMES_PER_S
+    e = min(max(int(round(edge_s * fps)), 0), p.size)
+    n_ref, m, w = int(EDGE_REF_S * fps), int(max_s * fps), max(1, int(EDGE_RUN_S * fps))
+    ref = p[e : e + n_ref] if direction < 0 else p[max(0, e - n_ref) : e]
+    if ref.size < fps // 2 or m <= 0:
+        return None
+    floor = float(np.percentile(ref, FLOOR_PERCENTILE))
+    if floor <= 0:
+        return None
+    seg = p[max(0, e - m) : e][::-1] if direction < 0 else p[e : e + m]  # outward order
+    low = seg < floor * 10 ** (-EDGE_DROP_DB / 10)
+    runs = np.convolve(low, np.ones(w), "full")[w - 1 : w - 1 + low.size]  # low frames in [i, i + w)
+    hit = np.nonzero(low & (runs >= EDGE_LOW_FRAMES))[0]
+    if hit.size:
+        i = int(hit[0])
+        at, k = (e - i if direction < 0 else e + i), int(EDGE_STOP_S * fps)
+        beyond = p[max(0, at - k) : at] if direction < 0 else p[at : at + k]
+        beyond = beyond[beyond >= EDGE_SILENT_POWER]
+        if beyond.size < fps // 2 or float(np.percentile(beyond, FLOOR_PERCENTILE)) < floor * 10 ** (
+                -EDGE_STOP_DB / 10):
+            return at / fps
+        return None
+    if direction < 0 and e - m <= 0:
+        return 0.0
+    return None
+
+
+def refine_edges(cues: Sequence[Cue], frames: np.ndarray | None, config: MonitorConfig = MonitorConfig()) -> None:
+    """Move cue edges out to where the music's floor drops (:func:`floor_edge`, at most ``edge_extend_s``
+    beyond the padded landmark edge), never into another cue: an edge that another cue overlaps (a
+    cross-fade) stays. Parts and track positions move with the edges (not before the track's own start)."""
+    if frames is None or config.edge_extend_s <= 0:
+        return
+    spans = [(c.programme_start_s, c.programme_end_s) for c in cues]  # the neighbours' edges before any moved
+    for k, c in enumerate(cues):
+        others = spans[:k] + spans[k + 1 :]
+        a, b = spans[k]
+        if not any(o0 < a < o1 for o0, o1 in others):
+            lim = max([o1 for _, o1 in others if o1 <= a], default=0.0)
+            got = floor_edge(frames, a + config.edge_pad_s, -1, config.edge_pad_s + config.edge_extend_s)
+            if got is not None and got < a:
+                lead = min(a - max(got, lim), c.track_start_s)
+                c.programme_start_s -= lead
+                c.track_start_s -= lead
+                if c.parts:
+                    c.parts[0].programme_start_s -= lead
+                    c.parts[0].track_start_s -= lead
+                    c.parts[0].also_track_start_s = [v - lead for v in c.parts[0].also_track_start_s]
+        if not any(o0 < b < o1 for o0, o1 in others):
+            lim = min([o0 for o0, _ in others if o0 >= b], default=math.inf)
+            got = floor_edge(frames, b - config.edge_pad_s, 1, config.edge_pad_s + config.edge_extend_s)
+            if got is not None and got > b:
+                tail = min(got, lim) - b
+                c.programme_end_s += tail
+                c.track_end_s += tail
+                if c.parts:
+                    c.parts[-1].programme_end_s += tail
+                    c.parts[-1].track_end_s += tail
+
+
 def _frame_span(frames: np.ndarray, a_s: float, b_s: float) -> np.ndarray:
     """The frame powers of programme time ``[a_s, b_s)`` from the ``(seconds, FLOOR_FRAMES_PER_S)`` matrix."""
     flat = frames.reshape(-1)
@@ -1086,6 +1188,7 @@ class Monitor:
         """Finish cues: clipped to the programme's ``duration_s``, the index's metadata, usage from the separated
         level curves or the mix's frame powers (:func:`estimate_usage`; per second from programme time 0).
         Shared with live monitoring (:mod:`bgmid.live`)."""
+        refine_edges(cues, frames, self.config)
         for cue in cues:
             _clip(cue, duration_s)
             meta = self.store.track(cue.track_id)
