@@ -256,19 +256,13 @@ class PostingCache:
         returns them (in another order), skipping hashes with more than ``max_postings``."""
         h = np.asarray(h, np.uint32)
         uh, inv = np.unique(h, return_inverse=True)  # sorted: the searches below stay cache-friendly
-        where = np.full(uh.size, -1, np.int64)  # each distinct hash's block
-        for b, (keys, *_) in enumerate(self.blocks):
-            where[_members(keys, uh)] = b
-        if (where < 0).any():
-            self._add(uh[where < 0])
-            where[where < 0] = len(self.blocks) - 1
-        row_block = where[inv]
+        row_block = self._blocks_of(uh)[inv]
         parts = []
         for b, (keys, start, tids, times) in enumerate(self.blocks):
             rows = np.flatnonzero(row_block == b)
             k = np.searchsorted(keys, uh)[inv[rows]]
             c = start[k + 1] - start[k]
-            idx = np.repeat(start[k] - (np.cumsum(c) - c), c) + np.arange(int(c.sum()))
+            idx = _spans(start[k], c)
             parts.append((np.repeat(rows, c), tids[idx], times[idx]))
         if not parts:
             empty = np.zeros(0, np.int64)
@@ -281,12 +275,7 @@ class PostingCache:
         track is ``track``, found from that track's few cached postings instead of expanding every row's
         (settling counts one candidate's track only)."""
         h = np.asarray(h, np.uint32)
-        uh = np.unique(h)
-        known = np.zeros(uh.size, bool)
-        for keys, *_ in self.blocks:
-            known |= _members(keys, uh)
-        if not known.all():
-            self._add(uh[~known])
+        self._blocks_of(np.unique(h))  # every hash known, the new ones looked up
         th, tt = [], []
         for keys, start, tids, times in self.blocks:
             at = np.flatnonzero(tids == track)
@@ -297,9 +286,18 @@ class PostingCache:
         th, tt = th[order], tt[order]
         lo, hi = np.searchsorted(th, h, "left"), np.searchsorted(th, h, "right")
         c = hi - lo
-        rows = np.repeat(np.arange(h.size), c)
-        idx = np.repeat(lo - (np.cumsum(c) - c), c) + np.arange(int(c.sum()))
-        return rows, tt[idx]
+        return np.repeat(np.arange(h.size), c), tt[_spans(lo, c)]
+
+    def _blocks_of(self, uh: np.ndarray) -> np.ndarray:
+        """The block holding each of the sorted distinct hashes ``uh``, those not held yet looked up first (as
+        one new block)."""
+        where = np.full(uh.size, -1, np.int64)
+        for b, (keys, *_) in enumerate(self.blocks):
+            where[_members(keys, uh)] = b
+        if (where < 0).any():
+            self._add(uh[where < 0])
+            where[where < 0] = len(self.blocks) - 1
+        return where
 
     def _add(self, new: np.ndarray) -> None:
         """Look up ``new`` (sorted, distinct, not yet known) as a new block."""
@@ -308,6 +306,11 @@ class PostingCache:
         count = np.bincount(np.asarray(rows, np.int64)[order], minlength=new.size)
         self.blocks.append((new, np.r_[0, np.cumsum(count)], np.asarray(tids, np.int64)[order],
                             np.asarray(times, np.int64)[order]))
+
+
+def _spans(start: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """The indices ``start[i], ..., start[i] + count[i] - 1`` of every ``i``, concatenated."""
+    return np.repeat(start - (np.cumsum(count) - count), count) + np.arange(int(count.sum()))
 
 
 def _members(keys: np.ndarray, q: np.ndarray) -> np.ndarray:
