@@ -5,11 +5,12 @@ every report records (``os.getloadavg`` before and after, and the core count).
 ``batch``: the same programmes through one ``bgmid monitor`` process (all programmes in one run), ``bgmid batch
 --workers W`` (local process pool), ``bgmid batch --ray local --workers W`` (an embedded cluster started by the
 command) and, with ``--ray-running``, ``bgmid batch --ray auto`` on a cluster started beforehand (``ray start
---head``, as a deployment runs one); wall-clock seconds of each command, throughput against monitor's, and
-whether every programme's cue sheet is identical to monitor's. ``--rounds R`` interleaves the configurations
-(each round runs all of them, a different one first), so a change in the machine's load hits every
-configuration, and reports per-round ratios and their medians; ``--repeat K`` monitors K hard-linked copies of
-the programme set (a longer archive, whose fixed start-up costs weigh as in a real one)::
+--head``, as a deployment runs one); wall-clock seconds of each command, throughput against monitor's, and whether
+every programme's cue sheet is identical to monitor's; and the machine's ceiling: ``--workers`` independent ``bgmid
+monitor`` processes run at once on shares of the programmes (no scheduler at all). ``--rounds R`` interleaves the
+configurations (each round runs all of them, a different one first), so a change in the machine's load hits every
+configuration, and reports per-round ratios and their medians; ``--repeat K`` monitors K hard-linked copies of the
+programme set (a longer archive, whose fixed start-up costs weigh as in a real one)::
 
     python benchmarks/scale.py batch --programmes 6 --workers 2 --separator none --rounds 3 --repeat 2 --ray-running
 
@@ -115,6 +116,27 @@ def _medians(rounds: list[dict]) -> dict:
     return {k: round(float(np.median([r[k] for r in rounds])), 2) for k in keys}
 
 
+#: W independent ``bgmid monitor`` processes at once, each on its share of the programmes: no scheduler, no
+#: driver, nothing shared. What W cores of this machine give any W-way split of the work, the ceiling for a batch.
+CEILING = "ceiling_parallel_monitors"
+
+
+def _parallel_monitors(opts: list[str], progs: list[str], workers: int, folder: Path) -> float:
+    """Wall seconds of ``workers`` ``bgmid monitor`` processes started together, programmes dealt out in turn
+    (the benchmark's programmes are of equal length), until the last one ends."""
+    folder.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(HERE.parent / "src")}
+    t0 = time.perf_counter()
+    procs = [subprocess.Popen([sys.executable, "-m", "bgmid.cli", "monitor", *opts, *progs[k::workers], "--out",
+                               str(folder / f"part{k}.json")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True, env=env) for k in range(workers)]
+    for p in procs:
+        _, err = p.communicate()
+        if p.returncode != 0:
+            raise RuntimeError(f"bgmid monitor (ceiling) failed ({p.returncode}): {err[-2000:]}")
+    return time.perf_counter() - t0
+
+
 def bench_batch(a: argparse.Namespace) -> dict:
     """Interleaved rounds (every configuration once per round, so a change in the machine's load hits them all):
     wall seconds of each command, throughput ratios per round and their medians."""
@@ -136,16 +158,19 @@ def bench_batch(a: argparse.Namespace) -> dict:
             progs = _programme_copies(progs, a.repeat, t)
             hours = sum(sf.info(p).duration for p in progs) / 3600
             out.update(programmes=len(progs), hours=round(hours, 4), repeat=a.repeat)
-            walls: dict[str, list[float]] = {k: [] for k in ["monitor_1_process", *configs]}
+            walls: dict[str, list[float]] = {k: [] for k in ["monitor_1_process", *configs, CEILING]}
             batch_walls: dict[str, list[float]] = {k: [] for k in configs}
             same = True
             for r in range(a.rounds):
-                order = ["monitor_1_process", *configs]
+                order = ["monitor_1_process", *configs, CEILING]
                 order = order[r % len(order):] + order[: r % len(order)]  # who goes first changes per round
                 for label in order:
                     if label == "monitor_1_process":
                         wall, _ = _bgmid("monitor", *opts, *progs, "--out", str(t / "monitor.json"))
                         walls[label].append(wall)
+                        continue
+                    if label == CEILING:
+                        walls[label].append(_parallel_monitors(opts, progs, a.workers, t / f"ceiling-{r}"))
                         continue
                     d = t / f"{label}-{r}"
                     wall, p = _bgmid("batch", *opts, "--out", str(d), "--workers", str(a.workers), "--json",
@@ -158,7 +183,8 @@ def bench_batch(a: argparse.Namespace) -> dict:
                     d = t / f"{label}-{r}"
                     same &= all(json.loads((d / f"{Path(pr).stem}.json").read_text()) == obj
                                 for pr, obj in zip(progs, one))
-            per_round = [{k: walls["monitor_1_process"][r] / walls[k][r] for k in configs} for r in range(a.rounds)]
+            per_round = [{k: walls["monitor_1_process"][r] / walls[k][r] for k in [*configs, CEILING]}
+                         for r in range(a.rounds)]
             for label, ws in walls.items():
                 out["runs"][label] = {"wall_s": [round(w, 2) for w in ws],
                                       "median_wall_s": round(float(np.median(ws)), 2),

@@ -28,3 +28,29 @@ def test_raw_pcm_equals_the_decoder(tmp_path, monkeypatch, subtype, channels):
     y = audio.load(path, 8000)[0]  # the resampled signal the fingerprints see is the same too
     monkeypatch.undo()
     np.testing.assert_array_equal(audio.load(path, 8000)[0], y)
+
+
+@pytest.mark.parametrize("block, hop", [(1000, 1000), (1000, 300), (4096, 4000), (7, 3)])
+def test_blocker_cuts_pieces_as_slicing_the_whole_signal(block, hop):
+    """Pieces of any sizes (joined lazily, once a block is full) give exactly the blocks that slicing the whole
+    signal does, copies the caller may keep, and the tail block only when it holds samples no block held."""
+    rng = np.random.default_rng(block + hop)
+    x = rng.standard_normal(10_000).astype(np.float32)
+    cuts = np.sort(rng.choice(np.arange(1, x.size), 60, replace=False))
+    b = audio.Blocker(block, hop)
+    got = []
+    for piece in np.split(x, cuts):
+        buf = piece.copy()
+        got += list(b.push(buf))
+        buf[:] = 0  # the caller reuses its buffer: the blocker must not hold it
+        np.testing.assert_array_equal(b.held(), x[b.pos: b.total])  # what is not yet passed on
+    got += list(b.finish())
+    starts = list(range(0, x.size - block + 1, hop))
+    want = [(s, x[s: s + block]) for s in starts]
+    tail = starts[-1] + hop
+    if x.size - tail > block - hop:
+        want.append((tail, x[tail:]))
+    assert [s for s, _ in got] == [s for s, _ in want]
+    for (_, a), (_, w) in zip(got, want):
+        np.testing.assert_array_equal(a, w)
+    assert b.total == x.size and b.held().size == 0

@@ -642,23 +642,45 @@ class Blocker:
         if not 0 < hop <= block:
             raise ValueError(f"hop must be in (0, block], got hop={hop}, block={block}")
         self.block, self.hop = block, hop
-        self.buf = np.zeros(0, np.float32)
+        self.buf = np.zeros(0, np.float32)  #: samples from ``pos`` on, as one array ...
+        self._pending: list[np.ndarray] = []  #: ... followed by these pieces, joined only once a block is full
+        self._n = 0  #: samples in ``buf`` and ``_pending`` together
         self.pos = 0  #: sample index of buf[0]
         self.total = 0  #: samples pushed so far
 
+    def _joined(self) -> np.ndarray:
+        """``buf`` with the pending pieces appended (one concatenation per emitted block, not per piece: pieces
+        are ~0.5 s and blocks ~60 s, so joining on every push copied the block a hundred times over)."""
+        if self._pending:
+            self.buf = np.concatenate([self.buf, *self._pending]) if self.buf.size else \
+                np.concatenate(self._pending)
+            self._pending = []
+        return self.buf
+
     def push(self, y: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
-        y = np.asarray(y, np.float32).reshape(-1)
+        y = np.array(y, np.float32, copy=True).reshape(-1)  # a copy: the caller may reuse its buffer
         self.total += y.size
-        self.buf = np.concatenate([self.buf, y]) if self.buf.size else y.copy()
+        self._pending.append(y)
+        self._n += y.size
+        if self._n < self.block:
+            return
+        self._joined()
         while self.buf.size >= self.block:
             yield self.pos, self.buf[: self.block].copy()
             self.buf = self.buf[self.hop :]
+            self._n = self.buf.size
             self.pos += self.hop
 
+    def held(self) -> np.ndarray:
+        """The samples from ``pos`` on that no block has passed yet (a copy): what a caller that ends the signal
+        its own way (a live stretch's tail block) takes instead of :meth:`finish`."""
+        return self._joined().copy()
+
     def finish(self) -> Iterator[tuple[int, np.ndarray]]:
-        if self.buf.size > 0 and (self.buf.size > self.block - self.hop or self.pos == 0):
-            yield self.pos, self.buf.copy()
-        self.buf = self.buf[:0]
+        buf = self._joined()
+        if buf.size > 0 and (buf.size > self.block - self.hop or self.pos == 0):
+            yield self.pos, buf.copy()
+        self.buf, self._n = buf[:0], 0
 
 
 def blocks_of(pieces: Iterable[np.ndarray], block: int, hop: int) -> Iterator[tuple[int, np.ndarray]]:

@@ -718,7 +718,7 @@ class LiveMonitor:
             self._push(st, np.zeros(0, np.float32), st.clock[-1][1] if st.clock else time.time(), last=True)
         b = st.blocker
         if b.total > 0:
-            x = b.buf.copy()
+            x = b.held()
             self._block(st, OwnedBlock(b.pos, x, 0 if b.pos == 0 else b.pos + st.ctx, b.pos + x.size, True))
         return st.programme_s(b.total / self.mon.sr)
 
