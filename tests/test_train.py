@@ -93,3 +93,11 @@ def test_init_fine_tunes_from_weights(tmp_path) -> None:
     bad.model, bad.init, bad.model_overrides = "wave-unet", cfg.init, TINY["wave-unet"]
     with pytest.raises(BgmidError):
         train(bad, data, progress=False, val_sets={}, log=lambda s: None)
+
+
+def test_missing_validation_sets_name_the_command_that_builds_them(tmp_path) -> None:
+    from bgmid.errors import BgmidError
+    from bgmid.train import load_val_sets
+
+    with pytest.raises(BgmidError, match=r"val_0dB.*'bgmid data mix --splits val'"):
+        load_val_sets(str(tmp_path), 11025, clips=2, seconds=1.0)

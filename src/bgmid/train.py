@@ -210,7 +210,8 @@ def load_val_sets(root: str | None, sample_rate: int, clips: int, seconds: float
             except BgmidError:
                 continue
         if got is None:
-            raise BgmidError(f"fixed set '{name}' not found under the data root; run 'bgmid data mix' first.")
+            raise BgmidError(f"fixed set '{name}' not found under the data root; build it with "
+                             f"'bgmid data mix --splits {split}'.")
         fixed, sr = got
         rows = []
         for c in fixed:
@@ -320,7 +321,8 @@ def _train(cfg: TrainConfig, data: BatchSource | None, resume: bool, val_sets: V
             retry_val = False
             return sets
         except (BgmidError, ImportError, OSError) as exc:
-            log(f"no validation sets yet ({exc}); will look again at the next validation")
+            log(f"no validation sets yet ({exc}); will look again at the next validation (until then no "
+                "best.pt is chosen, only last.pt is saved)")
             return {}
 
     if val_sets is None:
