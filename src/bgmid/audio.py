@@ -367,14 +367,36 @@ def _channels(st) -> int:
 def _raw_pcm(container, st, dtype: str, scale: float) -> Iterator[tuple[np.ndarray, int]]:
     """:func:`decode_frames` of a mono PCM stream: each packet's samples as float32, no decoder."""
     rate, size = int(st.codec_context.sample_rate), np.dtype(dtype).itemsize
-    for packet in container.demux(st):
-        if packet.size:
-            buf = bytes(packet)
-            arr = np.frombuffer(buf, dtype, len(buf) // size).astype(np.float32)
-            if scale != 1.0:
-                arr *= np.float32(scale)
-            if arr.size:
-                yield arr, rate
+    want = max(1, rate // 4) * size  # bytes per yielded array: a quarter second, not one 1,024-sample packet
+    pending: list[bytes] = []
+    n = 0
+
+    def array() -> np.ndarray:
+        buf = b"".join(pending)
+        arr = np.frombuffer(buf, dtype, len(buf) // size).astype(np.float32)
+        if scale != 1.0:
+            arr *= np.float32(scale)
+        return arr
+
+    try:
+        for packet in container.demux(st):
+            if packet.size:
+                pending.append(bytes(packet))
+                n += packet.size
+                if n >= want:
+                    arr = array()
+                    pending, n = [], 0
+                    if arr.size:
+                        yield arr, rate
+    except Exception:  # the demuxer failed: what was read before the damage is handed on first, as before
+        arr = array() if pending else np.zeros(0, np.float32)
+        if arr.size:
+            yield arr, rate
+        raise
+    if pending:
+        arr = array()
+        if arr.size:
+            yield arr, rate
 
 
 def decode_frames(container, st, start_s: float = 0.0, layout: str = "mono") -> Iterator[tuple[np.ndarray, int]]:
