@@ -101,3 +101,32 @@ def test_missing_validation_sets_name_the_command_that_builds_them(tmp_path) -> 
 
     with pytest.raises(BgmidError, match=r"val_0dB.*'bgmid data mix --splits val'"):
         load_val_sets(str(tmp_path), 11025, clips=2, seconds=1.0)
+
+
+def test_balanced_l1_counts_quiet_music_as_much_as_dialogue() -> None:
+    """A separator that gives no music at all and the whole mix as dialogue: at -30 dB music the plain L1 hardly
+    sees it (the error is the music's own tiny level), the balanced loss counts the music's whole error (1.0);
+    a silent source is floored, not divided by zero."""
+    from bgmid.train import LOSSES
+
+    g = torch.Generator().manual_seed(0)
+    speech = 0.1 * torch.randn(2, 1, 8000, generator=g)
+    music = 0.1 * 10 ** (-30 / 20) * torch.randn(2, 1, 8000, generator=g)
+    mix = music + speech
+
+    class NoMusic(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.cat([torch.zeros_like(x), x], dim=1)
+
+    plain = float(loss_fn(NoMusic(), mix, music, speech, "l1"))
+    balanced = float(loss_fn(NoMusic(), mix, music, speech, "balanced-l1"))
+    assert plain < 0.01 and 1.0 < balanced < 1.1, (plain, balanced)
+    silent = float(loss_fn(NoMusic(), speech, torch.zeros_like(speech), speech, "balanced-l1"))
+    assert silent == pytest.approx(0.0, abs=1e-6)
+    from bgmid.cli import build_parser
+
+    (train_cmd,) = [a for a in build_parser()._subparsers._group_actions[0].choices.values() if a.prog.endswith(" train")]
+    (opt,) = [a for a in train_cmd._actions if "--loss" in a.option_strings]
+    assert tuple(opt.choices) == LOSSES
+    with pytest.raises(Exception, match="unknown loss"):
+        loss_fn(NoMusic(), mix, music, speech, "l2")

@@ -79,6 +79,9 @@ class TrainConfig:
     threads: int = 2
     init: str | None = None  #: start a fresh run from these weights (a release checkpoint of the same model)
     scenes: bool = False  #: train on real scenes (crowds, effects, rooms, EQ: bgmid.data.scenes.SceneConfig)
+    #: waveform models' loss (:data:`LOSSES`): ``l1`` sums both sources' L1 errors, so at -30..0 dB music the
+    #: speech error dominates it; ``balanced-l1`` divides each source's error by that source's own level
+    loss: str = "l1"
     model_overrides: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -161,11 +164,33 @@ class _Prefetch:
         return out
 
 
-def loss_fn(model: nn.Module, mix: torch.Tensor, music: torch.Tensor, speech: torch.Tensor) -> torch.Tensor:
-    """Waveform L1 (both sources) for waveform models; masked-magnitude L1 for spectrogram models."""
+#: Waveform losses :func:`loss_fn` knows (``TrainConfig.loss``).
+LOSSES = ("l1", "balanced-l1")
+
+#: ``balanced-l1``: a source's level is floored at this share of the mixture's (-40 dB), so a silent source (a
+#: music-only or speech-only example) still has its leakage counted without dividing by zero.
+BALANCE_FLOOR = 0.01
+
+
+def _relative_l1(est: torch.Tensor, ref: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
+    """Per example, the L1 error over the source's own mean absolute level (floored), then the batch mean:
+    an error of music at -30 dB weighs what the same relative error of the dialogue does."""
+    level = ref.abs().mean(dim=(1, 2))
+    floor = BALANCE_FLOOR * mix.abs().mean(dim=(1, 2))
+    return ((est - ref).abs().mean(dim=(1, 2)) / torch.maximum(level, floor).clamp_min(1e-8)).mean()
+
+
+def loss_fn(model: nn.Module, mix: torch.Tensor, music: torch.Tensor, speech: torch.Tensor,
+            loss: str = "l1") -> torch.Tensor:
+    """Waveform L1 (both sources; ``loss`` of :data:`LOSSES`) for waveform models; masked-magnitude L1 for
+    spectrogram models (their own ``spectrogram_loss``)."""
     if getattr(model, "domain", "wave") == "spectrogram":
         return model.spectrogram_loss(mix, music, speech)
     est = model(mix)
+    if loss == "balanced-l1":
+        return _relative_l1(est[:, :1], music, mix) + _relative_l1(est[:, 1:], speech, mix)
+    if loss != "l1":
+        raise BgmidError(f"unknown loss {loss!r}; one of {', '.join(LOSSES)}")
     return (est[:, :1] - music).abs().mean() + (est[:, 1:] - speech).abs().mean()
 
 
@@ -390,7 +415,7 @@ def _train(cfg: TrainConfig, data: BatchSource | None, resume: bool, val_sets: V
             lr = lr_at(cfg, step, horizon)
             for g in opt.param_groups:
                 g["lr"] = lr
-            loss = loss_fn(model, mix, music, speech)
+            loss = loss_fn(model, mix, music, speech, cfg.loss)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.clip_grad:

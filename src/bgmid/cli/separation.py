@@ -80,6 +80,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--scenes", action="store_true",
                    help="train on real scenes: the non-music stem adds crowd babble (3-8 voices), effects and "
                    "ambience ('bgmid data effects'), room reverberation (RT60 0.2-1.2 s), EQ and level ramps")
+    t.add_argument("--loss", choices=["l1", "balanced-l1"], default="l1",
+                   help="waveform models' loss: l1 sums both sources' errors (the dialogue's dominates at -30..0 dB "
+                   "music); balanced-l1 divides each source's error by its own level, so the music counts as "
+                   "much (default %(default)s; spectrogram models keep their masked-magnitude loss)")
     t.add_argument("--no-progress", action="store_true",
                    help="no progress bar (log lines only; for logs and CI)")
     t.set_defaults(func=cmd_train)
@@ -124,7 +128,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         model=args.model, config=args.config, root=args.root, out=args.out, batch_size=args.batch_size,
         lr=args.lr, warmup=args.warmup, steps=args.steps, minutes=args.minutes, seed=args.seed, threads=args.threads,
         ckpt_every_s=args.ckpt_every, val_every_s=args.val_every, val_clips=args.val_clips,
-        val_seconds=args.val_seconds, scenes=args.scenes, init=args.init,
+        val_seconds=args.val_seconds, scenes=args.scenes, init=args.init, loss=args.loss,
     )
     train(cfg, resume=args.resume, progress=not args.no_progress)
     return 0
