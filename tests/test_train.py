@@ -106,7 +106,7 @@ def test_missing_validation_sets_name_the_command_that_builds_them(tmp_path) -> 
 def test_balanced_l1_counts_quiet_music_as_much_as_dialogue() -> None:
     """A separator that gives no music at all and the whole mix as dialogue: at -30 dB music the plain L1 hardly
     sees it (the error is the music's own tiny level), the balanced loss counts the music's whole error (1.0);
-    a silent source is floored, not divided by zero."""
+    leakage into an absent source is measured against the mixture's level (not divided by zero, not blown up)."""
     from bgmid.train import LOSSES
 
     g = torch.Generator().manual_seed(0)
@@ -123,6 +123,13 @@ def test_balanced_l1_counts_quiet_music_as_much_as_dialogue() -> None:
     assert plain < 0.01 and 1.0 < balanced < 1.1, (plain, balanced)
     silent = float(loss_fn(NoMusic(), speech, torch.zeros_like(speech), speech, "balanced-l1"))
     assert silent == pytest.approx(0.0, abs=1e-6)
+
+    class Leaky(torch.nn.Module):  # a tenth of the mix leaks into the music
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.cat([0.1 * x, 0.9 * x], dim=1)
+
+    leak = float(loss_fn(Leaky(), speech, torch.zeros_like(speech), speech, "balanced-l1"))
+    assert leak == pytest.approx(0.2, rel=1e-4)  # 0.1 of the mix in each source, relative to the mix
     from bgmid.cli import build_parser
 
     (train_cmd,) = [a for a in build_parser()._subparsers._group_actions[0].choices.values() if a.prog.endswith(" train")]

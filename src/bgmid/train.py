@@ -167,17 +167,21 @@ class _Prefetch:
 #: Waveform losses :func:`loss_fn` knows (``TrainConfig.loss``).
 LOSSES = ("l1", "balanced-l1")
 
-#: ``balanced-l1``: a source's level is floored at this share of the mixture's (-40 dB), so a silent source (a
-#: music-only or speech-only example) still has its leakage counted without dividing by zero.
+#: ``balanced-l1``: a source below this share of the mixture's level (-40 dB) counts as absent (a music-only or
+#: speech-only example): its leakage is measured against the mixture's level instead. A first version floored
+#: the level there, which weighed any leakage into an absent source 100x; a Wave-DenseNet fine-tune with it
+#: learned to output almost no music (validation gain at -10 dB 6.3 -> -5.0 dB in 620 steps).
 BALANCE_FLOOR = 0.01
 
 
 def _relative_l1(est: torch.Tensor, ref: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
-    """Per example, the L1 error over the source's own mean absolute level (floored), then the batch mean:
-    an error of music at -30 dB weighs what the same relative error of the dialogue does."""
+    """Per example, the L1 error over the source's own mean absolute level (the mixture's where the source is
+    absent), then the batch mean: an error of music at -30 dB weighs what the same relative error of the
+    dialogue does."""
     level = ref.abs().mean(dim=(1, 2))
-    floor = BALANCE_FLOOR * mix.abs().mean(dim=(1, 2))
-    return ((est - ref).abs().mean(dim=(1, 2)) / torch.maximum(level, floor).clamp_min(1e-8)).mean()
+    mix_level = mix.abs().mean(dim=(1, 2))
+    scale = torch.where(level >= BALANCE_FLOOR * mix_level, level, mix_level).clamp_min(1e-8)
+    return ((est - ref).abs().mean(dim=(1, 2)) / scale).mean()
 
 
 def loss_fn(model: nn.Module, mix: torch.Tensor, music: torch.Tensor, speech: torch.Tensor,
