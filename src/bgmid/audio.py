@@ -389,14 +389,13 @@ def _raw_pcm(container, st, dtype: str, scale: float) -> Iterator[tuple[np.ndarr
                     if arr.size:
                         yield arr, rate
     except Exception:  # the demuxer failed: what was read before the damage is handed on first, as before
-        arr = array() if pending else np.zeros(0, np.float32)
-        if arr.size:
-            yield arr, rate
-        raise
-    if pending:
         arr = array()
         if arr.size:
             yield arr, rate
+        raise
+    arr = array()
+    if arr.size:
+        yield arr, rate
 
 
 def decode_frames(container, st, start_s: float = 0.0, layout: str = "mono") -> Iterator[tuple[np.ndarray, int]]:
