@@ -104,6 +104,36 @@ def test_killed_local_worker_is_retried(archive, built_index, monitored, tmp_pat
     assert_same_as_monitor(tmp_path / "o", monitored)
 
 
+def test_pool_broken_between_programmes_is_renewed(archive, built_index, monitored, tmp_path):
+    """A worker that dies while no programme runs on it (e.g. while warming up) breaks the pool before a
+    submission: the programme is retried on a renewed pool, like one whose worker died mid-task."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    from bgmid.batch import run_programme
+
+    class BreaksOnce(LocalPool):
+        renewed = 0
+
+        def submit(self, fn, *args):
+            if fn is run_programme and not self.renewed:
+                raise BrokenProcessPool("a worker died before this submission")
+            return super().submit(fn, *args)
+
+        def renew(self) -> None:
+            self.renewed += 1
+            super().renew()
+
+    paths = [str(p) for p in sorted(archive.glob("*.wav"))]
+    pool = BreaksOnce(2)
+    try:
+        rep = run_batch(BatchJob(db=str(built_index)), paths, tmp_path / "o", pool, 2, retries=1)
+    finally:
+        pool.shutdown()
+    s = rep.summary()
+    assert pool.renewed == 1 and s["retries"] == 1 and (s["done"], s["failed"]) == (3, 0)
+    assert_same_as_monitor(tmp_path / "o", monitored)
+
+
 def test_inputs_and_names(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()

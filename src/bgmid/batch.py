@@ -6,7 +6,8 @@ the same cue sheets. The driver writes each programme's ``<name>.json`` and ``<n
 (:func:`bgmid.cuesheet.write_json` / :func:`~bgmid.cuesheet.write_csv`: the ``monitor`` contract) and then a
 marker ``.batch/<name>.json`` holding the programme's *fingerprint*: the sha1 of its bytes, the monitoring
 options and the index's identity. A re-run skips every programme whose marker matches, so an interrupted batch
-resumes and a changed file, option or index is done again.
+resumes and a changed file, option or index is done again. Programmes without a marker are hashed as they are
+handed out (while the workers run), not all before the first one starts.
 
 Workers are processes of a local pool (:class:`concurrent.futures.ProcessPoolExecutor`) or Ray tasks
 (:class:`bgmid.cluster.RayExecutor`): the driver sees ``submit() -> Future`` either way, one code path. A worker
@@ -306,22 +307,28 @@ def run_batch(
     out.mkdir(parents=True, exist_ok=True)
     ident = index_identity(job.db)
     outcomes: list[ProgrammeOutcome] = []
-    todo: list[tuple[ProgrammeOutcome, str]] = []
+    todo: list[tuple[ProgrammeOutcome, str | None]] = []  # fingerprint None: hashed when handed out
 
     def settle(o: ProgrammeOutcome) -> None:
         if on_progress is not None:
             on_progress(o)
+
+    def unreadable(o: ProgrammeOutcome, exc: Exception) -> None:
+        o.status = "failed"
+        o.error = str(exc) if isinstance(exc, AudioError) else f"{shown(o.path)}: cannot read ({exc})"
 
     for path, name in zip(paths, output_names(paths)):
         o = ProgrammeOutcome(path, name, "failed")
         outcomes.append(o)
         try:
             o.duration_s = info(path).duration_s
-            fp = programme_fingerprint(path, job, ident)
+            # only a programme with a marker needs its bytes hashed now (done already?); the others are hashed
+            # as they are handed out, while the workers run, not all before the first one starts
+            fp = programme_fingerprint(path, job, ident) if _marker(out, name).exists() else None
         except (AudioError, OSError) as exc:
-            o.error = str(exc) if isinstance(exc, AudioError) else f"{shown(path)}: cannot read ({exc})"
+            unreadable(o, exc)
             continue
-        m = _finished(out, name, fp)
+        m = None if fp is None else _finished(out, name, fp)
         if m is not None:
             o.status, o.duration_s, o.cues = "skipped", float(m.get("duration_s", o.duration_s)), int(m["cues"])
             continue
@@ -341,9 +348,19 @@ def run_batch(
     # while the other workers idle; results do not depend on the order
     queue = sorted(reversed(todo), key=lambda t: t[0].duration_s)
 
-    def submit(o: ProgrammeOutcome, fp: str) -> None:
+    def submit(o: ProgrammeOutcome, fp: str | None) -> None:
+        if fp is None:
+            try:
+                fp = programme_fingerprint(o.path, job, ident)
+            except OSError as exc:
+                unreadable(o, exc)
+                return settle(o)
         o.attempts += 1
-        in_flight[executor.submit(run_programme, job, o.path)] = (o, fp)
+        try:
+            in_flight[executor.submit(run_programme, job, o.path)] = (o, fp)
+        except BrokenProcessPool as exc:  # a worker died between programmes (e.g. while warming up)
+            broken.append(True)
+            failed_attempt(o, fp, exc)
 
     def failed_attempt(o: ProgrammeOutcome, fp: str, exc: BaseException) -> None:
         o.error = f"{type(exc).__name__}: {exc}".strip()
@@ -353,17 +370,17 @@ def run_batch(
             o.status = "failed"
             settle(o)
 
+    broken: list[bool] = []  # non-empty once the pool is broken (a killed worker), until it is renewed
     while queue or in_flight:
-        while queue and len(in_flight) < workers:
+        while queue and len(in_flight) < workers and not broken:
             submit(*queue.pop())
-        done, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
-        broken = False
+        done, _ = wait(list(in_flight), return_when=FIRST_COMPLETED) if in_flight else (set(), set())
         for fut in done:
             o, fp = in_flight.pop(fut)
             try:
                 res = fut.result()
             except BrokenProcessPool as exc:
-                broken = True
+                broken.append(True)
                 failed_attempt(o, fp, exc)
                 continue
             except Exception as exc:  # the programme failed on its worker: retried, then reported
@@ -373,9 +390,12 @@ def run_batch(
             o.status, o.duration_s, o.cues, o.elapsed_s, o.error = "done", res.duration_s, len(res.cues), \
                 res.elapsed_s, ""
             settle(o)
-        if broken and hasattr(executor, "renew"):
+        if broken:
+            if not hasattr(executor, "renew"):
+                raise BrokenProcessPool("the executor's workers died and it cannot be renewed")
             for fut, (o, fp) in list(in_flight.items()):  # the whole pool went down with the killed worker
                 in_flight.pop(fut)
                 failed_attempt(o, fp, BrokenProcessPool("a worker process died"))
             executor.renew()
+            broken.clear()
     return BatchReport(outcomes, time.perf_counter() - t0, workers, engine)
