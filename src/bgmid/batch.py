@@ -334,7 +334,7 @@ def run_batch(
             continue
         o.status = "pending"
         todo.append((o, fp))
-        if len(todo) == 1:  # workers start (imports, index, separator) while the rest are fingerprinted
+        if len(todo) == 1:  # workers start (imports, index, separator) while the rest's headers are read
             for _ in range(workers):
                 executor.submit(warm_worker, job)
     for o in outcomes:
@@ -348,7 +348,10 @@ def run_batch(
     # while the other workers idle; results do not depend on the order
     queue = sorted(reversed(todo), key=lambda t: t[0].duration_s)
 
+    broken = False  # the pool is broken (a killed worker) until it is renewed
+
     def submit(o: ProgrammeOutcome, fp: str | None) -> None:
+        nonlocal broken
         if fp is None:
             try:
                 fp = programme_fingerprint(o.path, job, ident)
@@ -359,7 +362,7 @@ def run_batch(
         try:
             in_flight[executor.submit(run_programme, job, o.path)] = (o, fp)
         except BrokenProcessPool as exc:  # a worker died between programmes (e.g. while warming up)
-            broken.append(True)
+            broken = True
             failed_attempt(o, fp, exc)
 
     def failed_attempt(o: ProgrammeOutcome, fp: str, exc: BaseException) -> None:
@@ -370,7 +373,6 @@ def run_batch(
             o.status = "failed"
             settle(o)
 
-    broken: list[bool] = []  # non-empty once the pool is broken (a killed worker), until it is renewed
     while queue or in_flight:
         while queue and len(in_flight) < workers and not broken:
             submit(*queue.pop())
@@ -380,7 +382,7 @@ def run_batch(
             try:
                 res = fut.result()
             except BrokenProcessPool as exc:
-                broken.append(True)
+                broken = True
                 failed_attempt(o, fp, exc)
                 continue
             except Exception as exc:  # the programme failed on its worker: retried, then reported
@@ -397,5 +399,5 @@ def run_batch(
                 in_flight.pop(fut)
                 failed_attempt(o, fp, BrokenProcessPool("a worker process died"))
             executor.renew()
-            broken.clear()
+            broken = False
     return BatchReport(outcomes, time.perf_counter() - t0, workers, engine)
