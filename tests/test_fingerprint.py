@@ -51,3 +51,19 @@ def test_query_analysis_recovers_reference_hashes_at_any_offset(shift):
     ref_pairs = {(h, t - shift) for h, t in zip(ref.hashes.tolist(), ref.times.tolist()) if t >= shift + 5}
     found = ref_pairs & set(zip(q.hashes.tolist(), q.times.tolist()))
     assert len(found) > 0.85 * len(ref_pairs)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 5), (40, 257), (200, 31)])
+@pytest.mark.parametrize("size", [(7, 13), (1, 1), (3, 1), (9, 3)])
+def test_box_max_equals_scipy_maximum_filter(shape, size):
+    """The peak picker's neighbourhood maximum is scipy's ``maximum_filter(mode="nearest")`` exactly, with
+    windows wider than the array, ties (quantised values) and a real log spectrogram."""
+    from scipy import ndimage
+
+    from bgmid.fingerprint.landmarks import box_max
+
+    rng = np.random.default_rng(shape[0] * 31 + size[1])
+    s = np.round(rng.standard_normal(shape) * 3).astype(np.float32)  # many equal neighbours
+    assert np.array_equal(box_max(s, size), ndimage.maximum_filter(s, size=size, mode="nearest"))
+    spec = spectrogram(synth_music(5, 4.0, 11025), PRESETS["p1"])
+    assert np.array_equal(box_max(spec, size), ndimage.maximum_filter(spec, size=size, mode="nearest"))
