@@ -147,12 +147,12 @@ def peak_candidates(logspec: np.ndarray, preset: Preset) -> tuple[np.ndarray, np
     size = (2 * preset.peak_time_radius + 1, 2 * preset.peak_freq_radius + 1)
     from scipy import ndimage  # here, not at module level: the CLI starts without loading scipy
 
-    local_max = box_max(s, size)
+    t, f = np.nonzero(s == box_max(s, size))  # the local maxima: sparse, so the tests below are on them alone
+    v = s[t, f]
     background = ndimage.uniform_filter(s, size=(4 * size[0] + 1, 4 * size[1] + 1), mode="nearest")
-    prominence = s - background
-    is_peak = (s == local_max) & (prominence > 0.0) & (s > np.log(MAG_FLOOR) + 2.0)
-    t, f = np.nonzero(is_peak)
-    return t.astype(np.int32), (f + lo).astype(np.int32), s[t, f]
+    keep = (v - background[t, f] > 0.0) & (v > np.log(MAG_FLOOR) + 2.0)
+    t, f = t[keep], f[keep]
+    return t.astype(np.int32), (f + lo).astype(np.int32), v[keep]
 
 
 def thin_peaks(
