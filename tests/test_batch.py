@@ -145,3 +145,50 @@ def test_inputs_and_names(tmp_path):
     assert got == [str(tmp_path / "b" / "show.wav"), str(tmp_path / "a" / "show.wav")]
     assert output_names(got) == ["show", "show-2"]
     assert main(["batch", "--db", str(tmp_path), "--out", str(tmp_path / "o"), str(tmp_path / "nope.wav")]) == 2
+
+
+def test_head_start_programme_is_taken_as_in_flight(archive, built_index, monitored, tmp_path):
+    """The driver's head start (``bgmid batch --ray local`` while the cluster starts) monitors the first
+    programme itself: run_batch takes its result as any other (the same cue sheets), runs the rest on the
+    workers, and does not hand the head start's programme out again."""
+    from bgmid import batch
+
+    paths = [str(p) for p in sorted(archive.glob("*.wav"))]
+    job = BatchJob(db=str(built_index))
+    head = batch.HeadStart(job, paths, tmp_path / "o")
+    assert list(head.started) == [paths[0]]
+    sent: list[str] = []
+
+    class Counting(LocalPool):
+        def submit(self, fn, *args):
+            if fn is batch.run_programme:
+                sent.append(args[1])
+            return super().submit(fn, *args)
+
+    pool = Counting(1)
+    try:
+        rep = run_batch(job, paths, tmp_path / "o", pool, 1, started=head.started)
+    finally:
+        pool.shutdown()
+    s = rep.summary()
+    assert (s["done"], s["failed"], s["retries"]) == (3, 0, 0)
+    assert sorted(sent) == paths[1:]
+    assert_same_as_monitor(tmp_path / "o", monitored)
+    assert batch.HeadStart(job, paths, tmp_path / "o").started == {}  # all done: nothing to start
+
+
+def test_failed_head_start_is_retried_on_the_workers(archive, built_index, monitored, tmp_path):
+    from concurrent.futures import Future
+
+    paths = [str(p) for p in sorted(archive.glob("*.wav"))]
+    broken: Future = Future()
+    broken.set_exception(RuntimeError("the driver's thread failed"))
+    pool = LocalPool(2)
+    try:
+        rep = run_batch(BatchJob(db=str(built_index)), paths, tmp_path / "o", pool, 2, retries=1,
+                        started={paths[1]: broken})
+    finally:
+        pool.shutdown()
+    s = rep.summary()
+    assert (s["done"], s["failed"], s["retries"]) == (3, 0, 1), s["failures"]
+    assert_same_as_monitor(tmp_path / "o", monitored)

@@ -159,3 +159,19 @@ def test_separation_stage_on_its_own_actors_equals_monitor(ray_cluster, archive,
     assert served >= 1  # every block was separated by the stage
     obj = json.loads((tmp_path / "o" / "prog0.json").read_text())
     assert obj == json.loads(alone.read_text()) and obj["separator"] == "unet" and obj["cues"]
+
+
+def test_cli_batch_on_ray_local_with_the_drivers_head_start(ray_cluster, archive, built_index, monitored, tmp_path,
+                                                            capsys):
+    """``bgmid batch --ray local``: the driver monitors the first programme while the cluster starts (here it
+    is up already, so the head start and the workers overlap); the cue sheets are monitor's."""
+    import json
+
+    from bgmid.cli import main
+
+    out = tmp_path / "sheets"
+    assert main(["batch", "--db", str(built_index), "--separator", "none", "--out", str(out), "--ray", "local",
+                 "--workers", "2", "--json", str(archive)]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert (s["done"], s["failed"], s["retries"], s["engine"]) == (3, 0, 0, "ray")
+    assert_same_as_monitor(out, monitored)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -100,15 +101,25 @@ def _worker_monitor(job: BatchJob) -> Monitor:
     key = json.dumps({"db": job.db, "device": job.device, "stage": stage, **job.options_key()}, sort_keys=True,
                      default=str)
     if _WORKER.get("key") != key:
-        from bgmid.index import open_index
-        from bgmid.separation.registry import resolve_separator
-
         if "store" in _WORKER:
             _WORKER.pop("store").close()
-        store = open_index(job.db, preset=job.preset)
-        sep = job.stage or resolve_separator(job.separator, job.device, command="batch")
-        _WORKER.update(key=key, store=store, monitor=make_monitor(store, sep, job))
+        store, monitor = _open_monitor(job)
+        _WORKER.update(key=key, store=store, monitor=monitor)
     return _WORKER["monitor"]
+
+
+def _open_monitor(job: BatchJob) -> tuple[Store, Monitor]:
+    """The index opened and the monitor of ``job`` built on it (the caller closes the store)."""
+    from bgmid.index import open_index
+    from bgmid.separation.registry import resolve_separator
+
+    store = open_index(job.db, preset=job.preset)
+    try:
+        sep = job.stage or resolve_separator(job.separator, job.device, command="batch")
+        return store, make_monitor(store, sep, job)
+    except BaseException:
+        store.close()
+        raise
 
 
 def warm_worker(job: BatchJob) -> None:
@@ -285,6 +296,42 @@ class LocalPool:
         self.pool.shutdown(wait=wait, cancel_futures=cancel_futures)
 
 
+class HeadStart:
+    """The driver's own first programme while an embedded Ray cluster starts.
+
+    ``ray.init`` takes ~4 s on this 2-core machine, during which Ray's own processes use about half the CPU and
+    the driver nothing (measured: docs/scale.md). A head start monitors the first programme without a marker
+    in a thread of the driver meanwhile; :func:`run_batch` takes it as in flight (``started``), outside the
+    workers' slots, writes its outputs like any other and sends it to the workers if it fails. A daemon thread:
+    an interrupted batch does not wait for it.
+    """
+
+    def __init__(self, job: BatchJob, paths: Sequence[str], out: str | os.PathLike):
+        self.started: dict[str, Future] = {}
+        names = output_names(paths)
+        todo = [p for p, n in zip(paths, names, strict=True) if not _marker(Path(out), n).exists()]
+        if not todo:
+            return
+        fut: Future = Future()
+        self.started[todo[0]] = fut
+
+        def work() -> None:
+            if not fut.set_running_or_notify_cancel():
+                return
+            try:  # its own index handle, not the worker cache: a pool forked later must not inherit it
+                store, monitor = _open_monitor(job)
+                try:
+                    fut.set_result(monitor.run(todo[0]))
+                finally:
+                    store.close()
+            except Exception as exc:  # handed to run_batch, which tries the programme again on the workers
+                fut.set_exception(exc)
+            except BaseException as exc:  # never left pending: run_batch would wait for it forever
+                fut.set_exception(RuntimeError(f"the head start stopped ({exc!r})"))
+
+        threading.Thread(target=work, name="bgmid-head-start", daemon=True).start()
+
+
 def run_batch(
     job: BatchJob,
     paths: Sequence[str],
@@ -295,11 +342,14 @@ def run_batch(
     on_progress: Callable[[ProgrammeOutcome], None] | None = None,
     on_start: Callable[[float, int], None] | None = None,
     engine: str = "local",
+    started: dict[str, Future] | None = None,
 ) -> BatchReport:
     """Monitor every programme of ``paths`` on ``executor`` (``submit(fn, *args) -> Future``; a
     :class:`LocalPool` or a :class:`~bgmid.cluster.RayExecutor`) with at most ``workers`` in flight; write the
     outputs under ``out``. ``on_start(total_s, to_do)`` is called once the headers are read (total seconds of
-    the programmes still to do), ``on_progress`` after every programme settles."""
+    the programmes still to do), ``on_progress`` after every programme settles. ``started``: programmes
+    already being monitored elsewhere (path -> future of its :class:`MonitorResult`; :class:`HeadStart`),
+    taken as in flight besides the workers' ``workers`` slots."""
     from bgmid.audio import AudioError, info
 
     t0 = time.perf_counter()
@@ -308,6 +358,9 @@ def run_batch(
     ident = index_identity(job.db)
     outcomes: list[ProgrammeOutcome] = []
     todo: list[tuple[ProgrammeOutcome, str | None]] = []  # fingerprint None: hashed when handed out
+    started = dict(started or {})
+    in_flight: dict[Future, tuple[ProgrammeOutcome, str]] = {}
+    elsewhere: set[Future] = set()  # of in_flight, the programmes of ``started``: they hold no worker slot
 
     def settle(o: ProgrammeOutcome) -> None:
         if on_progress is not None:
@@ -333,6 +386,12 @@ def run_batch(
             o.status, o.duration_s, o.cues = "skipped", float(m.get("duration_s", o.duration_s)), int(m["cues"])
             continue
         o.status = "pending"
+        if path in started:
+            o.attempts += 1
+            fut = started.pop(path)
+            in_flight[fut] = (o, fp or programme_fingerprint(path, job, ident))
+            elsewhere.add(fut)
+            continue
         todo.append((o, fp))
         if len(todo) == 1:  # workers start (imports, index, separator) while the rest's headers are read
             for _ in range(workers):
@@ -341,9 +400,8 @@ def run_batch(
         if o.status == "failed":
             settle(o)
     if on_start is not None:
-        on_start(sum(o.duration_s for o, _ in todo), len(todo))
-
-    in_flight: dict[Future, tuple[ProgrammeOutcome, str]] = {}
+        ahead = [o for o, _ in in_flight.values()]
+        on_start(sum(o.duration_s for o, _ in todo) + sum(o.duration_s for o in ahead), len(todo) + len(ahead))
     # longest programmes first (popped from the end): the batch does not end waiting on one long programme
     # while the other workers idle; results do not depend on the order
     queue = sorted(reversed(todo), key=lambda t: t[0].duration_s)
@@ -374,11 +432,12 @@ def run_batch(
             settle(o)
 
     while queue or in_flight:
-        while queue and len(in_flight) < workers and not broken:
+        while queue and len(in_flight) - len(elsewhere) < workers and not broken:
             submit(*queue.pop())
         done, _ = wait(list(in_flight), return_when=FIRST_COMPLETED) if in_flight else (set(), set())
         for fut in done:
             o, fp = in_flight.pop(fut)
+            elsewhere.discard(fut)
             try:
                 res = fut.result()
             except BrokenProcessPool as exc:
@@ -396,6 +455,8 @@ def run_batch(
             if not hasattr(executor, "renew"):
                 raise BrokenProcessPool("the executor's workers died and it cannot be renewed")
             for fut, (o, fp) in list(in_flight.items()):  # the whole pool went down with the killed worker
+                if fut in elsewhere:
+                    continue
                 in_flight.pop(fut)
                 failed_attempt(o, fp, BrokenProcessPool("a worker process died"))
             executor.renew()

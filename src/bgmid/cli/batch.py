@@ -78,10 +78,14 @@ def cmd_batch(args: argparse.Namespace) -> int:
                             preset=args.preset, config=config, options=options, alteration=alteration))
     from contextlib import nullcontext
 
-    session = nullcontext(None)
+    session, head = nullcontext(None), None
     if args.ray is not None:
-        from bgmid.cluster import ray_session
+        from bgmid.batch import HeadStart
+        from bgmid.cluster import ray_session, require_ray
 
+        if args.ray == "local":  # the driver monitors a programme itself while the embedded cluster starts
+            head = HeadStart(job, paths, args.out)  # (a daemon thread: a missing Ray below still exits at once)
+        require_ray()
         session = ray_session(args.ray, num_cpus=args.workers if args.ray == "local" else None)
     with session as ray:
         if ray is None:
@@ -114,7 +118,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
         try:
             with bar:
                 report = run_batch(job, paths, args.out, executor, workers, retries=args.retries,
-                                   on_progress=on_progress, on_start=on_start, engine=engine)
+                                   on_progress=on_progress, on_start=on_start, engine=engine,
+                                   started=head.started if head else None)
         finally:
             executor.shutdown(wait=False, cancel_futures=True)
             if job.stage is not None:
