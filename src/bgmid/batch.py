@@ -400,8 +400,8 @@ def run_batch(
         if o.status == "failed":
             settle(o)
     if on_start is not None:
-        ahead = [o for o, _ in in_flight.values()]
-        on_start(sum(o.duration_s for o, _ in todo) + sum(o.duration_s for o in ahead), len(todo) + len(ahead))
+        pending = [o for o, _ in todo] + [o for o, _ in in_flight.values()]  # in flight: the head start's
+        on_start(sum(o.duration_s for o in pending), len(pending))
     # longest programmes first (popped from the end): the batch does not end waiting on one long programme
     # while the other workers idle; results do not depend on the order
     queue = sorted(reversed(todo), key=lambda t: t[0].duration_s)
