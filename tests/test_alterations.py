@@ -9,6 +9,7 @@ from bgmid.alterations import (
     NONE,
     Alteration,
     PostingCache,
+    RareTable,
     default_grid,
     fine_grid,
     frequent,
@@ -96,6 +97,55 @@ def test_posting_cache_answers_as_the_index_does(built_index, music_dir):
             assert got[0].size > 100
             key = lambda r: sorted(zip(*(a.tolist() for a in r), strict=True))  # noqa: E731
             assert key(got) == key(want)
+
+
+def _key(r):
+    return sorted(zip(*(a.tolist() for a in r), strict=True))
+
+
+def test_rare_table_answers_as_the_index_does(built_index, music_dir):
+    """Read once for the whole index, the table gives each query row's postings as one ``store.lookup`` with
+    the same limit, and one track's as that lookup restricted to the track."""
+    x, sr = _excerpt(music_dir)
+    y = resample(x, sr, 11025)
+    with open_index(built_index) as store:
+        peaks = query_peaks(y, store.preset, store.preset.density * 2)
+        h, _, _ = undo_grid(peaks, default_grid()[:8], store.preset, 10)
+        for limit in (5, 50):
+            table = RareTable(store, max_postings=limit)
+            rows, tids, times = store.lookup(h, max_postings=limit)
+            assert rows.size > 100 and _key(table.lookup(h)) == _key((rows, tids, times))
+            track = int(np.bincount(tids).argmax())
+            want = sorted(zip(rows[tids == track].tolist(), times[tids == track].tolist()))
+            assert len(want) > 50 and _key(table.track_lookup(h, track)) == want
+        assert RareTable(store, max_postings=5).tids.size < RareTable(store, max_postings=50).tids.size
+
+
+def test_rare_table_follows_the_index_and_its_shards(music_dir, tmp_path):
+    """One table per index, rebuilt when a track is added or removed; a sharded catalogue's table sums each
+    hash's count over the shards before the limit, as its lookup does."""
+    from bgmid.index.build import index_paths
+    from bgmid.index.shard import ShardedStore, split_index
+
+    files = sorted(music_dir.glob("track0[1-4]*"))
+    probe = resample(_excerpt(music_dir, files[-1].name)[0], SR, 11025)
+    with open_index(tmp_path / "lib", preset="p1", create=True) as store:
+        index_paths(store, files[:3])
+        h = undo(query_peaks(probe, store.preset, 40.0), NONE, store.preset, 10).hashes
+        first = RareTable.of(store)
+        assert RareTable.of(store) is first
+        index_paths(store, files[3:])
+        second = RareTable.of(store)
+        assert second is not first and _key(second.lookup(h)) == _key(store.lookup(h, max_postings=50))
+        new = max(t.track_id for t in store.tracks())
+        assert new in second.lookup(h)[1] and new not in first.lookup(h)[1]
+        store.remove([new])
+        assert new not in RareTable.of(store).lookup(h)[1]
+    split_index(tmp_path / "lib", tmp_path / "lib2", 2)
+    with open_index(tmp_path / "lib2") as two:
+        assert isinstance(two, ShardedStore)
+        for limit in (2, 50):
+            assert _key(RareTable(two, max_postings=limit).lookup(h)) == _key(two.lookup(h, max_postings=limit))
 
 
 def test_undo_grid_is_undo_at_every_point(built_index, music_dir):

@@ -577,6 +577,7 @@ class Matcher:
         from bgmid.alterations import (
             PostingCache,
             QueryPeaks,
+            RareTable,
             default_grid,
             query_peaks,
             search,
@@ -591,7 +592,9 @@ class Matcher:
         peaks = QueryPeaks.pool([query_peaks(y, p, p.density * o.density_factor) for y in ys])
         # a drifting match was found unaltered already: only real tempo changes can beat it
         grid = tempo_grid()[1:] if tempo_only else default_grid()
-        cache = PostingCache(self.store)  # the search and every settling share one lookup per hash
+        # the index's rare postings, read once per process; or, for an index too large, one lookup per hash
+        # that the search and every settling share
+        cache = RareTable.of(self.store) or PostingCache(self.store)
         cands = search(self.store, peaks, grid, f_search, top=1 if tempo_only else 3, cache=cache)
         tried: dict = {}
 

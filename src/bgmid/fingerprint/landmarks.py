@@ -34,7 +34,7 @@ __all__ = [
     "fingerprint_file",
     "hash_bits",
     "hash_dt",
-    "pair_groups",
+    "pack_hashes",
     "pair_peaks",
     "spectrogram",
 ]
@@ -198,40 +198,29 @@ def pair_peaks(
     Peaks must be sorted by frame. Candidates are the next ``4 * fanout`` peaks in time order, so the pairs
     come from the earliest peaks of the zone, as in audfprint.
     """
-    anchors, hashes = pair_groups(t, f, preset, fanout)
-    return Landmarks(hashes, np.asarray(t)[anchors].astype(np.int32))
-
-
-def pair_groups(
-    t: np.ndarray, f: np.ndarray, preset: Preset, fanout: int | None = None, groups: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`pair_peaks` of several peak lists at once: (anchor index, hash) of every pair, in the order of
-    the anchors. ``groups`` (non-decreasing, one id per peak) separates lists that are concatenated: no pair
-    crosses from one to the next, so the result is exactly that of pairing each list alone, concatenated,
-    in one vectorised pass (the alteration search pairs ~40 rescaled copies of a query's peaks)."""
     fanout = preset.fanout if fanout is None else fanout
     t, f = np.asarray(t), np.asarray(f)
     n = t.size
     if n < 2:
-        return np.zeros(0, np.int64), np.zeros(0, np.uint32)
+        return Landmarks(np.zeros(0, np.uint32), np.zeros(0, np.int32))
     window = min(n - 1, 4 * fanout)
-    i = np.arange(n)[:, None]
-    j = i + np.arange(1, window + 1)[None, :]
-    inside = j < n
+    j = np.arange(n)[:, None] + np.arange(1, window + 1)[None, :]
     jc = np.minimum(j, n - 1)
-    if groups is not None:
-        inside &= groups[jc] == groups[:, None]
     dt = t[jc] - t[:, None]
     df = f[jc] - f[:, None]
-    valid = inside & (dt >= 1) & (dt <= preset.dt_max) & (np.abs(df) <= preset.df_max)
+    valid = (j < n) & (dt >= 1) & (dt <= preset.dt_max) & (np.abs(df) <= preset.df_max)
     valid &= np.cumsum(valid, axis=1, dtype=np.int16) <= fanout
     ii, kk = np.nonzero(valid)
-    f1 = f[ii].astype(np.uint32)
-    d_f = (df[ii, kk] + preset.df_max).astype(np.uint32)
-    d_t = dt[ii, kk].astype(np.uint32)
+    return Landmarks(pack_hashes(f[ii], df[ii, kk], dt[ii, kk], preset), t[ii].astype(np.int32))
+
+
+def pack_hashes(f1: np.ndarray, df: np.ndarray, dt: np.ndarray, preset: Preset) -> np.ndarray:
+    """Landmark hashes (uint32) of pairs: anchor bin ``f1``, bin difference ``df`` (target minus anchor,
+    within ``+-df_max``) and frame difference ``dt`` (1..``dt_max``), packed in :func:`hash_bits` order."""
     _, bdf, bdt = hash_bits(preset)
-    hashes = (f1 << np.uint32(bdf + bdt)) | (d_f << np.uint32(bdt)) | d_t
-    return ii, hashes.astype(np.uint32)
+    return ((np.asarray(f1).astype(np.uint32) << np.uint32(bdf + bdt))
+            | ((np.asarray(df) + preset.df_max).astype(np.uint32) << np.uint32(bdt))
+            | np.asarray(dt).astype(np.uint32))
 
 
 def fingerprint(

@@ -63,6 +63,7 @@ from bgmid.errors import BgmidError
 from bgmid.fingerprint.presets import Preset, get_preset
 from bgmid.index.base import STOP_FLOOR, TrackMeta, stop_word_limit
 from bgmid.index.lock import WriterLock, writer_active
+from bgmid.index.postings import sorted_union
 from bgmid.index.segment import (
     IndexDamaged,
     Segment,
@@ -298,6 +299,7 @@ class LocalStore:
         self._stops = np.unique(np.concatenate(stops)) if stops else np.zeros(0, np.uint32)
         self._n_hashes = int(n_hashes)
         self._meta_cache: dict[int, TrackMeta] = {}
+        self.snapshot = getattr(self, "snapshot", 0) + 1  #: changes whenever refresh() loads a state
 
     @property
     def n_postings(self) -> int:
@@ -308,6 +310,11 @@ class LocalStore:
     def n_hashes(self) -> int:
         """Hashes extracted from the live tracks, stored or dropped as stop words."""
         return self._n_hashes
+
+    def keys(self) -> np.ndarray:
+        """Every hash with postings stored in a live segment (sorted uint32): the whole key space of the index,
+        for readers that load all rare postings at once (:class:`bgmid.alterations.RareTable`)."""
+        return sorted_union([seg.lists.keys for seg in self._segments])
 
     @property
     def stop_words(self) -> np.ndarray:
@@ -468,6 +475,7 @@ class LocalStore:
         self._segments.append(seg)
         self._stops = np.union1d(self._stops, seg.stops)
         self._n_hashes += int(hashes.size)
+        self.snapshot += 1
         return tid
 
     @contextmanager

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["PostingLists", "bit_length", "encode"]
+__all__ = ["PostingLists", "bit_length", "encode", "sorted_union"]
 
 _U64 = np.uint64
 
@@ -148,6 +148,18 @@ class PostingLists:
         run = np.cumsum(pieces)  # first value + gaps: a running sum restarted at every list
         run -= np.repeat(run[first] - pieces[first], n)
         return run
+
+
+def sorted_union(parts: list[np.ndarray]) -> np.ndarray:
+    """The distinct hashes of several sorted key arrays, sorted (uint32). One array passes through as it is;
+    several are sorted together and deduplicated in one pass (``np.unique`` hashes its input first, which
+    costs several times a sort of already-sorted runs)."""
+    if not parts:
+        return np.zeros(0, np.uint32)
+    if len(parts) == 1:
+        return np.asarray(parts[0], np.uint32)
+    k = np.sort(np.concatenate(parts).astype(np.uint32))
+    return k[np.r_[True, k[1:] != k[:-1]]] if k.size else k
 
 
 def _sorted_pairs(h: np.ndarray, v: np.ndarray) -> bool:

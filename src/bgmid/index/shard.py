@@ -36,6 +36,7 @@ from bgmid.errors import BgmidError
 from bgmid.fingerprint.presets import Preset
 from bgmid.index.base import TrackMeta
 from bgmid.index.local import LocalStore
+from bgmid.index.postings import sorted_union
 from bgmid.paths import shown
 
 #: The file that makes a folder a sharded index.
@@ -93,6 +94,15 @@ class ShardedStore:
     @property
     def stop_words(self) -> np.ndarray:
         return np.unique(np.concatenate([s.stop_words for s in self.shards]))
+
+    @property
+    def snapshot(self) -> tuple[int, ...]:
+        """Changes whenever a shard loads another state (see :attr:`LocalStore.snapshot`)."""
+        return tuple(s.snapshot for s in self.shards)
+
+    def keys(self) -> np.ndarray:
+        """Every hash with postings stored in any shard (sorted uint32)."""
+        return sorted_union([s.keys() for s in self.shards])
 
     @property
     def generation(self) -> int:
