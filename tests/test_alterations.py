@@ -118,7 +118,7 @@ def test_rare_table_answers_as_the_index_does(built_index, music_dir):
             track = int(np.bincount(tids).argmax())
             want = sorted(zip(rows[tids == track].tolist(), times[tids == track].tolist()))
             assert len(want) > 50 and _key(table.track_lookup(h, track)) == want
-        assert RareTable(store, max_postings=5).tids.size < RareTable(store, max_postings=50).tids.size
+        assert RareTable(store, max_postings=5).postings.size < RareTable(store, max_postings=50).postings.size
 
 
 def test_rare_table_follows_the_index_and_its_shards(music_dir, tmp_path):

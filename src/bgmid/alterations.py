@@ -36,7 +36,8 @@ from bgmid.fingerprint.landmarks import Landmarks, hash_bits, pack_hashes, peak_
 from bgmid.fingerprint.presets import Preset
 
 __all__ = ["Alteration", "NONE", "PostingCache", "QueryPeaks", "RareTable", "UndoStream", "default_grid", "fine_grid",
-           "query_peaks", "search", "settle", "settled", "tempo_grid", "undo", "undo_grid", "undo_pieces"]
+           "pack_postings", "query_peaks", "search", "settle", "settled", "tempo_grid", "undo", "undo_grid",
+           "undo_pieces"]
 
 
 @dataclass(frozen=True)
@@ -243,19 +244,25 @@ def search(store, peaks: QueryPeaks, grid: Sequence[Alteration], fanout: int, ma
     """
     if not grid:
         return []
-    rows, tids, times, t, g = _grid_postings(store, peaks, grid, fanout, cache or PostingCache(store, max_postings))
-    if rows.size == 0:
+    if len(grid) > 511:
+        raise ValueError("the search votes on at most 511 grid points")
+    h, t, g = undo_grid(peaks, grid, store.preset, fanout)
+    # key: track << 31 | grid point << 22 | 2**21 + (track time - query time) // 2, from the packed postings
+    # (track << 32 | TIME0 + track time) in one subtraction and one shift
+    key, (u,) = (cache or PostingCache(store, max_postings)).packed(h, t.astype(np.int64) - (g << 23))
+    if key.size == 0:
         return []
-    off = ((times - t[rows]) >> 1) + (1 << 21)
-    uk, counts = frequent((tids.astype(np.int64) << 32) | (g[rows] << 22) | off, max(1, min_score))
+    key -= u
+    key >>= 1
+    uk, counts = frequent(key, max(1, min_score))
     if uk.size == 0:
         return []
-    track = uk >> 32
+    track = uk >> 31
     order = np.lexsort((-counts, track))  # per track, its best (alteration, offset) first
     track, counts, uk = track[order], counts[order], uk[order]
     first = np.flatnonzero(np.r_[True, track[1:] != track[:-1]])
     best = first[np.argsort(-counts[first], kind="stable")[:top]]
-    return [Candidate(int(track[i]), grid[int((uk[i] >> 22) & 1023)], int(counts[i])) for i in best]
+    return [Candidate(int(track[i]), grid[int((uk[i] >> 22) & 511)], int(counts[i])) for i in best]
 
 
 def frequent(keys: np.ndarray, min_count: int) -> tuple[np.ndarray, np.ndarray]:
@@ -274,15 +281,6 @@ def frequent(keys: np.ndarray, min_count: int) -> tuple[np.ndarray, np.ndarray]:
     uk, counts = np.unique(keys, return_counts=True)
     keep = counts >= min_count
     return uk[keep], counts[keep]
-
-
-def _grid_postings(store, peaks: QueryPeaks, grid: Sequence[Alteration], fanout: int,
-                   cache: PostingCache | RareTable
-                   ) -> tuple[np.ndarray, ...]:
-    """The rare-hash postings of ``peaks`` undone at every point of ``grid``: (query row, track id, track
-    time) per posting, and the time and grid index of every query row."""
-    h, t, g = undo_grid(peaks, grid, store.preset, fanout)
-    return (*cache.lookup(h), t.astype(np.int64), g)
 
 
 class PostingCache:
@@ -317,6 +315,11 @@ class PostingCache:
             return empty, empty, empty
         rows, tids, times = (np.concatenate(a) for a in zip(*parts, strict=True))
         return rows, tids, times
+
+    def packed(self, h: np.ndarray, *per_row: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        """As :meth:`RareTable.packed` (in :meth:`lookup`'s order)."""
+        rows, tids, times = self.lookup(h)
+        return pack_postings(tids, times), [a[rows] for a in per_row]
 
     def track_lookup(self, h: np.ndarray, track: int) -> tuple[np.ndarray, np.ndarray]:
         """The postings of ``h``'s rows in one track: (row, track time), the rows of :meth:`lookup` whose
@@ -356,40 +359,51 @@ class PostingCache:
                             np.asarray(times, np.int64)[order]))
 
 
+#: Added to a posting's track time in a packed posting (:meth:`RareTable.packed`), so that the time minus a
+#: query time stays positive in its 32 bits.
+TIME0 = 1 << 22
+
+
+def pack_postings(tids: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """Postings as one int64 each: ``track_id << 32`` plus :data:`TIME0` plus the track time (frames). The
+    search's vote key is then one subtraction and one shift away (:func:`search`)."""
+    return (np.asarray(tids, np.int64) << 32) + TIME0 + np.asarray(times, np.int64)
+
+
 class RareTable:
     """Every rare-hash posting of an index in memory, addressed by the hash itself: what :class:`PostingCache`
     looks up hash by hash, read once for the whole index, so a search's lookup is a gather.
 
-    A landmark hash has few bits (22 for ``p1``), so a directory of every possible hash is small (17 MB for
-    ``p1``) and needs no search; the postings of hashes with at most ``max_postings`` entries follow as two
-    int32 arrays (8 bytes a posting). On the 103-track corpus that is 2.0 M postings, read in ~0.2 s once per
-    process; a search's ~180,000 hashes then cost ~25 ms instead of ~100. :meth:`of` keeps one table per
-    index and rebuilds it when the index has changed. Indexes with more than ``MAX_POSTINGS`` stored postings
-    keep the :class:`PostingCache` (the table would grow past ~400 MB).
+    A landmark hash has few bits (22 for ``p1``), so a directory of every possible hash is small (34 MB for
+    ``p1``) and needs no search; the postings of hashes with at most ``max_postings`` entries follow, packed
+    (:func:`pack_postings`), with their hashes: 12 bytes a posting. On the 103-track corpus that is 2.0 M
+    postings, read in ~0.4 s once per process; a search's ~180,000 hashes then cost ~20 ms instead of ~100.
+    :meth:`of` keeps one table per index and rebuilds it when the index has changed. Indexes with more than
+    ``MAX_POSTINGS`` stored postings keep the :class:`PostingCache` (the table could pass ~400 MB).
     """
 
-    #: stored postings above which :meth:`of` answers ``None`` (the table would hold up to this many)
-    MAX_POSTINGS = 50_000_000
+    #: stored postings above which :meth:`of` answers ``None`` (the table holds up to this many)
+    MAX_POSTINGS = 32_000_000
     _tables: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def __init__(self, store, max_postings: int = 50, chunk: int = 1 << 20):
         self.max_postings = max_postings
         space = 1 << sum(hash_bits(store.preset))
         keys = store.keys() if hasattr(store, "keys") else np.arange(space, dtype=np.uint32)
-        h, tids, times = [], [], []
+        h, packed = [np.zeros(0, np.uint32)], [np.zeros(0, np.int64)]
         for a in range(0, keys.size, chunk):  # bounded memory for stores that are asked every hash
             part = np.asarray(keys[a:a + chunk], np.uint32)
             rows, tid, t = store.lookup(part, max_postings=max_postings)
             h.append(part[rows])
-            tids.append(tid)
-            times.append(t)
-        h = np.concatenate(h) if h else np.zeros(0, np.uint32)
+            packed.append(pack_postings(tid, t))
+        h = np.concatenate(h)
         order = np.argsort(h, kind="stable")
         self.start = np.r_[0, np.cumsum(np.bincount(h, minlength=space))].astype(np.int64)
         self.hashes = h[order]
-        self.tids = np.concatenate(tids)[order].astype(np.int32) if tids else np.zeros(0, np.int32)
-        self.times = np.concatenate(times)[order].astype(np.int32) if times else np.zeros(0, np.int32)
+        self.postings = np.concatenate(packed)[order]  #: packed (:func:`pack_postings`), by hash
         self._track: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._by_track: np.ndarray | None = None
+        self._track_of: np.ndarray | None = None
 
     @classmethod
     def of(cls, store, max_postings: int = 50) -> RareTable | None:
@@ -411,11 +425,16 @@ class RareTable:
     def lookup(self, h: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The postings of every row of ``h`` as (row, track id, track time in frames): those of
         :meth:`PostingCache.lookup`, row by row in the same order."""
+        p, (rows,) = self.packed(h, np.arange(np.size(h)))
+        return rows, p >> 32, (p & 0xFFFFFFFF) - TIME0
+
+    def packed(self, h: np.ndarray, *per_row: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        """The packed postings of every row of ``h`` (:func:`pack_postings`), row by row, and the values of
+        the ``per_row`` arrays repeated for each of their row's postings."""
         h = np.asarray(h, np.int64)
         lo = self.start[h]
         c = self.start[h + 1] - lo
-        idx = _spans(lo, c)
-        return np.repeat(np.arange(h.size), c), self.tids[idx], self.times[idx]
+        return self.postings[_spans(lo, c)], [np.repeat(a, c) for a in per_row]
 
     def track_lookup(self, h: np.ndarray, track: int) -> tuple[np.ndarray, np.ndarray]:
         """The postings of ``h``'s rows in one track: (row, track time), as :meth:`PostingCache.track_lookup`."""
@@ -432,10 +451,14 @@ class RareTable:
         if track not in self._track:
             if len(self._track) >= 8:
                 self._track.pop(next(iter(self._track)))
-            at = np.flatnonzero(self.tids == track)
+            if self._by_track is None:  # postings by track, each track's in hash order (stable)
+                tids = self.postings >> 32
+                self._by_track = np.argsort(tids, kind="stable")
+                self._track_of = tids[self._by_track]
+            at = self._by_track[np.searchsorted(self._track_of, track):np.searchsorted(self._track_of, track, "right")]
             present = np.zeros(self.start.size - 1, bool)
             present[self.hashes[at]] = True
-            self._track[track] = (present, self.hashes[at], self.times[at])
+            self._track[track] = (present, self.hashes[at], (self.postings[at] & 0xFFFFFFFF) - TIME0)
         return self._track[track]
 
 
