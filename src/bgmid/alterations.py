@@ -183,12 +183,21 @@ def undo_grid(peaks: QueryPeaks, grid: Sequence[Alteration], preset: Preset, fan
     J = _candidate_targets(t, f, preset, fanout)
     has = J >= 0
     Jc = np.where(has, J, 0)
-    dt = tt[:, Jc] - tt[:, :, None]  # (grid point, anchor, candidate)
-    df = ff[:, Jc] - ff[:, :, None]
-    valid = has[None] & ok[:, :, None] & ok[:, Jc] & (dt >= 1) & (dt <= preset.dt_max) & (np.abs(df) <= preset.df_max)
+    dt = tt[:, Jc]  # (grid point, anchor, candidate); in place, the arrays are large
+    dt -= tt[:, :, None]
+    df = ff[:, Jc]
+    df -= ff[:, :, None]
+    valid = ok[:, Jc]
+    valid &= has[None]
+    valid &= ok[:, :, None]
+    valid &= dt >= 1
+    valid &= dt <= preset.dt_max
+    valid &= np.abs(df) <= preset.df_max
     valid &= np.cumsum(valid, axis=2, dtype=np.int16) <= fanout
-    gg, ii, kk = np.nonzero(valid)
-    return pack_hashes(ff[gg, ii], df[gg, ii, kk], dt[gg, ii, kk], preset), tt[gg, ii], gg
+    pair = np.flatnonzero(valid)
+    row = pair // J.shape[1]  # (grid point, anchor) of each pair, flat
+    return (pack_hashes(ff.ravel()[row], df.ravel()[pair], dt.ravel()[pair], preset), tt.ravel()[row],
+            row // n)
 
 
 #: The widest alterations :func:`undo_grid` pairs for exactly: time factors down to this, frequency factors up
