@@ -22,6 +22,11 @@ is first settled on a 0.1 % grid around it, on its own axis and on those of the 
 confuses with it (speed and transposition share the frequency factor; :func:`settle`), by the same cheap
 count restricted to its track; only then is it verified with the full query and the ordinary match decision,
 so the calibrated thresholds of :mod:`bgmid.match` keep their meaning.
+
+What it costs: the search looks up ~180,000 hashes (41 alterations of a 12 s query) and votes with ~1 M
+postings. So the index's rare postings are read into memory once per process (:class:`RareTable`, a
+gather by hash instead of a search per hash), and the query's peaks are paired once for every grid point
+(:func:`undo_grid`). What remains is mostly the vote itself (:func:`frequent`).
 """
 
 from __future__ import annotations
