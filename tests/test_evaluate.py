@@ -337,6 +337,18 @@ def test_repeat_criterion_on_a_loop():
     assert is_repeat(x16, 1.0, 11.0, 8.0) and not is_repeat(x16, 1.0, 24.0, 8.0)
 
 
+def test_same_music_in_another_track():
+    """An extended version holding an edit's music (quieter, at another place) is the same music there only."""
+    from bgmid.evaluate.repeats import same_music
+
+    sr = 16000
+    a, b, c = _music(11, 10.0, sr), _music(12, 20.0, sr), _music(13, 10.0, sr)
+    edit = np.concatenate([a, c])
+    extended = np.concatenate([b, 0.5 * a, b])
+    assert same_music(edit, 1.0, extended, 21.0, 8.0)
+    assert not same_music(edit, 1.0, extended, 1.0, 8.0) and not same_music(edit, 11.0, extended, 21.0, 8.0)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # broadcast-condition sets (issue 12): evaluated with identify's own decision
 
