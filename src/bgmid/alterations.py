@@ -42,7 +42,7 @@ from bgmid.fingerprint.presets import Preset
 
 __all__ = ["Alteration", "NONE", "PostingCache", "QueryPeaks", "RareTable", "UndoStream", "default_grid", "fine_grid",
            "pack_postings", "query_peaks", "search", "settle", "settled", "tempo_grid", "undo", "undo_grid",
-           "undo_pieces"]
+           "undo_pieces", "unpack_postings"]
 
 
 @dataclass(frozen=True)
@@ -384,6 +384,11 @@ def pack_postings(tids: np.ndarray, times: np.ndarray) -> np.ndarray:
     return (np.asarray(tids, np.int64) << 32) + TIME0 + np.asarray(times, np.int64)
 
 
+def unpack_postings(packed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(track ids, track times) of packed postings: :func:`pack_postings` undone."""
+    return packed >> 32, (packed & 0xFFFFFFFF) - TIME0
+
+
 class RareTable:
     """Every rare-hash posting of an index in memory, addressed by the hash itself: what :class:`PostingCache`
     looks up hash by hash, read once for the whole index, so a search's lookup is a gather.
@@ -391,9 +396,10 @@ class RareTable:
     A landmark hash has few bits (22 for ``p1``), so a directory of every possible hash is small (34 MB for
     ``p1``) and needs no search; the postings of hashes with at most ``max_postings`` entries follow, packed
     (:func:`pack_postings`), with their hashes: 12 bytes a posting. On the 103-track corpus that is 2.0 M
-    postings, read in ~0.4 s once per process; a search's ~180,000 hashes then cost ~20 ms instead of ~100.
-    :meth:`of` keeps one table per index and rebuilds it when the index has changed. Indexes with more than
-    ``MAX_POSTINGS`` stored postings keep the :class:`PostingCache` (the table could pass ~400 MB).
+    postings, read in ~0.4 s; a search's ~180,000 hashes then cost ~20 ms instead of ~100. :meth:`of` keeps
+    one table per index (from a process's second search on) and rebuilds it when the index has changed.
+    Indexes with more than ``MAX_POSTINGS`` stored postings keep the :class:`PostingCache` (the table could
+    pass ~400 MB).
     """
 
     #: stored postings above which :meth:`of` answers ``None`` (the table holds up to this many)
@@ -401,7 +407,6 @@ class RareTable:
     _tables: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def __init__(self, store, max_postings: int = 50, chunk: int = 1 << 20):
-        self.max_postings = max_postings
         space = 1 << sum(hash_bits(store.preset))
         keys = store.keys() if hasattr(store, "keys") else np.arange(space, dtype=np.uint32)
         h, packed = [np.zeros(0, np.uint32)], [np.zeros(0, np.int64)]
@@ -445,7 +450,7 @@ class RareTable:
         """The postings of every row of ``h`` as (row, track id, track time in frames): those of
         :meth:`PostingCache.lookup`, row by row in the same order."""
         p, (rows,) = self.packed(h, np.arange(np.size(h)))
-        return rows, p >> 32, (p & 0xFFFFFFFF) - TIME0
+        return rows, *unpack_postings(p)
 
     def packed(self, h: np.ndarray, *per_row: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
         """The packed postings of every row of ``h`` (:func:`pack_postings`), row by row, and the values of
@@ -471,13 +476,13 @@ class RareTable:
             if len(self._track) >= 8:
                 self._track.pop(next(iter(self._track)))
             if self._by_track is None:  # postings by track, each track's in hash order (stable)
-                tids = self.postings >> 32
+                tids = unpack_postings(self.postings)[0]
                 self._by_track = np.argsort(tids, kind="stable")
                 self._track_of = tids[self._by_track]
             at = self._by_track[np.searchsorted(self._track_of, track):np.searchsorted(self._track_of, track, "right")]
             present = np.zeros(self.start.size - 1, bool)
             present[self.hashes[at]] = True
-            self._track[track] = (present, self.hashes[at], (self.postings[at] & 0xFFFFFFFF) - TIME0)
+            self._track[track] = (present, self.hashes[at], unpack_postings(self.postings[at])[1])
         return self._track[track]
 
 
