@@ -174,6 +174,7 @@ class LocalStore:
         self.seg_root = self.path / "segments"
         self.writable = bool(create or write or lock is not None)
         self._segments: list[Segment] = []
+        self.snapshot = 0  #: changes whenever the state read changes (refresh(), add_track())
         self.db: sqlite3.Connection | None = None
         self._own_lock = lock is None
         self._lock: WriterLock | None = None
@@ -299,7 +300,7 @@ class LocalStore:
         self._stops = np.unique(np.concatenate(stops)) if stops else np.zeros(0, np.uint32)
         self._n_hashes = int(n_hashes)
         self._meta_cache: dict[int, TrackMeta] = {}
-        self.snapshot = getattr(self, "snapshot", 0) + 1  #: changes whenever refresh() loads a state
+        self.snapshot += 1
 
     @property
     def n_postings(self) -> int:

@@ -93,7 +93,7 @@ class ShardedStore:
 
     @property
     def stop_words(self) -> np.ndarray:
-        return np.unique(np.concatenate([s.stop_words for s in self.shards]))
+        return sorted_union([s.stop_words for s in self.shards])
 
     @property
     def snapshot(self) -> tuple[int, ...]:
