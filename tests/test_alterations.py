@@ -75,6 +75,7 @@ def test_search_finds_track_and_alteration(built_index, music_dir, kind, v):
     with open_index(built_index) as store:
         peaks = query_peaks(y, store.preset, store.preset.density * 2)
         cands = search(store, peaks, default_grid(), fanout=10)
+        assert cands == search(store, peaks, default_grid(), fanout=10, cache=RareTable(store))  # either lookup
         best = cands[0]
         assert store.track(best.track_id).title == "track03"
         true = _truth(kind, v)
