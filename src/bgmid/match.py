@@ -592,8 +592,8 @@ class Matcher:
         peaks = QueryPeaks.pool([query_peaks(y, p, p.density * o.density_factor) for y in ys])
         # a drifting match was found unaltered already: only real tempo changes can beat it
         grid = tempo_grid()[1:] if tempo_only else default_grid()
-        # the index's rare postings, read once per process; or, for an index too large, one lookup per hash
-        # that the search and every settling share
+        # the index's rare postings, read once per process at its second search; before that, or for an index
+        # too large, one lookup per hash that the search and every settling share
         cache = RareTable.of(self.store) or PostingCache(self.store)
         cands = search(self.store, peaks, grid, f_search, top=1 if tempo_only else 3, cache=cache)
         tried: dict = {}
