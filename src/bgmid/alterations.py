@@ -185,24 +185,11 @@ def undo_grid(peaks: QueryPeaks, grid: Sequence[Alteration], preset: Preset, fan
     ff = np.round(f[None, :] / b[:, None]).astype(np.int32)
     ok = (ff >= int(np.ceil(preset.fmin_hz * preset.n_fft / preset.sample_rate))) & (ff <= preset.n_fft // 2)
     ok[:, 1:] &= (t[1:] != t[:-1]) | (ff[:, 1:] != ff[:, :-1])
-    J = _candidate_targets(t, f, preset, fanout)
-    has = J >= 0
-    Jc = np.where(has, J, 0)
-    dt = tt[:, Jc]  # (grid point, anchor, candidate); in place, the arrays are large
-    dt -= tt[:, :, None]
-    df = ff[:, Jc]
-    df -= ff[:, :, None]
-    valid = ok[:, Jc]
-    valid &= has[None]
-    valid &= ok[:, :, None]
-    valid &= dt >= 1
-    valid &= dt <= preset.dt_max
-    valid &= np.abs(df) <= preset.df_max
-    valid &= np.cumsum(valid, axis=2, dtype=np.int16) <= fanout
-    pair = np.flatnonzero(valid)
-    row = pair // J.shape[1]  # (grid point, anchor) of each pair, flat
-    return (pack_hashes(ff.ravel()[row], df.ravel()[pair], dt.ravel()[pair], preset), tt.ravel()[row],
-            row // n)
+    from bgmid.kernels import pair_grid
+
+    _, bdf, bdt = hash_bits(preset)
+    return pair_grid(tt, ff, ok, _candidate_targets(t, f, preset, fanout), fanout, preset.dt_max, preset.df_max,
+                     bdf + bdt, bdt)
 
 
 #: The widest alterations :func:`undo_grid` pairs for exactly: time factors down to this, frequency factors up
@@ -263,11 +250,9 @@ def search(store, peaks: QueryPeaks, grid: Sequence[Alteration], fanout: int, ma
     h, t, g = undo_grid(peaks, grid, store.preset, fanout)
     # key: track << 31 | grid point << 22 | 2**21 + (track time - query time) // 2, from the packed postings
     # (track << 32 | TIME0 + track time) in one subtraction and one shift
-    key, (u,) = (cache or PostingCache(store, max_postings)).packed(h, t.astype(np.int64) - (g << 23))
+    key = (cache or PostingCache(store, max_postings)).vote_keys(h, t.astype(np.int64) - (g << 23))
     if key.size == 0:
         return []
-    key -= u
-    key >>= 1
     uk, counts = frequent(key, max(1, min_score))
     if uk.size == 0:
         return []
@@ -283,15 +268,14 @@ def frequent(keys: np.ndarray, min_count: int) -> tuple[np.ndarray, np.ndarray]:
     """The distinct values of int64 ``keys`` that occur at least ``min_count`` times, sorted, and their counts.
 
     Exact, without sorting every key: the keys are counted in hash buckets first (a bucket holds at least
-    the count of each key in it), and only the keys of buckets that reach ``min_count`` are counted exactly.
-    The search votes ~1 M postings per query, of which a few hundred share a (track, alteration, offset);
-    sorting them all was a quarter of its time."""
-    keys = np.asarray(keys, np.int64)
+    the count of each key in it; :func:`bgmid.kernels.hot_keys`), and only the keys of buckets that reach
+    ``min_count`` are counted exactly. The search votes ~1 M postings per query, of which a few hundred share
+    a (track, alteration, offset); sorting them all was a quarter of its time."""
+    keys = np.ascontiguousarray(keys, np.int64)
     if min_count > 1 and keys.size > 4096:
-        bits = int(np.ceil(np.log2(keys.size)))  # 1-2 buckets a key: chance collisions reach a few
-        bucket = ((keys.view(np.uint64) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(64 - bits)).astype(np.int64)
-        hot = np.bincount(bucket, minlength=1 << bits)[bucket] >= min_count
-        keys = keys[hot]
+        from bgmid.kernels import hot_keys
+
+        keys = hot_keys(keys, int(min_count), int(np.ceil(np.log2(keys.size))) + 1)  # a byte per bucket, 2 a key
     uk, counts = np.unique(keys, return_counts=True)
     keep = counts >= min_count
     return uk[keep], counts[keep]
@@ -330,10 +314,13 @@ class PostingCache:
         rows, tids, times = (np.concatenate(a) for a in zip(*parts, strict=True))
         return rows, tids, times
 
-    def packed(self, h: np.ndarray, *per_row: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-        """As :meth:`RareTable.packed` (in :meth:`lookup`'s order)."""
+    def vote_keys(self, h: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """As :meth:`RareTable.vote_keys` (in :meth:`lookup`'s order)."""
         rows, tids, times = self.lookup(h)
-        return pack_postings(tids, times), [a[rows] for a in per_row]
+        key = pack_postings(tids, times)
+        key -= np.asarray(u, np.int64)[rows]
+        key >>= 1
+        return key
 
     def track_lookup(self, h: np.ndarray, track: int) -> tuple[np.ndarray, np.ndarray]:
         """The postings of ``h``'s rows in one track: (row, track time), the rows of :meth:`lookup` whose
@@ -373,7 +360,7 @@ class PostingCache:
                             np.asarray(times, np.int64)[order]))
 
 
-#: Added to a posting's track time in a packed posting (:meth:`RareTable.packed`), so that the time minus a
+#: Added to a posting's track time in a packed posting (:func:`pack_postings`), so that the time minus a
 #: query time stays positive in its 32 bits.
 TIME0 = 1 << 22
 
@@ -449,16 +436,18 @@ class RareTable:
     def lookup(self, h: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The postings of every row of ``h`` as (row, track id, track time in frames): those of
         :meth:`PostingCache.lookup`, row by row in the same order."""
-        p, (rows,) = self.packed(h, np.arange(np.size(h)))
-        return rows, *unpack_postings(p)
-
-    def packed(self, h: np.ndarray, *per_row: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-        """The packed postings of every row of ``h`` (:func:`pack_postings`), row by row, and the values of
-        the ``per_row`` arrays repeated for each of their row's postings."""
         h = np.asarray(h, np.int64)
         lo = self.start[h]
         c = self.start[h + 1] - lo
-        return self.postings[_spans(lo, c)], [np.repeat(a, c) for a in per_row]
+        return np.repeat(np.arange(h.size), c), *unpack_postings(self.postings[_spans(lo, c)])
+
+    def vote_keys(self, h: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """``(posting - u[row]) >> 1`` for every packed posting (:func:`pack_postings`) of every row of ``h``,
+        row by row: the search's vote keys, gathered in one compiled loop (:func:`bgmid.kernels.gather_votes`;
+        in numpy, materialising the postings and the repeated ``u`` first cost 2.5x as much)."""
+        from bgmid.kernels import gather_votes
+
+        return gather_votes(self.start, self.postings, np.asarray(h, np.int64), np.ascontiguousarray(u, np.int64))
 
     def track_lookup(self, h: np.ndarray, track: int) -> tuple[np.ndarray, np.ndarray]:
         """The postings of ``h``'s rows in one track: (row, track time), as :meth:`PostingCache.track_lookup`."""
