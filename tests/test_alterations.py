@@ -119,6 +119,10 @@ def test_rare_table_answers_as_the_index_does(built_index, music_dir):
             track = int(np.bincount(tids).argmax())
             want = sorted(zip(rows[tids == track].tolist(), times[tids == track].tolist()))
             assert len(want) > 50 and _key(table.track_lookup(h, track)) == want
+            # the search's vote keys, gathered by the compiled loop, are those of the per-query lookups
+            u = np.random.default_rng(1).integers(-5000, 5000, h.size)
+            want_keys = np.sort(PostingCache(store, max_postings=limit).vote_keys(h, u))
+            assert want_keys.size == rows.size and np.array_equal(np.sort(table.vote_keys(h, u)), want_keys)
         assert RareTable(store, max_postings=5).postings.size < RareTable(store, max_postings=50).postings.size
 
 
@@ -163,6 +167,68 @@ def test_undo_grid_is_undo_at_every_point(built_index, music_dir):
             one = undo(peaks, grid[k], store.preset, 10)
             assert np.array_equal(h[g == k], one.hashes) and np.array_equal(t[g == k], one.times)
         assert np.array_equal(np.unique(g), np.arange(len(grid)))
+
+
+def _pairs_by_rule(peaks, grid, preset, fanout):
+    """undo_grid's pairing rule written out as plain loops: scaled peaks, one per frame and bin, each anchor
+    paired with the first ``fanout`` of its candidate targets that land in the target zone."""
+    from bgmid.alterations import _candidate_targets
+    from bgmid.fingerprint.landmarks import pack_hashes
+
+    order = np.lexsort((peaks.f, peaks.t))
+    t, f = peaks.t[order], peaks.f[order]
+    first = np.r_[True, (t[1:] != t[:-1]) | (np.round(f[1:]) != np.round(f[:-1]))]
+    t, f = t[first], f[first]
+    J = _candidate_targets(t, f, preset, fanout)
+    fmin = int(np.ceil(preset.fmin_hz * preset.n_fft / preset.sample_rate))
+    out = []
+    for g, alt in enumerate(grid):
+        tt = np.round(t * alt.time_factor).astype(int)
+        ff = np.round(f / alt.freq_factor).astype(int)
+        ok = [fmin <= ff[i] <= preset.n_fft // 2 and (i == 0 or t[i] != t[i - 1] or ff[i] != ff[i - 1])
+              for i in range(t.size)]
+        for i in range(t.size):
+            kept = 0
+            for j in J[i]:
+                if kept == fanout or not ok[i]:
+                    break
+                dt, df = tt[j] - tt[i], ff[j] - ff[i]
+                if j >= 0 and ok[j] and 1 <= dt <= preset.dt_max and abs(df) <= preset.df_max:
+                    out.append((int(pack_hashes(ff[i], df, dt, preset)), int(tt[i]), g))
+                    kept += 1
+    return out
+
+
+def test_undo_grid_pairs_by_its_rule(built_index, music_dir):
+    """The compiled pairing loop keeps exactly the pairs of the documented rule, in its order: grid point,
+    anchor, candidate (on 4 s of a sped-up excerpt, at three points of the grid and a fanout of 3 and 10)."""
+    x, sr = _excerpt(music_dir, dur_s=4.0)
+    y = resample(_alter(x, sr, "speed", 25 / 24), sr, 11025)
+    with open_index(built_index) as store:
+        peaks = query_peaks(y, store.preset, store.preset.density * 2)
+    grid = [NONE, Alteration(speed=1.04), Alteration(pitch_semitones=-2.0)]
+    for fanout in (3, 10):
+        h, t, g = undo_grid(peaks, grid, store.preset, fanout)
+        want = _pairs_by_rule(peaks, grid, store.preset, fanout)
+        assert len(want) > 300 and list(zip(h.tolist(), t.tolist(), g.tolist(), strict=True)) == want
+
+
+def test_the_unaltered_analysis_gives_the_search_its_peaks(music_dir):
+    """Asked for them, the query analysis returns the same landmarks and, per signal, the peaks the search
+    would find by analysing the query again."""
+    from bgmid.fingerprint.presets import get_preset
+    from bgmid.match import analyse
+
+    x, sr = _excerpt(music_dir)
+    y = resample(_alter(x, sr, "pitch", 1.0), sr, 11025)
+    preset, opts = get_preset("p1"), QueryOptions(shifts=2)
+    peaks: list = []
+    lm = analyse([y, 0.5 * y], preset, opts, peaks=peaks)
+    plain = analyse([y, 0.5 * y], preset, opts)
+    assert np.array_equal(lm.hashes, plain.hashes) and np.array_equal(lm.times, plain.times)
+    want = query_peaks(y, preset, preset.density * opts.density_factor)
+    assert len(peaks) == 2 and want.t.size > 100
+    assert np.array_equal(peaks[0].t, want.t) and np.array_equal(peaks[0].f, want.f)
 
 
 def test_frequent_counts_exactly_what_a_full_count_finds():

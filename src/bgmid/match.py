@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from bgmid.audio import resample
-from bgmid.fingerprint.landmarks import Landmarks, LandmarkStream, fingerprint
+from bgmid.fingerprint.landmarks import Landmarks, LandmarkStream, find_peaks, fingerprint, pair_peaks, spectrogram
 from bgmid.fingerprint.presets import Preset, QueryOptions
 from bgmid.index.base import STOP_FACTOR, Store
 from bgmid.index.base import stop_word_limit as index_stop_word_limit
@@ -355,6 +355,7 @@ def analyse(
     options: QueryOptions,
     phases: Sequence[int] | None = None,
     n_phases: int | None = None,
+    peaks: list | None = None,
 ) -> Landmarks:
     """Query landmarks of ``signals`` (aligned analyses of one query at the preset's rate: the mix, the
     separated music), pooled on one time line (:func:`pool_landmarks`).
@@ -362,14 +363,23 @@ def analyse(
     Each signal is analysed from sample ``round(k * hop / n_phases)`` for each ``k`` in ``phases`` (default:
     all ``options.shifts`` phases); times stay on phase 0's frame grid, since a shift below one hop is within the
     +-1 frame tolerance. With ``options``' density and fanout factors (queries use more peaks and pairs than the
-    index, so that the reference's sparser pairs are among theirs despite noise).
+    index, so that the reference's sparser pairs are among theirs despite noise). ``peaks``: a list that gets
+    each signal's phase-0 peaks (:class:`bgmid.alterations.QueryPeaks`), which the alteration search needs.
     """
     n = max(1, options.shifts) if n_phases is None else n_phases
     parts = []
     for k in range(n) if phases is None else phases:
         shift = int(round(k * preset.hop / n))
         for y in signals:
-            parts.append(fingerprint(y[shift:], preset, options.density_factor, options.fanout_factor))
+            if k == 0 and peaks is not None:
+                from bgmid.alterations import peaks_at
+
+                s = spectrogram(y, preset)
+                t, f = find_peaks(s, preset, preset.density * options.density_factor)
+                parts.append(pair_peaks(t, f, preset, int(round(preset.fanout * options.fanout_factor))))
+                peaks.append(peaks_at(s, t, f))
+            else:
+                parts.append(fingerprint(y[shift:], preset, options.density_factor, options.fanout_factor))
     return pool_landmarks(parts)
 
 
@@ -436,9 +446,10 @@ class Matcher:
         """Query landmarks of mono ``x`` at ``sr`` Hz with this matcher's query options (shifts pooled)."""
         return self._query_landmarks([resample(x, sr, self.preset.sample_rate)])
 
-    def _query_landmarks(self, ys: Sequence[np.ndarray]) -> Landmarks:
-        """Pooled landmarks of signals at the preset's rate, at this matcher's ``shifts`` analysis phases."""
-        return analyse(ys, self.preset, self.options)
+    def _query_landmarks(self, ys: Sequence[np.ndarray], peaks: list | None = None) -> Landmarks:
+        """Pooled landmarks of signals at the preset's rate, at this matcher's ``shifts`` analysis phases
+        (``peaks``: as :func:`analyse`'s)."""
+        return analyse(ys, self.preset, self.options, peaks=peaks)
 
     def match_landmarks(self, lm: Landmarks, top: int = 1, min_aligned: int | None = None) -> list[Match]:
         """Matches for pooled landmarks, best first; empty when nothing passes :func:`accept`.
@@ -533,17 +544,18 @@ class Matcher:
         if short:
             o = replace(o, density_factor=o.density_factor * o.short_density, shifts=max(o.short_shifts, o.shifts))
         m = self if o is self.options else Matcher(self.store, o)
-        lm = m._query_landmarks(ys)
+        peaks: list = []  # the search's query peaks, found by the unaltered analysis
+        lm = m._query_landmarks(ys, peaks if o.alterations else None)
         matches, votes = m._match(lm, top, None)
         if matches:
             drifting = o.alterations and _drifting(matches[0], votes, lm.times, ys[0].size / self.preset.sample_rate)
             matches[0] = m.refine_offset(ys, matches[0], votes)
             if drifting:  # a tempo change must beat the unaltered match at its best phase
-                altered = m._identify_altered(ys, top, tempo_only=True, beat=matches[0].score)
+                altered = m._identify_altered(ys, top, tempo_only=True, beat=matches[0].score, peaks=peaks)
                 if altered:
                     return altered
         elif o.alterations:
-            matches = m._identify_altered(ys, top)
+            matches = m._identify_altered(ys, top, peaks=peaks)
         return matches
 
     def _undone(self, ys: Sequence[np.ndarray], peaks, alt, fanout: int
@@ -563,7 +575,7 @@ class Matcher:
         return undo(peaks, alt, self.preset, fanout), None
 
     def _identify_altered(self, ys: Sequence[np.ndarray], top: int, tempo_only: bool = False,
-                          beat: int = 0) -> list[Match]:
+                          beat: int = 0, peaks: Sequence | None = None) -> list[Match]:
         """Search speed/tempo/pitch alterations, verify the best candidates with the full match decision.
 
         The query's peaks are found once (every signal, pooled); :func:`bgmid.alterations.search` proposes the
@@ -573,6 +585,7 @@ class Matcher:
         repeats like an unaltered match. Reported query times are the query's own; the track offset is the
         track's. ``tempo_only``: an unaltered match drifts (:func:`_drifting`), so only tempo changes are
         searched, on a 1 % grid, and the result must align more than ``beat`` hashes (else nothing is returned).
+        ``peaks``: each signal's peaks from the unaltered analysis (:func:`analyse`), else found here.
         """
         from bgmid.alterations import (
             PostingCache,
@@ -589,7 +602,7 @@ class Matcher:
         p, o = self.preset, self.options
         fanout = int(round(p.fanout * o.fanout_factor))
         f_search = int(round(p.fanout * o.search_fanout_factor))
-        peaks = QueryPeaks.pool([query_peaks(y, p, p.density * o.density_factor) for y in ys])
+        peaks = QueryPeaks.pool(peaks or [query_peaks(y, p, p.density * o.density_factor) for y in ys])
         # a drifting match was found unaltered already: only real tempo changes can beat it
         grid = tempo_grid()[1:] if tempo_only else default_grid()
         # the index's rare postings, read once per process at its second search; before that, or for an index
