@@ -38,6 +38,20 @@ def _alter(x, sr, kind, v):
     return y[: int(12 * sr)]
 
 
+@pytest.fixture(params=["numpy", "compiled"])
+def kernels(request, monkeypatch):
+    """Run a test on the numpy code and on the compiled loops (:mod:`bgmid.kernels`): the same results."""
+    import bgmid.alterations
+    from bgmid import kernels as k
+
+    if request.param == "compiled":
+        if k.compiled(wait=True) is None:
+            pytest.skip("numba is not installed: only the numpy code runs")
+    else:
+        monkeypatch.setattr(bgmid.alterations, "compiled", lambda start=False, wait=False: None)
+    return request.param
+
+
 def _truth(kind, v) -> Alteration:
     return {"speed": Alteration(speed=v), "tempo": Alteration(tempo=v), "pitch": Alteration(pitch_semitones=v)}[kind]
 
@@ -69,7 +83,7 @@ def test_undoing_the_true_alteration_restores_the_match(built_index, music_dir, 
 
 
 @pytest.mark.parametrize("kind,v", CASES)
-def test_search_finds_track_and_alteration(built_index, music_dir, kind, v):
+def test_search_finds_track_and_alteration(built_index, music_dir, kind, v, kernels):
     x, sr = _excerpt(music_dir)
     y = resample(_alter(x, sr, kind, v), sr, 11025)
     with open_index(built_index) as store:
@@ -104,7 +118,7 @@ def _key(r):
     return sorted(zip(*(a.tolist() for a in r), strict=True))
 
 
-def test_rare_table_answers_as_the_index_does(built_index, music_dir):
+def test_rare_table_answers_as_the_index_does(built_index, music_dir, kernels):
     """Read once for the whole index, the table gives each query row's postings as one ``store.lookup`` with
     the same limit, and one track's as that lookup restricted to the track."""
     x, sr = _excerpt(music_dir)
@@ -154,7 +168,7 @@ def test_rare_table_follows_the_index_and_its_shards(music_dir, tmp_path):
             assert _key(RareTable(two, max_postings=limit).lookup(h)) == _key(two.lookup(h, max_postings=limit))
 
 
-def test_undo_grid_is_undo_at_every_point(built_index, music_dir):
+def test_undo_grid_is_undo_at_every_point(built_index, music_dir, kernels):
     """The search's one vectorised pass gives each grid point's landmarks exactly as :func:`undo` alone."""
     x, sr = _excerpt(music_dir)
     y = resample(_alter(x, sr, "speed", 25 / 24), sr, 11025)
@@ -199,7 +213,7 @@ def _pairs_by_rule(peaks, grid, preset, fanout):
     return out
 
 
-def test_undo_grid_pairs_by_its_rule(built_index, music_dir):
+def test_undo_grid_pairs_by_its_rule(built_index, music_dir, kernels):
     """The compiled pairing loop keeps exactly the pairs of the documented rule, in its order: grid point,
     anchor, candidate (on 4 s of a sped-up excerpt, at three points of the grid and a fanout of 3 and 10)."""
     x, sr = _excerpt(music_dir, dur_s=4.0)
@@ -231,7 +245,7 @@ def test_the_unaltered_analysis_gives_the_search_its_peaks(music_dir):
     assert np.array_equal(peaks[0].t, want.t) and np.array_equal(peaks[0].f, want.f)
 
 
-def test_frequent_counts_exactly_what_a_full_count_finds():
+def test_frequent_counts_exactly_what_a_full_count_finds(kernels):
     rng = np.random.default_rng(3)
     keys = np.concatenate([rng.integers(0, 1 << 40, 200_000), np.repeat([7, 1 << 33, 12345], [9, 30, 8])])
     keys = rng.permutation(keys)

@@ -25,20 +25,23 @@ so the calibrated thresholds of :mod:`bgmid.match` keep their meaning.
 
 What it costs: the search looks up ~180,000 hashes (41 alterations of a 12 s query) and votes with ~1 M
 postings. So the index's rare postings are read into memory once per process (:class:`RareTable`, a
-gather by hash instead of a search per hash), and the query's peaks are paired once for every grid point
-(:func:`undo_grid`). What remains is mostly the vote itself (:func:`frequent`).
+gather by hash instead of a search per hash), the query's peaks are paired once for every grid point
+(:func:`undo_grid`), and the pairing, the gather and the vote's bucket count are compiled loops
+(:mod:`bgmid.kernels`), which numpy took five or six passes over memory for each.
 """
 
 from __future__ import annotations
 
+import itertools
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from bgmid.fingerprint.landmarks import Landmarks, find_peaks, hash_bits, spectrogram
+from bgmid.fingerprint.landmarks import Landmarks, find_peaks, hash_bits, pack_hashes, spectrogram
 from bgmid.fingerprint.presets import Preset
+from bgmid.kernels import BUCKET_MUL, compiled
 
 __all__ = ["Alteration", "NONE", "PostingCache", "QueryPeaks", "RareTable", "UndoStream", "default_grid", "fine_grid",
            "pack_postings", "peaks_at", "query_peaks", "search", "settle", "settled", "tempo_grid", "undo", "undo_grid",
@@ -172,7 +175,9 @@ def undo_grid(peaks: QueryPeaks, grid: Sequence[Alteration], preset: Preset, fan
     the first ``fanout`` kept, as :func:`~bgmid.fingerprint.landmarks.pair_peaks` keeps them. Against pairing
     every point anew: 2-3x faster, 97-98 % of the same hashes, the same rates found on every set of
     ``benchmarks/alterations.py``. Two analyses of one time line (mix and music estimate) often give the
-    same peak: it is used once per frame and bin, and at each point once more where two round together."""
+    same peak: it is used once per frame and bin, and at each point once more where two round together.
+    The pairing is a compiled loop once it is loaded (:func:`bgmid.kernels.pair_grid`: 4x faster than the
+    (point, anchor, candidate) arrays of numpy below, with the same output)."""
     G, empty = len(grid), (np.zeros(0, np.uint32), np.zeros(0, np.int32), np.zeros(0, np.int64))
     if peaks.t.size < 2 or G == 0:
         return empty
@@ -190,11 +195,28 @@ def undo_grid(peaks: QueryPeaks, grid: Sequence[Alteration], preset: Preset, fan
     ff = np.round(f[None, :] / b[:, None]).astype(np.int32)
     ok = (ff >= int(np.ceil(preset.fmin_hz * preset.n_fft / preset.sample_rate))) & (ff <= preset.n_fft // 2)
     ok[:, 1:] &= (t[1:] != t[:-1]) | (ff[:, 1:] != ff[:, :-1])
-    from bgmid.kernels import pair_grid
-
-    _, bdf, bdt = hash_bits(preset)
-    return pair_grid(tt, ff, ok, _candidate_targets(t, f, preset, fanout), fanout, preset.dt_max, preset.df_max,
-                     bdf + bdt, bdt)
+    J = _candidate_targets(t, f, preset, fanout)
+    fast = compiled()
+    if fast is not None:
+        _, bdf, bdt = hash_bits(preset)
+        return fast.pair_grid(tt, ff, ok, J, fanout, preset.dt_max, preset.df_max, bdf + bdt, bdt)
+    has = J >= 0
+    Jc = np.where(has, J, 0)
+    dt = tt[:, Jc]  # (grid point, anchor, candidate); in place, the arrays are large
+    dt -= tt[:, :, None]
+    df = ff[:, Jc]
+    df -= ff[:, :, None]
+    valid = ok[:, Jc]
+    valid &= has[None]
+    valid &= ok[:, :, None]
+    valid &= dt >= 1
+    valid &= dt <= preset.dt_max
+    valid &= np.abs(df) <= preset.df_max
+    valid &= np.cumsum(valid, axis=2, dtype=np.int16) <= fanout
+    pair = np.flatnonzero(valid)
+    row = pair // J.shape[1]  # (grid point, anchor) of each pair, flat
+    return (pack_hashes(ff.ravel()[row], df.ravel()[pair], dt.ravel()[pair], preset), tt.ravel()[row],
+            row // n)
 
 
 #: The widest alterations :func:`undo_grid` pairs for exactly: time factors down to this, frequency factors up
@@ -239,6 +261,14 @@ class Candidate:
 MIN_SEARCH_SCORE = 9
 
 
+#: Searches after which a process loads the compiled loops of :mod:`bgmid.kernels` (in the background). Loading
+#: takes ~0.9 s of CPU (numba's import and first cache load), half of which it takes from a busy process's own
+#: work (the GIL); a compiled search saves ~35 ms. So a one-off identify or a short monitor never loads them,
+#: and evaluations, batches and servers load them early.
+COMPILE_AFTER = 16
+_searches = itertools.count(1)
+
+
 def search(store, peaks: QueryPeaks, grid: Sequence[Alteration], fanout: int, max_postings: int = 50,
            top: int = 3, min_score: int = MIN_SEARCH_SCORE, cache: PostingCache | RareTable | None = None
            ) -> list[Candidate]:
@@ -252,6 +282,8 @@ def search(store, peaks: QueryPeaks, grid: Sequence[Alteration], fanout: int, ma
         return []
     if len(grid) > 511:
         raise ValueError("the search votes on at most 511 grid points")
+    if next(_searches) == COMPILE_AFTER:
+        compiled(start=True)
     h, t, g = undo_grid(peaks, grid, store.preset, fanout)
     # key: track << 31 | grid point << 22 | 2**21 + (track time - query time) // 2, from the packed postings
     # (track << 32 | TIME0 + track time) in one subtraction and one shift
@@ -273,17 +305,20 @@ def frequent(keys: np.ndarray, min_count: int) -> tuple[np.ndarray, np.ndarray]:
     """The distinct values of int64 ``keys`` that occur at least ``min_count`` times, sorted, and their counts.
 
     Exact, without sorting every key: the keys are counted in hash buckets first (a bucket holds at least
-    the count of each key in it; :func:`bgmid.kernels.hot_keys`), and only the keys of buckets that reach
+    the count of each key in it; compiled: :func:`bgmid.kernels.hot_keys`), and only the keys of buckets that reach
     ``min_count`` are counted exactly. The search votes ~1 M postings per query, of which a few hundred share
     a (track, alteration, offset); sorting them all was a quarter of its time."""
     keys = np.ascontiguousarray(keys, np.int64)
     if min_count > 1 and keys.size > 4096:
-        from bgmid.kernels import hot_keys
-
-        # a byte per bucket, ~1 bucket per 2 keys, at most 1 MB: counters that stay in a core's L2 cache count
-        # 2x faster than twice as many (measured: 4.9 against 10.6 ms for 1.3 M keys), and a few thousand keys
-        # survive instead of a few hundred
-        keys = hot_keys(keys, int(min_count), int(np.clip(np.ceil(np.log2(keys.size)) - 1, 12, 20)))
+        # ~1 bucket per 2 keys, at most 2**20: a byte counter each (compiled) stays in a core's L2 cache and
+        # counts 2x faster than twice as many (4.9 against 10.6 ms for 1.3 M keys); a few thousand survive
+        bits = int(np.clip(np.ceil(np.log2(keys.size)) - 1, 12, 20))
+        fast = compiled()
+        if fast is not None:
+            keys = fast.hot_keys(keys, int(min_count), bits)
+        else:
+            bucket = ((keys.view(np.uint64) * BUCKET_MUL) >> np.uint64(64 - bits)).astype(np.int64)
+            keys = keys[np.bincount(bucket, minlength=1 << bits)[bucket] >= min_count]
     uk, counts = np.unique(keys, return_counts=True)
     keep = counts >= min_count
     return uk[keep], counts[keep]
@@ -391,7 +426,7 @@ class RareTable:
     A landmark hash has few bits (22 for ``p1``), so a directory of every possible hash is small (17 MB for
     ``p1``) and needs no search; the postings of hashes with at most ``max_postings`` entries follow, packed
     (:func:`pack_postings`), with their hashes: 12 bytes a posting. On the 103-track corpus that is 2.0 M
-    postings, read in ~0.4 s; a search's ~180,000 hashes then cost ~20 ms instead of ~100. :meth:`of` keeps
+    postings, read in ~0.4 s; a search's ~180,000 hashes then cost ~10 ms instead of ~100. :meth:`of` keeps
     one table per index (from a process's second search on) and rebuilds it when the index has changed.
     Indexes with more than ``MAX_POSTINGS`` stored postings keep the :class:`PostingCache` (the table could
     pass ~400 MB).
@@ -453,10 +488,18 @@ class RareTable:
     def vote_keys(self, h: np.ndarray, u: np.ndarray) -> np.ndarray:
         """``(posting - u[row]) >> 1`` for every packed posting (:func:`pack_postings`) of every row of ``h``,
         row by row: the search's vote keys, gathered by compiled loops (:func:`bgmid.kernels.gather_votes`;
-        in numpy, materialising the postings and the repeated ``u`` first cost 2.5x as much)."""
-        from bgmid.kernels import gather_votes
-
-        return gather_votes(self.start, self.postings, np.asarray(h, np.int64), np.ascontiguousarray(u, np.int64))
+        in numpy, below, materialising the postings and the repeated ``u`` first costs 2.5x as much)."""
+        fast = compiled()
+        if fast is not None:
+            return fast.gather_votes(self.start, self.postings, np.asarray(h, np.int64),
+                                     np.ascontiguousarray(u, np.int64))
+        h = np.asarray(h, np.int64)
+        lo = self.start[h]
+        c = self.start[h + 1] - lo
+        key = self.postings[_spans(lo, c)]
+        key -= np.repeat(np.asarray(u, np.int64), c)
+        key >>= 1
+        return key
 
     def track_lookup(self, h: np.ndarray, track: int) -> tuple[np.ndarray, np.ndarray]:
         """The postings of ``h``'s rows in one track: (row, track time), as :meth:`PostingCache.track_lookup`."""

@@ -1,25 +1,32 @@
-"""Compiled loops (numba) for the two passes over memory that numpy cannot fuse: the alteration search's vote.
+"""Compiled loops (numba) for the passes over memory that numpy cannot fuse: the alteration search's vote.
 
 The search (:func:`bgmid.alterations.search`) votes with ~1 M rare postings per query. In numpy that is five
 or six passes over arrays of that size (gather the postings' spans, repeat the query values, subtract, shift,
-bucket, gather the bucket counts) and it was half of a searched query's time; as two loops it is a third of
-it (``benchmarks/alterations.py`` times it). Imported only where a search runs, so ``import bgmid`` and an
-unaltered query never load numba; the compiled code is cached on disk (``cache=True``), so a process pays
-~0.3 s to load it once, and the first process after an install ~1 s to compile it.
+bucket, gather the bucket counts), and the pairing of :func:`bgmid.alterations.undo_grid` builds (point,
+anchor, candidate) arrays four times the size of its output; as loops they cost a third (measured by
+``benchmarks/alterations.py``). The numpy code stays in :mod:`bgmid.alterations`, with the same results.
+
+Loading numba costs ~0.9 s per process (its import, and its first function loaded from the on-disk cache),
+which a one-off ``bgmid identify`` would pay for one search. So the loops below are plain Python functions,
+compiled by :func:`compiled` in a background thread once a process shows it searches again and again
+(:data:`bgmid.alterations.COMPILE_AFTER` searches); until they are ready, and where numba is not installed,
+the numpy code serves. Compiled code is cached on disk (``cache=True``), so only the first process
+after an install compiles (~3 s, in the background too).
 """
 
 from __future__ import annotations
 
-import numba
+import threading
+from types import SimpleNamespace
+
 import numpy as np
 
-__all__ = ["gather_votes", "hot_keys", "pair_grid"]
+__all__ = ["compiled", "gather_votes", "hot_keys", "pair_grid"]
 
-#: Fibonacci hashing: spreads keys that differ in their low bits (offsets) over all buckets
-_MUL = np.uint64(0x9E3779B97F4A7C15)
+#: Fibonacci hashing of the vote keys into buckets: spreads keys that differ in their low bits (offsets)
+BUCKET_MUL = np.uint64(0x9E3779B97F4A7C15)
 
 
-@numba.njit(cache=True, nogil=True)
 def gather_votes(start: np.ndarray, postings: np.ndarray, h: np.ndarray, u: np.ndarray) -> np.ndarray:
     """``(postings[j] - u[i]) >> 1`` for every posting ``j`` of every row ``i`` (``start[h[i]]`` up to
     ``start[h[i] + 1]``), row after row: the vote keys of a directory addressed by hash
@@ -44,7 +51,6 @@ def gather_votes(start: np.ndarray, postings: np.ndarray, h: np.ndarray, u: np.n
     return keys
 
 
-@numba.njit(cache=True, nogil=True)
 def hot_keys(keys: np.ndarray, min_count: int, bits: int) -> np.ndarray:
     """The int64 keys whose hash bucket (of ``2**bits``) holds at least ``min_count`` keys, in their
     order: a superset of the keys that occur ``min_count`` times, found with one byte per bucket (saturating)
@@ -52,19 +58,18 @@ def hot_keys(keys: np.ndarray, min_count: int, bits: int) -> np.ndarray:
     cnt = np.zeros(1 << bits, np.uint8)
     shift = np.uint64(64 - bits)
     for i in range(keys.size):
-        b = (np.uint64(keys[i]) * _MUL) >> shift
+        b = (np.uint64(keys[i]) * BUCKET_MUL) >> shift
         if cnt[b] < 255:
             cnt[b] += 1
     out = np.empty(keys.size, np.int64)
     m = 0
     for i in range(keys.size):
-        if cnt[(np.uint64(keys[i]) * _MUL) >> shift] >= min_count:
+        if cnt[(np.uint64(keys[i]) * BUCKET_MUL) >> shift] >= min_count:
             out[m] = keys[i]
             m += 1
     return out[:m]
 
 
-@numba.njit(cache=True, nogil=True)
 def pair_grid(tt: np.ndarray, ff: np.ndarray, ok: np.ndarray, J: np.ndarray, fanout: int, dt_max: int,
               df_max: int, shift_f1: int, shift_df: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The landmarks of peaks scaled to every grid point: (hash uint32, anchor frame int32, grid point int64),
@@ -105,3 +110,44 @@ def pair_grid(tt: np.ndarray, ff: np.ndarray, ok: np.ndarray, J: np.ndarray, fan
                     break
     return h[:m], t[:m], g[:m]
 
+
+
+_lock = threading.Lock()
+_loader: threading.Thread | None = None
+_loaded: SimpleNamespace | None = None
+
+
+def compiled(start: bool = False, wait: bool = False) -> SimpleNamespace | None:
+    """The compiled loops (``gather_votes``, ``hot_keys``, ``pair_grid``) once they are loaded, else None.
+
+    ``start``: begin loading them in a background thread (once per process; numba's import and the cache
+    load do not hold up the caller, which uses numpy meanwhile). ``wait``: load them now and wait (tests).
+    Stays None where numba is missing or fails to compile: the numpy code is always there."""
+    global _loader
+    if _loaded is None and (start or wait):
+        with _lock:
+            if _loader is None:  # not a daemon: an exit waits for it instead of killing it inside LLVM
+                _loader = threading.Thread(target=_load, name="bgmid-kernels")
+                _loader.start()
+        if wait:
+            _loader.join()
+    return _loaded
+
+
+def _load() -> None:
+    """Compile (or load from the cache) every loop and run each once on a tiny input, so the first search
+    that uses them does not pay for it."""
+    global _loaded
+    try:
+        import numba
+
+        jit = numba.njit(cache=True, nogil=True)
+        ns = SimpleNamespace(gather_votes=jit(gather_votes), hot_keys=jit(hot_keys), pair_grid=jit(pair_grid))
+        z = np.zeros(1, np.int64)
+        ns.gather_votes(np.zeros(2, np.int32), z, z, z)
+        ns.hot_keys(z, 2, 4)
+        ns.pair_grid(np.zeros((1, 2), np.int32), np.zeros((1, 2), np.int32), np.ones((1, 2), bool),
+                     np.full((2, 2), -1, np.int64), 1, 1, 1, 2, 1)
+    except Exception:  # noqa: BLE001 - numba missing or broken: numpy serves, with the same results
+        return
+    _loaded = ns
