@@ -14,6 +14,10 @@ another track that holds the same music at the reported place (:meth:`RepeatChec
 one piece twice, colobot's ``music008`` and its extended version ``Infinite``). The estimate's error is the
 relative error of its time and frequency factors.
 
+Times are a long-running process's: the compiled loops of :mod:`bgmid.kernels` are loaded before the first
+set (a process loads them after its 32nd search; ``--kernels numpy`` measures the numpy code that serves until
+then, and a one-off ``bgmid identify``).
+
     .venv/bin/bgmid data mix --splits test --sr 16000 --clips 100 --conditions all
     .venv/bin/python benchmarks/alterations.py --clips 100 --out benchmarks/results/alterations-p1.json
     .venv/bin/python benchmarks/alterations.py --clips 60 --separator unet \\
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -35,6 +40,7 @@ from bgmid.data.mixing import load_fixed_set
 from bgmid.evaluate.library import open_corpus_index
 from bgmid.evaluate.repeats import RepeatCheck
 from bgmid.fingerprint.presets import QueryOptions
+from bgmid.kernels import compiled
 from bgmid.pipeline import QueryPipeline
 from bgmid.separation.registry import resolve_separator
 
@@ -88,7 +94,14 @@ def main() -> None:
     ap.add_argument("--separator", default="none", help="separator fused with the mix (none, unet, a .pt path)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads for the separator")
     ap.add_argument("--out", default=None, help="write the JSON report here")
+    ap.add_argument("--kernels", choices=["compiled", "numpy"], default="compiled",
+                    help="the search's loops: compiled (loaded first, as a long-running process has them) or numpy "
+                         "(a process's first 32 searches, a one-off identify)")
     args = ap.parse_args()
+    if args.kernels == "numpy":
+        os.environ["BGMID_KERNELS"] = "numpy"
+    elif compiled(wait=True) is None:
+        print("numba is not installed: the search runs on numpy")
     sr = 16000
     store, info = open_corpus_index(args.root, args.preset, log=None)
     item_of = {t.track_id: t.extra.get("item_id") for t in store.tracks()}

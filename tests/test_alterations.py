@@ -385,3 +385,24 @@ def test_a_long_sped_up_query_file_is_searched_too(built_index, music_dir, tmp_p
         assert QueryPipeline(store, options=QueryOptions(alterations=False)).identify_file(path) == []
     assert m.title == "track03" and abs(m.track_offset_s) < 0.15
     assert abs(m.speed - 25 / 24) < 0.005
+
+
+def test_a_process_loads_the_compiled_loops_after_searching_often(built_index, music_dir, monkeypatch):
+    """The search asks for the compiled loops (in the background) at its COMPILE_AFTER-th call only, and
+    ``BGMID_KERNELS=numpy`` keeps a process on the numpy code even when asked to wait for them."""
+    import itertools
+
+    import bgmid.alterations as alt
+    from bgmid import kernels
+
+    calls = []
+    monkeypatch.setattr(alt, "compiled", lambda start=False, wait=False: calls.append(start) or None)
+    monkeypatch.setattr(alt, "_searches", itertools.count(alt.COMPILE_AFTER - 1))
+    x, sr = _excerpt(music_dir)
+    with open_index(built_index) as store:
+        peaks = query_peaks(resample(_alter(x, sr, "pitch", 1.0), sr, 11025), store.preset, 40.0)
+        for _ in range(3):
+            search(store, peaks, default_grid()[:4], fanout=10)
+    assert calls.count(True) == 1 and len(calls) > 3  # started once; every other call only asks
+    monkeypatch.setenv("BGMID_KERNELS", "numpy")
+    assert kernels.compiled(wait=True) is None

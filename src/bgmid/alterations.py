@@ -262,10 +262,11 @@ MIN_SEARCH_SCORE = 9
 
 
 #: Searches after which a process loads the compiled loops of :mod:`bgmid.kernels` (in the background). Loading
-#: takes ~0.9 s of CPU (numba's import and first cache load), half of which it takes from a busy process's own
-#: work (the GIL); a compiled search saves ~35 ms. So a one-off identify or a short monitor never loads them,
-#: and evaluations, batches and servers load them early.
-COMPILE_AFTER = 16
+#: takes ~0.9 s of CPU (numba's import and first cache load), about half of it from a busy process's own work
+#: (the GIL), and a compiled search saves ~35 ms: it pays after ~15 more searches. A one-off identify and a
+#: monitor (up to ~10 searches a programme, to estimate its alteration) never load them; an evaluation, a batch
+#: of programmes or a server does, early on.
+COMPILE_AFTER = 32
 _searches = itertools.count(1)
 
 

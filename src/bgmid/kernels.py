@@ -11,11 +11,13 @@ which a one-off ``bgmid identify`` would pay for one search. So the loops below 
 compiled by :func:`compiled` in a background thread once a process shows it searches again and again
 (:data:`bgmid.alterations.COMPILE_AFTER` searches); until they are ready, and where numba is not installed,
 the numpy code serves. Compiled code is cached on disk (``cache=True``), so only the first process
-after an install compiles (~3 s, in the background too).
+after an install compiles (~3 s, in the background too). ``BGMID_KERNELS=numpy`` in the environment keeps a
+process on the numpy code (to compare, or where numba misbehaves).
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from types import SimpleNamespace
 
@@ -124,6 +126,8 @@ def compiled(start: bool = False, wait: bool = False) -> SimpleNamespace | None:
     load do not hold up the caller, which uses numpy meanwhile). ``wait``: load them now and wait (tests).
     Stays None where numba is missing or fails to compile: the numpy code is always there."""
     global _loader
+    if os.environ.get("BGMID_KERNELS", "").lower() == "numpy":
+        return None
     if _loaded is None and (start or wait):
         with _lock:
             if _loader is None:  # not a daemon: an exit waits for it instead of killing it inside LLVM
