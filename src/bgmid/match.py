@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from bgmid.audio import resample
-from bgmid.fingerprint.landmarks import Landmarks, LandmarkStream, find_peaks, fingerprint, pair_peaks, spectrogram
+from bgmid.fingerprint.landmarks import Landmarks, LandmarkStream, fingerprint
 from bgmid.fingerprint.presets import Preset, QueryOptions
 from bgmid.index.base import STOP_FACTOR, Store
 from bgmid.index.base import stop_word_limit as index_stop_word_limit
@@ -371,15 +371,12 @@ def analyse(
     for k in range(n) if phases is None else phases:
         shift = int(round(k * preset.hop / n))
         for y in signals:
-            if k == 0 and peaks is not None:
+            kept: list | None = [] if k == 0 and peaks is not None else None
+            parts.append(fingerprint(y[shift:], preset, options.density_factor, options.fanout_factor, kept))
+            if kept:
                 from bgmid.alterations import peaks_at
 
-                s = spectrogram(y, preset)
-                t, f = find_peaks(s, preset, preset.density * options.density_factor)
-                parts.append(pair_peaks(t, f, preset, int(round(preset.fanout * options.fanout_factor))))
-                peaks.append(peaks_at(s, t, f))
-            else:
-                parts.append(fingerprint(y[shift:], preset, options.density_factor, options.fanout_factor))
+                peaks.append(peaks_at(*kept[0]))
     return pool_landmarks(parts)
 
 

@@ -228,14 +228,18 @@ def fingerprint(
     preset: Preset,
     density_factor: float = 1.0,
     fanout_factor: float = 1.0,
+    keep: list | None = None,
 ) -> Landmarks:
     """Landmark hashes of mono audio ``x`` at ``preset.sample_rate``.
 
     Indexing uses the defaults. Queries may use more peaks (``density_factor`` > 1) and more pairs per anchor
-    (``fanout_factor``) so that the reference's sparser pairs are among theirs despite noise.
+    (``fanout_factor``) so that the reference's sparser pairs are among theirs despite noise. ``keep``: a list
+    that gets the analysis itself, (log spectrogram, peak frames, peak bins), for whoever needs the peaks too.
     """
     spec = spectrogram(x, preset)
     t, f = find_peaks(spec, preset, density=preset.density * density_factor)
+    if keep is not None:
+        keep.append((spec, t, f))
     return pair_peaks(t, f, preset, fanout=int(round(preset.fanout * fanout_factor)))
 
 
