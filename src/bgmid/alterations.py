@@ -361,10 +361,7 @@ class PostingCache:
     def vote_keys(self, h: np.ndarray, u: np.ndarray) -> np.ndarray:
         """As :meth:`RareTable.vote_keys` (in :meth:`lookup`'s order)."""
         rows, tids, times = self.lookup(h)
-        key = pack_postings(tids, times)
-        key -= np.asarray(u, np.int64)[rows]
-        key >>= 1
-        return key
+        return _vote_keys(pack_postings(tids, times), np.asarray(u, np.int64)[rows])
 
     def track_lookup(self, h: np.ndarray, track: int) -> tuple[np.ndarray, np.ndarray]:
         """The postings of ``h``'s rows in one track: (row, track time), the rows of :meth:`lookup` whose
@@ -407,6 +404,14 @@ class PostingCache:
 #: Added to a posting's track time in a packed posting (:func:`pack_postings`), so that the time minus a
 #: query time stays positive in its 32 bits.
 TIME0 = 1 << 22
+
+
+def _vote_keys(packed: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """The search's vote keys ``(packed - u) >> 1`` of packed postings and their rows' query values, in place
+    (numpy; :func:`bgmid.kernels.gather_votes` is the compiled twin)."""
+    packed -= u
+    packed >>= 1
+    return packed
 
 
 def pack_postings(tids: np.ndarray, times: np.ndarray) -> np.ndarray:
@@ -497,10 +502,7 @@ class RareTable:
         h = np.asarray(h, np.int64)
         lo = self.start[h]
         c = self.start[h + 1] - lo
-        key = self.postings[_spans(lo, c)]
-        key -= np.repeat(np.asarray(u, np.int64), c)
-        key >>= 1
-        return key
+        return _vote_keys(self.postings[_spans(lo, c)], np.repeat(np.asarray(u, np.int64), c))
 
     def track_lookup(self, h: np.ndarray, track: int) -> tuple[np.ndarray, np.ndarray]:
         """The postings of ``h``'s rows in one track: (row, track time), as :meth:`PostingCache.track_lookup`."""
