@@ -140,3 +140,43 @@ def test_balanced_l1_counts_quiet_music_as_much_as_dialogue() -> None:
     assert tuple(opt.choices) == LOSSES
     with pytest.raises(Exception, match="unknown loss"):
         loss_fn(NoMusic(), mix, music, speech, "l2")
+
+
+def test_best_checkpoint_is_chosen_by_identification_then_si_sdr(tmp_path, monkeypatch) -> None:
+    """Validation clips of known tracks get an identification rate per set (the separated music identified as
+    its track); the selection compares it first and SI-SDR only between equal rates, or SI-SDR alone with
+    ``si-sdr``; a training run opens the corpus identifier once and closes it."""
+    import bgmid.train as tr
+
+    data = SyntheticBatches(2, 4032, sample_rate=11025, seed=3)
+    mix, mu, sp = data.batch(99)
+    val = {"0dB": [tr.ValClip(mix[i, 0].numpy(), mu[i, 0].numpy(), sp[i, 0].numpy(), item) for i, item in
+                   enumerate(["a", "b"])]}
+    seen = []
+
+    def identify(y, sr):
+        seen.append((y.shape, sr))
+        return "a"
+
+    m = validate(build("unet", "lite", **TINY["unet"]).eval(), val, identify=identify)
+    assert m["id_0dB"] == 0.5 and seen == [(mix[0, 0].shape, 11025)] * 2
+    loud, clear = {"music_0dB": 9.0, "id_0dB": 0.25}, {"music_0dB": 3.0, "id_0dB": 0.5}
+    assert tr._score(clear) > tr._score(loud) and tr._score(loud, "si-sdr") > tr._score(clear, "si-sdr")
+    assert tr._score({"music_0dB": 4.0, "id_0dB": 0.5}) > tr._score(clear)  # equal rates: SI-SDR decides
+
+    closed = []
+
+    class Store:
+        def close(self):
+            closed.append(True)
+
+    opened = []
+    monkeypatch.setattr(tr, "corpus_identifier", lambda root, log: opened.append(root) or (identify, Store()))
+    cfg = _cfg(tmp_path, 2)
+    cfg.val_every_s = 0.0  # validate after every step, then at the end
+    r = train(cfg, data, progress=False, val_sets=val, log=lambda s: None)
+    assert r.metrics["id_0dB"] == 0.5 and r.best[0] == 0.5 and opened == [None] and closed == [True]
+    with pytest.raises(Exception, match="unknown checkpoint selection"):
+        bad = _cfg(tmp_path / "x", 1)
+        bad.select = "loss"
+        train(bad, data, progress=False, val_sets={}, log=lambda s: None)

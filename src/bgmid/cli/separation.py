@@ -68,8 +68,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--ckpt-every", type=float, default=180.0,
                    help="time between checkpoints (last.pt), s (default %(default)s)")
     t.add_argument("--val-every", type=float, default=360.0,
-                   help="time between validations (SI-SDR on val_0dB and val_-10dB; best.pt when it improves), "
-                   "s (default %(default)s)")
+                   help="time between validations (SI-SDR and identification on val_0dB and val_-10dB; best.pt "
+                   "when the --select score improves), s (default %(default)s)")
+    t.add_argument("--select", choices=["identification", "si-sdr"], default="identification",
+                   help="what picks best.pt: 'identification' = share of validation clips whose separated music "
+                   "alone is identified as its track in the corpus index (p1, built once if missing, ~1 min), "
+                   "SI-SDR breaking ties (the paper: SI-SDR ranks separators wrongly for identification); "
+                   "'si-sdr' = mean music SI-SDR alone (default %(default)s)")
     t.add_argument("--val-clips", type=int, default=16,
                    help="clips of each validation set used, the first N (default %(default)s)")
     t.add_argument("--val-seconds", type=float, default=6.0,
@@ -128,7 +133,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         model=args.model, config=args.config, root=args.root, out=args.out, batch_size=args.batch_size,
         lr=args.lr, warmup=args.warmup, steps=args.steps, minutes=args.minutes, seed=args.seed, threads=args.threads,
         ckpt_every_s=args.ckpt_every, val_every_s=args.val_every, val_clips=args.val_clips,
-        val_seconds=args.val_seconds, scenes=args.scenes, init=args.init, loss=args.loss,
+        val_seconds=args.val_seconds, scenes=args.scenes, init=args.init, loss=args.loss, select=args.select,
     )
     train(cfg, resume=args.resume, progress=not args.no_progress)
     return 0
