@@ -143,9 +143,10 @@ def test_balanced_l1_counts_quiet_music_as_much_as_dialogue() -> None:
 
 
 def test_best_checkpoint_is_chosen_by_identification_then_si_sdr(tmp_path, monkeypatch) -> None:
-    """Validation clips of known tracks get an identification rate per set (the separated music identified as
-    its track); the selection compares it first and SI-SDR only between equal rates, or SI-SDR alone with
-    ``si-sdr``; a training run opens the corpus identifier once and closes it."""
+    """Validation clips of known tracks get, per set, the share identified from the separated music, from the
+    mixture, and *rescued* (from the separated music, not from the mixture); the selection compares the
+    rescued share first and SI-SDR only between equal shares, or SI-SDR alone with ``si-sdr``; a training run
+    opens the corpus identifier once and closes it."""
     import bgmid.train as tr
 
     data = SyntheticBatches(2, 4032, sample_rate=11025, seed=3)
@@ -154,15 +155,19 @@ def test_best_checkpoint_is_chosen_by_identification_then_si_sdr(tmp_path, monke
                    enumerate(["a", "b"])]}
     seen = []
 
-    def identify(y, sr):
+    def identify(y, sr):  # the mixtures are never identified, every separated music as track "a"
         seen.append((y.shape, sr))
-        return "a"
+        return None if any(np.array_equal(y, c.mix) for c in val["0dB"]) else "a"
 
     m = validate(build("unet", "lite", **TINY["unet"]).eval(), val, identify=identify)
-    assert m["id_0dB"] == 0.5 and seen == [(mix[0, 0].shape, 11025)] * 2
-    loud, clear = {"music_0dB": 9.0, "id_0dB": 0.25}, {"music_0dB": 3.0, "id_0dB": 0.5}
+    assert m["id_0dB"] == 0.5 and m["idmix_0dB"] == 0.0 and m["rescued_0dB"] == 0.5
+    assert seen == [(mix[0, 0].shape, 11025)] * 4
+    loud, clear = {"music_0dB": 9.0, "rescued_0dB": 0.25}, {"music_0dB": 3.0, "rescued_0dB": 0.5}
     assert tr._score(clear) > tr._score(loud) and tr._score(loud, "si-sdr") > tr._score(clear, "si-sdr")
-    assert tr._score({"music_0dB": 4.0, "id_0dB": 0.5}) > tr._score(clear)  # equal rates: SI-SDR decides
+    assert tr._score({"music_0dB": 4.0, "rescued_0dB": 0.5}) > tr._score(clear)  # equal shares: SI-SDR decides
+    # a network that passes the mixture through is identified as often as the mixture and rescues nothing
+    passthrough = {"music_0dB": -1.0, "id_0dB": 0.9, "idmix_0dB": 0.9, "rescued_0dB": 0.0}
+    assert tr._score({"music_0dB": 3.0, "id_0dB": 0.7, "rescued_0dB": 0.1}) > tr._score(passthrough)
 
     closed = []
 
@@ -175,7 +180,7 @@ def test_best_checkpoint_is_chosen_by_identification_then_si_sdr(tmp_path, monke
     cfg = _cfg(tmp_path, 2)
     cfg.val_every_s = 0.0  # validate after every step, then at the end
     r = train(cfg, data, progress=False, val_sets=val, log=lambda s: None)
-    assert r.metrics["id_0dB"] == 0.5 and r.best[0] == 0.5 and opened == [None] and closed == [True]
+    assert r.metrics["rescued_0dB"] == 0.5 and r.best[0] == 0.5 and opened == [None] and closed == [True]
     with pytest.raises(Exception, match="unknown checkpoint selection"):
         bad = _cfg(tmp_path / "x", 1)
         bad.select = "loss"

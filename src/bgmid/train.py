@@ -14,7 +14,8 @@ so stopping and resuming gives the same loss sequence as an uninterrupted run. C
 atomically every ``ckpt_every_s`` seconds (``last.pt``, full state) and whenever validation improves
 (``best.pt``, release format with EMA weights, loadable by :func:`bgmid.separation.load_separator`).
 "Improves" is judged by identification first (``TrainConfig.select``): the share of validation clips whose
-separated music alone is identified as its track in the corpus index, SI-SDR only between equal shares, since
+separated music is identified as its track in the corpus index where the unprocessed mixture is not (:func:`_score`
+says why not the plain rate), SI-SDR only between equal shares, since
 the paper found SI-SDR ranks separators wrongly for what bgmid does with them (and a fine-tune on real scenes
 here gained 2.7 dB of SI-SDR while its separated music was identified less often: models/wave-unet-lite.md).
 
@@ -87,8 +88,9 @@ class TrainConfig:
     #: speech error dominates it; ``balanced-l1`` divides each source's error by that source's own level
     loss: str = "l1"
     #: what picks ``best.pt`` (:data:`SELECTIONS`): ``identification``, the share of validation clips whose
-    #: separated music alone is identified as its track in the corpus index (``p1``, built once if missing),
-    #: SI-SDR breaking ties, since the paper found SI-SDR ranks separators wrongly for identification; or
+    #: separated music is identified as its track in the corpus index (``p1``, built once if missing) where
+    #: the mixture alone is not, SI-SDR breaking ties, since the paper found SI-SDR ranks separators wrongly
+    #: for identification; or
     #: ``si-sdr`` alone (also what identification falls back to for validation clips without a track)
     select: str = "identification"
     model_overrides: dict[str, Any] = field(default_factory=dict)
@@ -279,7 +281,9 @@ def validate(model: nn.Module, sets: ValSet, plan: ChunkPlan | None = None,
     """Mean SI-SDR of music and speech estimates per set, and of the unprocessed mixture (the baseline), in
     the model's inference chunks (:func:`bgmid.separation.apply.default_plan`) or ``plan``'s. With
     ``identify`` (music estimate, its rate -> the item id it is identified as, or None): ``id_<set>``, the
-    share of the set's clips with a known track whose separated music alone is identified as it."""
+    share of the set's clips with a known track whose separated music alone is identified as it,
+    ``idmix_<set>`` the same for the unprocessed mixture, and ``rescued_<set>`` the share identified from the
+    separated music but not from the mixture: what a separator adds where bgmid fuses the two."""
     from bgmid.separation.apply import separate_array
 
     res: dict[str, float] = {}
@@ -295,22 +299,29 @@ def validate(model: nn.Module, sets: ValSet, plan: ChunkPlan | None = None,
             base.append(metrics_si_sdr(reference=mu, estimate=mix, zero_mean=True))
             item = getattr(clip, "item", None)
             if identify is not None and item:
-                found.append(identify(em, model.sample_rate) == item)
+                found.append((identify(em, model.sample_rate) == item, identify(mix, model.sample_rate) == item))
         res[f"music_{name}"] = float(np.mean(mu_s))
         res[f"speech_{name}"] = float(np.mean(sp_s))
         res[f"mix_{name}"] = float(np.mean(base))
         res[f"gain_{name}"] = res[f"music_{name}"] - res[f"mix_{name}"]
         if found:
-            res[f"id_{name}"] = float(np.mean(found))
+            sep_ok, mix_ok = np.array(found).T
+            res[f"id_{name}"] = float(np.mean(sep_ok))
+            res[f"idmix_{name}"] = float(np.mean(mix_ok))
+            res[f"rescued_{name}"] = float(np.mean(sep_ok & ~mix_ok))
     model.train()
     return res
 
 
 def _score(metrics: dict[str, float], select: str = "identification") -> tuple[float, float]:
-    """Model selection, compared as a tuple: (mean identification rate over the validation sets, mean music
-    SI-SDR) for ``identification`` when there are rates, else (0, mean music SI-SDR)."""
+    """Model selection, compared as a tuple: (mean share of validation clips *rescued*, identified from the
+    separated music and not from the mixture, mean music SI-SDR) for ``identification`` when there are
+    rates, else (0, mean music SI-SDR). Not the separated music's own identification rate: on our sets the
+    mixture alone is identified 70-90 % of the time, so a network that passes the mixture through scores as
+    well as one that separates (a fine-tune here collapsed to exactly that, SI-SDR gain -0.8 / -0.0 dB at
+    0 / -10 dB, and identified 85 % of the validation clips against a real separator's 70 %)."""
     sdr = [v for k, v in metrics.items() if k.startswith("music_")]
-    rate = [v for k, v in metrics.items() if k.startswith("id_")]
+    rate = [v for k, v in metrics.items() if k.startswith("rescued_")]
     return (float(np.mean(rate)) if select == "identification" and rate else 0.0,
             float(np.mean(sdr)) if sdr else -math.inf)
 
@@ -455,7 +466,8 @@ def _train(cfg: TrainConfig, data: BatchSource | None, resume: bool, val_sets: V
             f.write(json.dumps({"step": step, "elapsed_s": round(elapsed_before + time.time() - t0, 1),
                                 **metrics}) + "\n")
         score = _score(metrics, cfg.select)
-        shown = ", ".join(f"{k} {v:.2f}" for k, v in metrics.items() if k.startswith(("music", "mix", "gain", "id_")))
+        shown = ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()
+                          if k.startswith(("music", "mix", "gain", "id", "rescued")))
         log(f"val step {step}: {shown}")
         if score > best:
             best = score
@@ -541,7 +553,7 @@ def _train(cfg: TrainConfig, data: BatchSource | None, resume: bool, val_sets: V
             model, ema.state_dict(), {**cfg_dict, "steps_done": step}, mhash, {}))
     total = elapsed_before + time.time() - t0
     chosen = ("none" if best[1] == -math.inf else f"music SI-SDR {best[1]:.2f} dB" if identify is None
-              else f"separated music identified {best[0]:.0%}, music SI-SDR {best[1]:.2f} dB")
+              else f"rescued {best[0]:.0%} of the clips the mixture misses, music SI-SDR {best[1]:.2f} dB")
     log(f"done: step {step}, {total / 60:.1f} min, best validation ({chosen}); {best_path}")
     return TrainResult(step, losses, metrics, best, run, total)
 
