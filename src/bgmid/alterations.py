@@ -486,10 +486,8 @@ class RareTable:
     def lookup(self, h: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The postings of every row of ``h`` as (row, track id, track time in frames): those of
         :meth:`PostingCache.lookup`, row by row in the same order."""
-        h = np.asarray(h, np.int64)
-        lo = self.start[h]
-        c = self.start[h + 1] - lo
-        return np.repeat(np.arange(h.size), c), *unpack_postings(self.postings[_spans(lo, c)])
+        c, packed = self._spans_of(h)
+        return np.repeat(np.arange(c.size), c), *unpack_postings(packed)
 
     def vote_keys(self, h: np.ndarray, u: np.ndarray) -> np.ndarray:
         """``(posting - u[row]) >> 1`` for every packed posting (:func:`pack_postings`) of every row of ``h``,
@@ -499,10 +497,15 @@ class RareTable:
         if fast is not None:
             return fast.gather_votes(self.start, self.postings, np.asarray(h, np.int64),
                                      np.ascontiguousarray(u, np.int64))
+        c, packed = self._spans_of(h)
+        return _vote_keys(packed, np.repeat(np.asarray(u, np.int64), c))
+
+    def _spans_of(self, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(postings per row, the rows' packed postings row after row, a copy) of the hashes ``h``."""
         h = np.asarray(h, np.int64)
         lo = self.start[h]
         c = self.start[h + 1] - lo
-        return _vote_keys(self.postings[_spans(lo, c)], np.repeat(np.asarray(u, np.int64), c))
+        return c, self.postings[_spans(lo, c)]
 
     def track_lookup(self, h: np.ndarray, track: int) -> tuple[np.ndarray, np.ndarray]:
         """The postings of ``h``'s rows in one track: (row, track time), as :meth:`PostingCache.track_lookup`."""
