@@ -69,8 +69,9 @@ def _children_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def _bgmid(*args: str) -> tuple[float, subprocess.CompletedProcess]:
-    env = {**os.environ, "PYTHONPATH": str(HERE.parent / "src")}
+def _bgmid(*args: str, src: str | None = None) -> tuple[float, subprocess.CompletedProcess]:
+    """Wall seconds and result of one bgmid command, run from this tree's ``src`` (or ``src``)."""
+    env = {**os.environ, "PYTHONPATH": src or str(HERE.parent / "src")}
     t0 = time.perf_counter()
     p = subprocess.run([sys.executable, "-m", "bgmid.cli", *args], capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
@@ -146,11 +147,16 @@ def bench_batch(a: argparse.Namespace) -> dict:
     import soundfile as sf
 
     opts = ["--db", str(a.db), "--separator", a.separator]
+    out: dict = {"separator": a.separator, "workers": a.workers, "rounds": a.rounds, "machine_before": machine(),
+                 "runs": {}}
     configs = {"batch_local_pool": [], "batch_ray_local": ["--ray", "local"]}
     if a.ray_running:
         configs["batch_ray_running_cluster"] = ["--ray", "auto"]
-    out: dict = {"separator": a.separator, "workers": a.workers, "rounds": a.rounds, "machine_before": machine(),
-                 "runs": {}}
+    srcs = {label: None for label in configs}
+    if a.compare_src:  # the same --ray local batch from another checkout's src (an interleaved A/B)
+        configs["batch_ray_local_compare"] = ["--ray", "local"]
+        srcs["batch_ray_local_compare"] = a.compare_src
+        out["compare_src"] = a.compare_src
     env = _ray_head(a.workers) if a.ray_running else None
     try:
         with tempfile.TemporaryDirectory(prefix="bgmid-scale-") as tmp:
@@ -174,7 +180,7 @@ def bench_batch(a: argparse.Namespace) -> dict:
                         continue
                     d = t / f"{label}-{r}"
                     wall, p = _bgmid("batch", *opts, "--out", str(d), "--workers", str(a.workers), "--json",
-                                     *configs[label], *progs)
+                                     *configs[label], *progs, src=srcs[label])
                     walls[label].append(wall)
                     batch_walls[label].append(json.loads(p.stdout.strip().splitlines()[-1])["wall_s"])
                 one = json.loads((t / "monitor.json").read_text())
@@ -544,6 +550,8 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--separator", default="none")
     b.add_argument("--db", default=str(DEFAULT_DB))
     b.add_argument("--repeat", type=int, default=1, help="copies of the programme set (a longer archive)")
+    b.add_argument("--compare-src", default=None, metavar="DIR",
+                   help="also time --ray local from this src folder (another checkout's: an interleaved A/B)")
     i = sub.add_parser("index")
     i.add_argument("--tracks", type=int, default=40)
     i.add_argument("--audfprint", default=None, help="folder of audfprint's source (github:dpwe/audfprint)")

@@ -7,6 +7,7 @@ import os
 import signal
 import threading
 import time
+from concurrent.futures import Future
 
 import pytest
 from archive import PROG_S, assert_same_as_monitor
@@ -147,39 +148,53 @@ def test_inputs_and_names(tmp_path):
     assert main(["batch", "--db", str(tmp_path), "--out", str(tmp_path / "o"), str(tmp_path / "nope.wav")]) == 2
 
 
-def test_head_start_programme_is_taken_as_in_flight(archive, built_index, monitored, tmp_path):
-    """The driver's head start (``bgmid batch --ray local`` while the cluster starts) monitors the first
-    programme itself: run_batch takes its result as any other (the same cue sheets), runs the rest on the
-    workers, and does not hand the head start's programme out again."""
+def test_head_start_monitors_programmes_until_the_workers_are_warm(archive, built_index, monitored, tmp_path):
+    """The driver's head start (``bgmid batch --ray local`` while the cluster starts) monitors programmes
+    itself until run_batch's workers are warm: run_batch stops it then, takes every programme it claimed as in
+    flight (the same cue sheets), runs only the rest on the workers, and hands none of the claimed out again."""
     from bgmid import batch
 
     paths = [str(p) for p in sorted(archive.glob("*.wav"))]
     job = BatchJob(db=str(built_index))
     head = batch.HeadStart(job, paths, tmp_path / "o")
-    assert list(head.started) == [paths[0]]
+    assert list(head.started) == [paths[0]]  # the first is claimed at once
     sent: list[str] = []
 
-    class Counting(LocalPool):
+    class SlowToWarm(LocalPool):
+        """Its workers are 'warm' only once the head start has finished two programmes (a slow cluster)."""
+
         def submit(self, fn, *args):
+            if fn is batch.warm_worker:
+                fut: Future = Future()
+
+                def later() -> None:
+                    deadline = time.monotonic() + 120
+                    while sum(f.done() for f in head.started.values()) < 2 and time.monotonic() < deadline:
+                        time.sleep(0.02)
+                    fut.set_result(None)
+
+                threading.Thread(target=later, daemon=True).start()
+                return fut
             if fn is batch.run_programme:
                 sent.append(args[1])
             return super().submit(fn, *args)
 
-    pool = Counting(1)
+    pool = SlowToWarm(1)
     try:
-        rep = run_batch(job, paths, tmp_path / "o", pool, 1, started=head.started)
+        rep = run_batch(job, paths, tmp_path / "o", pool, 1, started=head)
     finally:
         pool.shutdown()
+    claimed = list(head.started)
+    assert len(claimed) >= 2 and claimed == paths[:len(claimed)]
+    assert head._claim() is None  # stopped: it claims nothing more
     s = rep.summary()
     assert (s["done"], s["failed"], s["retries"]) == (3, 0, 0)
-    assert sorted(sent) == paths[1:]
+    assert sorted(sent) == paths[len(claimed):]
     assert_same_as_monitor(tmp_path / "o", monitored)
     assert batch.HeadStart(job, paths, tmp_path / "o").started == {}  # all done: nothing to start
 
 
 def test_failed_head_start_is_retried_on_the_workers(archive, built_index, monitored, tmp_path):
-    from concurrent.futures import Future
-
     paths = [str(p) for p in sorted(archive.glob("*.wav"))]
     broken: Future = Future()
     broken.set_exception(RuntimeError("the driver's thread failed"))

@@ -23,6 +23,33 @@ def test_missing_ray_is_a_clear_error(monkeypatch):
         require_ray()
 
 
+def test_embedded_cluster_is_stopped_whole_and_its_autoscaler_killed_outright():
+    """``ray_session('local')`` ends every process of the cluster it started; the autoscaler monitor, whose
+    SIGTERM handler costs ``ray.shutdown`` a second, is killed outright first (this also fails if a Ray
+    version no longer has the private handle it goes through). A process of its own: the module's cluster
+    below must not be the one stopped."""
+    import json
+    import subprocess
+
+    pytest.importorskip("ray")
+    code = (
+        "import json\n"
+        "from ray._private import worker\n"
+        "from bgmid import cluster\n"
+        "with cluster.ray_session('local', num_cpus=1):\n"
+        "    procs = {k: [p.process for p in v] for k, v in worker._global_node.all_processes.items()}\n"
+        "    cluster._drop_autoscaler()\n"
+        "    monitor = [p.returncode for p in procs['monitor']]\n"
+        "print(json.dumps({'monitor': monitor, 'pids': [p.pid for v in procs.values() for p in v],\n"
+        "                  'alive': [p.pid for v in procs.values() for p in v if p.poll() is None]}))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stderr[-2000:]
+    got = json.loads(run.stdout.strip().splitlines()[-1])
+    assert got["monitor"] == [-signal.SIGKILL]
+    assert len(got["pids"]) >= 4 and got["alive"] == []  # gcs, raylet, monitor, log monitor, ...: all ended
+
+
 @pytest.fixture(scope="module")
 def ray_cluster():
     ray = pytest.importorskip("ray")

@@ -297,39 +297,66 @@ class LocalPool:
 
 
 class HeadStart:
-    """The driver's own first programme while an embedded Ray cluster starts.
+    """The driver's own programmes while an embedded Ray cluster starts.
 
-    ``ray.init`` takes ~4 s on this 2-core machine, during which Ray's own processes use about half the CPU and
-    the driver nothing (measured: docs/scale.md). A head start monitors the first programme without a marker
-    in a thread of the driver meanwhile; :func:`run_batch` takes it as in flight (``started``), outside the
-    workers' slots, writes its outputs like any other and sends it to the workers if it fails. A daemon thread:
-    an interrupted batch does not wait for it.
+    ``ray.init`` takes ~2.5-4 s on this 2-core machine, during which Ray's own processes use about half the
+    CPU and the driver nothing, and each worker then spends ~1 s importing bgmid and opening the index
+    (measured: docs/scale.md). A head start monitors programmes (those without a marker, in order, one after
+    another) meanwhile, until :meth:`stop`: :func:`run_batch` calls it once its workers are warm and takes the
+    programmes claimed by then as in flight (``started``), outside the workers' slots; it writes their outputs
+    like any other's and sends a failed one to the workers.
+
+    The programmes run in a process of their own, forked here before Ray is imported: a thread of the driver
+    shares its interpreter lock with ``import ray`` and ``ray.init`` (measured: its first programme took
+    3.3 s there against ~1 s). A daemon thread hands them over one at a time.
     """
 
     def __init__(self, job: BatchJob, paths: Sequence[str], out: str | os.PathLike):
-        self.started: dict[str, Future] = {}
         names = output_names(paths)
-        todo = [p for p, n in zip(paths, names, strict=True) if not _marker(Path(out), n).exists()]
-        if not todo:
-            return
-        fut: Future = Future()
-        self.started[todo[0]] = fut
+        self._todo = [p for p, n in zip(paths, names, strict=True) if not _marker(Path(out), n).exists()]
+        self._lock = threading.Lock()
+        self._stopped = False
+        #: programme -> future of its result, for every programme claimed so far
+        self.started: dict[str, Future] = {}
+        if self._todo:
+            self._pool = ProcessPoolExecutor(max_workers=1)
+            first = self._claim()  # the first at once: a caller that never stops the head start still gets one
+            running = self._pool.submit(run_programme, job, first)  # forks now, before Ray is imported
+            threading.Thread(target=self._work, args=(job, first, running), name="bgmid-head-start",
+                             daemon=True).start()
 
-        def work() -> None:
-            if not fut.set_running_or_notify_cancel():
-                return
-            try:  # its own index handle, not the worker cache: a pool forked later must not inherit it
-                store, monitor = _open_monitor(job)
+    def _claim(self) -> str | None:
+        """The next programme to monitor here (its future in :attr:`started`), or None once stopped."""
+        with self._lock:
+            if self._stopped or not self._todo:
+                return None
+            path = self._todo.pop(0)
+            self.started[path] = Future()
+            return path
+
+    def stop(self) -> dict[str, Future]:
+        """Claim no more programmes; the claimed ones (running or done), path -> future."""
+        with self._lock:
+            self._stopped = True
+            return dict(self.started)
+
+    def _work(self, job: BatchJob, path: str | None, running: Future) -> None:
+        try:
+            while path is not None:
+                fut = self.started[path]
+                fut.set_running_or_notify_cancel()
                 try:
-                    fut.set_result(monitor.run(todo[0]))
-                finally:
-                    store.close()
-            except Exception as exc:  # handed to run_batch, which tries the programme again on the workers
-                fut.set_exception(exc)
-            except BaseException as exc:  # never left pending: run_batch would wait for it forever
-                fut.set_exception(RuntimeError(f"the head start stopped ({exc!r})"))
-
-        threading.Thread(target=work, name="bgmid-head-start", daemon=True).start()
+                    fut.set_result(running.result())
+                except Exception as exc:  # retried on the workers (a dead head process too)
+                    fut.set_exception(exc)
+                    if isinstance(exc, BrokenProcessPool):
+                        self.stop()
+                        return
+                path = self._claim()
+                if path is not None:
+                    running = self._pool.submit(run_programme, job, path)
+        finally:
+            self._pool.shutdown(wait=False)
 
 
 def run_batch(
@@ -342,14 +369,15 @@ def run_batch(
     on_progress: Callable[[ProgrammeOutcome], None] | None = None,
     on_start: Callable[[float, int], None] | None = None,
     engine: str = "local",
-    started: dict[str, Future] | None = None,
+    started: HeadStart | dict[str, Future] | None = None,
 ) -> BatchReport:
     """Monitor every programme of ``paths`` on ``executor`` (``submit(fn, *args) -> Future``; a
     :class:`LocalPool` or a :class:`~bgmid.cluster.RayExecutor`) with at most ``workers`` in flight; write the
     outputs under ``out``. ``on_start(total_s, to_do)`` is called once the headers are read (total seconds of
     the programmes still to do), ``on_progress`` after every programme settles. ``started``: programmes
-    already being monitored elsewhere (path -> future of its :class:`MonitorResult`; :class:`HeadStart`),
-    taken as in flight besides the workers' ``workers`` slots."""
+    already being monitored elsewhere (path -> future of its :class:`MonitorResult`), taken as in flight besides
+    the workers' ``workers`` slots; or a :class:`HeadStart`, stopped once the workers are warm (it monitors
+    programmes until then) and its claimed programmes taken so."""
     from bgmid.audio import AudioError, info
 
     t0 = time.perf_counter()
@@ -358,7 +386,9 @@ def run_batch(
     ident = index_identity(job.db)
     outcomes: list[ProgrammeOutcome] = []
     todo: list[tuple[ProgrammeOutcome, str | None]] = []  # fingerprint None: hashed when handed out
-    started = dict(started or {})
+    head = started if isinstance(started, HeadStart) else None
+    started = {} if head is not None else dict(started or {})
+    warming: list[Future] = []
     in_flight: dict[Future, tuple[ProgrammeOutcome, str]] = {}
     elsewhere: set[Future] = set()  # of in_flight, the programmes of ``started``: they hold no worker slot
 
@@ -386,16 +416,20 @@ def run_batch(
             o.status, o.duration_s, o.cues = "skipped", float(m.get("duration_s", o.duration_s)), int(m["cues"])
             continue
         o.status = "pending"
-        if path in started:
-            o.attempts += 1
-            fut = started.pop(path)
-            in_flight[fut] = (o, fp or programme_fingerprint(path, job, ident))
-            elsewhere.add(fut)
-            continue
         todo.append((o, fp))
         if len(todo) == 1:  # workers start (imports, index, separator) while the rest's headers are read
-            for _ in range(workers):
-                executor.submit(warm_worker, job)
+            warming = [executor.submit(warm_worker, job) for _ in range(workers)]
+    if head is not None:  # the driver monitors programmes itself until the workers are ready for theirs
+        wait(warming)
+        started = head.stop()
+    for i in reversed(range(len(todo))):
+        o, fp = todo[i]
+        if o.path in started:  # in flight elsewhere: it holds no worker slot
+            del todo[i]
+            o.attempts += 1
+            fut = started.pop(o.path)
+            in_flight[fut] = (o, fp or programme_fingerprint(o.path, job, ident))
+            elsewhere.add(fut)
     for o in outcomes:
         if o.status == "failed":
             settle(o)

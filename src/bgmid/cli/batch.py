@@ -83,7 +83,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
         from bgmid.batch import HeadStart
         from bgmid.cluster import ray_session, require_ray
 
-        if args.ray == "local":  # the driver monitors a programme itself while the embedded cluster starts
+        if args.ray == "local":  # the driver monitors programmes itself while the embedded cluster starts
             head = HeadStart(job, paths, args.out)  # (a daemon thread: a missing Ray below still exits at once)
         require_ray()
         session = ray_session(args.ray, num_cpus=args.workers if args.ray == "local" else None)
@@ -119,7 +119,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
             with bar:
                 report = run_batch(job, paths, args.out, executor, workers, retries=args.retries,
                                    on_progress=on_progress, on_start=on_start, engine=engine,
-                                   started=head.started if head else None)
+                                   started=head)
         finally:
             executor.shutdown(wait=False, cancel_futures=True)
             if job.stage is not None:
