@@ -364,6 +364,20 @@ def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
             be.copy_(b)
 
 
+def _init_state(cfg: TrainConfig) -> dict[str, torch.Tensor]:
+    """The weights a fine-tune starts from: a release checkpoint of ``cfg.model``, or, where ``cfg.init`` names
+    a fine-tunable pretrained model (:data:`~bgmid.separation.registry.FINE_TUNABLE`), its fetched weights."""
+    import importlib
+
+    if cfg.init == cfg.model and cfg.model in registry.FINE_TUNABLE:
+        module = importlib.import_module(registry.FINE_TUNABLE[cfg.model][0])
+        return module.pretrained_network(cfg.config).state_dict()
+    ck = registry.load_checkpoint(cfg.init)
+    if ck.get("name") != cfg.model:
+        raise BgmidError(f"{cfg.init} holds a '{ck.get('name')}' model, not '{cfg.model}'.")
+    return ck["state"]
+
+
 def train(cfg: TrainConfig, data: BatchSource | None = None, resume: bool = False,
           val_sets: ValSet | None = None, progress: bool = True,
           log: Callable[[str], None] = print) -> TrainResult:
@@ -402,14 +416,12 @@ def _train(cfg: TrainConfig, data: BatchSource | None, resume: bool, val_sets: V
     elif resume:
         log(f"no checkpoint at {last_path}; starting fresh")
     if cfg.init and step == 0:  # fine-tuning: weights (and EMA) from a release checkpoint, a fresh optimiser
-        ck = registry.load_checkpoint(cfg.init)
-        if ck.get("name") != cfg.model:
-            raise BgmidError(f"{cfg.init} holds a '{ck.get('name')}' model, not '{cfg.model}'.")
-        model.load_state_dict(ck["state"])
-        ema.load_state_dict(ck["state"])
+        state = _init_state(cfg)
+        model.load_state_dict(state)
+        ema.load_state_dict(state)
         log(f"initialised from {cfg.init}")
-    if data is None:
-        data = MixtureBatches(cfg, model.sample_rate, model.segment)
+    if data is None:  # a model may train on shorter segments than it separates in (fully convolutional)
+        data = MixtureBatches(cfg, model.sample_rate, getattr(model, "train_segment", model.segment))
     retry_val = val_sets is None  # the fixed sets may be built while we train: look again at each validation
 
     def try_load_val() -> ValSet:

@@ -7,7 +7,7 @@ import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from bgmid.separation.registry import DEFAULT_MODEL, MODELS, PRETRAINED_MODELS
+    from bgmid.separation.registry import DEFAULT_MODEL, FINE_TUNABLE, MODELS, PRETRAINED_MODELS
 
     p = sub.add_parser(
         "separate", help="split audio files into music and speech (writes NAME.music.wav, NAME.speech.wav)",
@@ -44,10 +44,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--minutes, or on Ctrl-C (--resume continues from the last checkpoint written). "
         "Example: bgmid train --model unet --minutes 60; later: bgmid train --model unet --minutes 60 --resume",
     )
-    t.add_argument("--model", required=True, choices=list(MODELS), help="separator architecture to train")
-    t.add_argument("--config", default="lite", choices=["lite", "paper"],
-                   help="network size: 'lite' (default: the shipped CPU-sized networks, 11,025 Hz, fewer channels) "
-                   "or 'paper' (the papers' sizes, 16 kHz; much slower)")
+    t.add_argument("--model", required=True, choices=[*MODELS, *FINE_TUNABLE],
+                   help="separator architecture to train; 'spleeter' fine-tunes Deezer's pretrained 2stems "
+                   "network (with --init spleeter; 'bgmid models fetch spleeter' once)")
+    t.add_argument("--config", default=None, choices=["lite", "paper", "16k", "2stems"],
+                   help="network size: 'lite' (the default for the four separators: the shipped CPU-sized "
+                   "networks, 11,025 Hz, fewer channels) or 'paper' (the papers' sizes, 16 kHz; much slower); for "
+                   "spleeter '16k' (the default: its network on a 16 kHz STFT with its own bin width and hop) or "
+                   "'2stems' (44.1 kHz, as published)")
     t.add_argument("--root", help="data root (default $BGMID_DATA or ~/.cache/bgmid)")
     t.add_argument("--out", default="runs", help="runs folder; the run lives in OUT/<model> (default runs)")
     t.add_argument("--resume", action="store_true", help="continue from OUT/<model>/last.pt")
@@ -80,7 +84,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--val-seconds", type=float, default=6.0,
                    help="first seconds of each validation clip used, s (default %(default)s)")
     t.add_argument("--init", metavar="WEIGHTS",
-                   help="fine-tune: start a fresh run from these weights (e.g. models/wave-densenet-lite.pt); "
+                   help="fine-tune: start a fresh run from these weights (e.g. models/wave-densenet-lite.pt), or "
+                   "from a pretrained model's fetched weights by its name (--model spleeter --init spleeter); "
                    "the run's constructor arguments come from --config, so its input normalisation applies")
     t.add_argument("--scenes", action="store_true",
                    help="train on real scenes: the non-music stem adds crowd babble (3-8 voices), effects and "
@@ -127,10 +132,12 @@ def cmd_separate(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from bgmid.separation.registry import FINE_TUNABLE
     from bgmid.train import TrainConfig, train
 
     cfg = TrainConfig(
-        model=args.model, config=args.config, root=args.root, out=args.out, batch_size=args.batch_size,
+        model=args.model, config=args.config or ("16k" if args.model in FINE_TUNABLE else "lite"),
+        root=args.root, out=args.out, batch_size=args.batch_size,
         lr=args.lr, warmup=args.warmup, steps=args.steps, minutes=args.minutes, seed=args.seed, threads=args.threads,
         ckpt_every_s=args.ckpt_every, val_every_s=args.val_every, val_clips=args.val_clips,
         val_seconds=args.val_seconds, scenes=args.scenes, init=args.init, loss=args.loss, select=args.select,

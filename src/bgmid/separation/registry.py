@@ -49,6 +49,11 @@ MODELS: dict[str, tuple[str, str]] = {
 PRETRAINED_MODELS: dict[str, tuple[str, str]] = {
     "spleeter": ("bgmid.separation.models.spleeter", "load_pretrained"),
 }
+#: pretrained separators that ``bgmid train`` can fine-tune (``--init NAME`` starts from the fetched weights):
+#: registry name -> (module, class); a fine-tuned checkpoint loads through the pretrained loader.
+FINE_TUNABLE: dict[str, tuple[str, str]] = {
+    "spleeter": ("bgmid.separation.models.spleeter", "Spleeter"),
+}
 #: the separator used when none is named. The paper's best for identification is Wave-U-Net, but on our
 #: CPU-only budget the lite U-Net separates far better (held-out music SI-SDR +11.3 dB at -10 dB against +5.6 dB
 #: for the lite Wave-U-Net after 40 min; see models/*.md), so it is the default until a longer-trained
@@ -70,10 +75,15 @@ def available_models() -> list[str]:
     return list(MODELS)
 
 
+def _trainable() -> dict[str, tuple[str, str]]:
+    """Every network ``build`` makes: the four separators and the fine-tunable pretrained ones."""
+    return {**MODELS, **FINE_TUNABLE}
+
+
 def _module(name: str):
-    if name not in MODELS:
-        raise BgmidError(f"unknown separator '{name}'; choose one of: {', '.join(MODELS)}.")
-    return importlib.import_module(MODELS[name][0])
+    if name not in _trainable():
+        raise BgmidError(f"unknown separator '{name}'; choose one of: {', '.join(_trainable())}.")
+    return importlib.import_module(_trainable()[name][0])
 
 
 def model_config(name: str, config: str = "lite") -> dict[str, Any]:
@@ -89,7 +99,7 @@ def build(name: str, config: str = "lite", **overrides: Any) -> nn.Module:
     mod = _module(name)
     kwargs = model_config(name, config)
     kwargs.update(overrides)
-    model = getattr(mod, MODELS[name][1])(**kwargs)
+    model = getattr(mod, _trainable()[name][1])(**kwargs)
     model.registry_name = name  # type: ignore[assignment]
     model.init_kwargs = kwargs  # type: ignore[assignment]
     return model
@@ -157,11 +167,11 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 def model_from_checkpoint(ckpt: dict[str, Any], device: str | torch.device = "cpu") -> nn.Module:
     """Rebuild the network a checkpoint describes and load its weights (eval mode)."""
-    name = ckpt.get("name") or next((n for n, (_, c) in MODELS.items() if c == ckpt.get("class")), None)
+    name = ckpt.get("name") or next((n for n, (_, c) in _trainable().items() if c == ckpt.get("class")), None)
     if name is None:
         raise BgmidError(f"checkpoint holds an unknown model class '{ckpt.get('class')}'.")
     mod = _module(name)
-    model = getattr(mod, MODELS[name][1])(**ckpt["kwargs"])
+    model = getattr(mod, _trainable()[name][1])(**ckpt["kwargs"])
     model.registry_name = name  # type: ignore[assignment]
     model.init_kwargs = dict(ckpt["kwargs"])  # type: ignore[assignment]
     model.load_state_dict(ckpt["state"])
@@ -228,6 +238,9 @@ def load_separator(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str 
     ckpt = load_checkpoint(weights)
     if s in MODELS and ckpt.get("name", s) != s:
         raise BgmidError(f"{weights} holds a '{ckpt.get('name')}' model, not '{s}'.")
+    if ckpt.get("name") in FINE_TUNABLE:  # a fine-tuned pretrained network: its own separator (rate adapter)
+        module, loader = PRETRAINED_MODELS[ckpt["name"]]
+        return getattr(importlib.import_module(module), loader)(device=device, weights=weights)
     model = model_from_checkpoint(ckpt, device)
     info = {k: ckpt.get(k) for k in ("train", "metrics", "data_manifest_hash")}
     info["path"] = str(weights)

@@ -45,7 +45,14 @@ from bgmid.separation.registry import TorchSeparator
 SPLEETER_2STEMS = dict(sample_rate=44100, n_fft=4096, hop=1024, frames=512, bins=1024,
                        channels=(16, 32, 64, 128, 256, 512), instruments=("vocals", "accompaniment"),
                        music=("accompaniment",), separation_exponent=2.0, audio_channels=2, mask_extension="zeros")
-CONFIGS = {"2stems": SPLEETER_2STEMS}
+#: The same network at bgmid's pipeline rate (16 kHz mono), for fine-tuning on the corpus: the STFT keeps
+#: Spleeter's bin width (10.75 against 10.77 Hz) and hop (23.25 against 23.22 ms) with a 1,488-sample Hann
+#: window every 372 samples, so each of the 1,024 bins the networks see means the frequency it meant at
+#: 44.1 kHz; the 745 bins up to 8 kHz are zero-padded to 1,024 (what 16 kHz audio upsampled to 44.1 kHz holds
+#: above 8 kHz) and the magnitudes scaled by 4096 / 1488, the two windows' gain ratio. No resampling at
+#: all, and training and validation run on the 16 kHz corpus as they do for the other separators.
+SPLEETER_16K = dict(SPLEETER_2STEMS, sample_rate=16000, n_fft=1488, hop=372, magnitude_scale=4096 / 1488)
+CONFIGS = {"2stems": SPLEETER_2STEMS, "16k": SPLEETER_16K}
 #: Spleeter's constants: mask smoothing and the Hann^2 overlap-add gain at 75 % overlap.
 EPSILON = 1e-10
 WINDOW_COMPENSATION = 2.0 / 3.0
@@ -136,7 +143,8 @@ class Spleeter(nn.Module):
                  bins: int = 1024, channels: tuple[int, ...] | list[int] = (16, 32, 64, 128, 256, 512),
                  instruments: tuple[str, ...] | list[str] = ("vocals", "accompaniment"),
                  music: tuple[str, ...] | list[str] = ("accompaniment",), separation_exponent: float = 2.0,
-                 audio_channels: int = 2, mask_extension: str = "zeros") -> None:
+                 audio_channels: int = 2, mask_extension: str = "zeros", magnitude_scale: float = 1.0,
+                 train_frames: int = 128, freeze_batch_norm: bool = True) -> None:
         super().__init__()
         if mask_extension not in ("zeros", "average"):
             raise ValueError(f"mask_extension must be 'zeros' or 'average', not {mask_extension!r}")
@@ -146,6 +154,11 @@ class Spleeter(nn.Module):
         self.music = tuple(music)
         self.separation_exponent = float(separation_exponent)
         self.mask_extension = mask_extension
+        self.magnitude_scale = float(magnitude_scale)
+        if train_frames % 64:
+            raise ValueError(f"train_frames must be a multiple of 64 (six stride-2 layers), not {train_frames}")
+        self.train_frames = int(train_frames)
+        self.freeze_batch_norm = bool(freeze_batch_norm)
         self.nets = nn.ModuleDict({k: StemUNet(channels, audio_channels) for k in self.instruments})
         self.register_buffer("window", torch.hann_window(self.n_fft, periodic=True), persistent=False)
 
@@ -153,6 +166,22 @@ class Spleeter(nn.Module):
     def segment(self) -> int:
         """Samples that fill one T-frame segment after the prepended frame: Spleeter's own unit of work."""
         return self.frames * self.hop - self.n_fft
+
+    @property
+    def train_segment(self) -> int:
+        """Samples of one training example: ``train_frames`` frames (3 s at 128), a quarter of the inference
+        segment's cost, the networks being fully convolutional."""
+        return self.train_frames * self.hop - self.n_fft
+
+    def train(self, mode: bool = True) -> Spleeter:
+        """Training mode, with the batch norms kept in inference mode (``freeze_batch_norm``): a fine-tune's
+        few-example batches would otherwise overwrite statistics learnt on a large catalogue."""
+        super().train(mode)
+        if mode and self.freeze_batch_norm:
+            for m in self.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.eval()
+        return self
 
     @property
     def quantum(self) -> int:
@@ -185,9 +214,17 @@ class Spleeter(nn.Module):
 
     # ---------------------------------------------------------------------------------------- network
 
+    def net_input(self, mag: torch.Tensor) -> torch.Tensor:
+        """(..., n_fft // 2 + 1) magnitude -> (..., bins): the bins the networks see (cut, or zero-padded where
+        the STFT has fewer), times ``magnitude_scale``."""
+        f = mag.shape[-1]
+        x = mag[..., : self.bins] if f >= self.bins else F.pad(mag, (0, self.bins - f))
+        return x * self.magnitude_scale if self.magnitude_scale != 1.0 else x
+
     def estimates(self, mag: torch.Tensor) -> dict[str, torch.Tensor]:
-        """(B, C, frames, bins) mixture magnitude -> each stem's magnitude estimate, same shape: the frames are
-        cut into zero-padded T-frame segments from the start, as Spleeter's ``pad_and_partition`` does."""
+        """(B, C, frames, bins) network input (:meth:`net_input`) -> each stem's magnitude estimate, same shape:
+        the frames are cut into zero-padded T-frame segments from the start, as Spleeter's
+        ``pad_and_partition`` does."""
         b, c, t, f = mag.shape
         s = -(-t // self.frames)
         x = F.pad(mag, (0, 0, 0, s * self.frames - t))
@@ -200,19 +237,38 @@ class Spleeter(nn.Module):
 
     def masks(self, mag: torch.Tensor) -> dict[str, torch.Tensor]:
         """(B, C, frames, n_fft // 2 + 1) mixture magnitude -> each stem's ratio mask, same shape."""
-        est = self.estimates(mag[..., : self.bins])
+        est = self.estimates(self.net_input(mag))
         p = self.separation_exponent
         total = sum(e**p for e in est.values()) + EPSILON
         out = {}
         for name, e in est.items():
             m = (e**p + EPSILON / len(est)) / total
             extra = mag.shape[-1] - self.bins
+            if extra <= 0:  # an STFT with fewer bins than the networks' (the 16 kHz configuration)
+                out[name] = m[..., : mag.shape[-1]]
+                continue
             if self.mask_extension == "average":
                 row = m.mean(dim=-1, keepdim=True)
             else:
                 row = torch.zeros_like(m[..., :1])
             out[name] = torch.cat([m, row.expand(*m.shape[:-1], extra)], dim=-1)
         return out
+
+    def spectrogram_loss(self, mix: torch.Tensor, music: torch.Tensor, speech: torch.Tensor) -> torch.Tensor:
+        """Spleeter's own training loss on (B, 1, N) waveforms: each stem's magnitude estimate against the
+        stem's magnitude, L1 (mean over channels, frames and the networks' bins), summed over the stems; on
+        whole multiples of 64 frames (the networks' grid), no partition."""
+        mags = [self.net_input(self.stft(self._stereo(x)).abs()) for x in (mix, music, speech)]
+        t = mags[0].shape[2] // 64 * 64
+        mix_m, music_m, speech_m = (m[:, :, :t] for m in mags)
+        loss = mix_m.new_zeros(())
+        for name, net in self.nets.items():
+            target = music_m if name in self.music else speech_m
+            loss = loss + (net(mix_m) - target).abs().mean()
+        return loss
+
+    def _stereo(self, x: torch.Tensor) -> torch.Tensor:
+        return x.expand(-1, self.audio_channels, -1) if x.shape[1] == 1 else x
 
     def separate_stems(self, wave: torch.Tensor) -> dict[str, torch.Tensor]:
         """(B, C, N) stereo waveform -> {stem: (B, C, N)}: Spleeter's own output."""
@@ -221,9 +277,7 @@ class Spleeter(nn.Module):
 
     def forward(self, mix: torch.Tensor) -> torch.Tensor:
         """(B, 1 or 2, N) -> (B, 2, N): music, speech (channel means)."""
-        if mix.shape[1] == 1:
-            mix = mix.expand(-1, self.audio_channels, -1)
-        stems = self.separate_stems(mix)
+        stems = self.separate_stems(self._stereo(mix))
         music = sum(stems[k] for k in self.music)
         speech = sum(v for k, v in stems.items() if k not in self.music)
         return torch.stack([music.mean(1), speech.mean(1)], dim=1)
@@ -331,16 +385,41 @@ def checkpoint_prefix(path: str | os.PathLike) -> Path:
     return p.with_suffix("") if p.suffix == ".index" else p
 
 
-def load_pretrained(device: str | torch.device = "cpu", sample_rate: int = 16000,
-                    weights: str | os.PathLike | None = None, cache: str | os.PathLike | None = None
-                    ) -> SpleeterSeparator:
-    """The pretrained Spleeter 2stems separator from the cache (``bgmid models fetch spleeter``) or from the
-    TF checkpoint ``weights`` (a folder with ``model.index`` or a checkpoint prefix)."""
+def pretrained_network(config: str = "2stems", weights: str | os.PathLike | None = None,
+                       cache: str | os.PathLike | None = None) -> Spleeter:
+    """Spleeter's network in ``config`` (:data:`CONFIGS`) with Deezer's weights, from the cache
+    (``bgmid models fetch spleeter``) or the TF checkpoint ``weights``: what a fine-tune starts from."""
+    from bgmid.errors import BgmidError
     from bgmid.separation.pretrained import require
 
+    if config not in CONFIGS:
+        raise BgmidError(f"Spleeter has no config {config!r}; choose one of: {', '.join(CONFIGS)}.")
     prefix = checkpoint_prefix(weights) if weights is not None else require("spleeter", cache) / "model"
-    model = load_tf_weights(Spleeter(**SPLEETER_2STEMS), prefix)
+    model = load_tf_weights(Spleeter(**CONFIGS[config]), prefix)
     model.registry_name = "spleeter"  # type: ignore[assignment]
-    model.init_kwargs = dict(SPLEETER_2STEMS)  # type: ignore[assignment]
-    info = {"path": f"{prefix}.data-00000-of-00001", "checkpoint": str(prefix), "train": {"source": "Deezer"}}
+    model.init_kwargs = dict(CONFIGS[config])  # type: ignore[assignment]
+    model.tf_checkpoint = str(prefix)  # type: ignore[assignment]
+    return model
+
+
+def load_pretrained(device: str | torch.device = "cpu", sample_rate: int = 16000,
+                    weights: str | os.PathLike | None = None, cache: str | os.PathLike | None = None,
+                    config: str = "2stems") -> SpleeterSeparator:
+    """The Spleeter separator: Deezer's 2stems weights from the cache (``bgmid models fetch spleeter``) or from
+    the TF checkpoint ``weights`` (a folder with ``model.index`` or a checkpoint prefix), in ``config``; or,
+    where ``weights`` is a ``.pt`` file, a fine-tuned Spleeter (``bgmid train --model spleeter``)."""
+    from bgmid.errors import BgmidError
+    from bgmid.separation.registry import load_checkpoint, model_from_checkpoint
+
+    if weights is not None and Path(weights).suffix == ".pt":
+        ck = load_checkpoint(weights)
+        if ck.get("name") != "spleeter":
+            raise BgmidError(f"{weights} holds a '{ck.get('name')}' model, not 'spleeter'.")
+        model = model_from_checkpoint(ck, device)
+        info = {k: ck.get(k) for k in ("train", "metrics", "data_manifest_hash")}
+        info["path"] = str(weights)
+        return SpleeterSeparator(model, sample_rate=sample_rate, device=device, info=info)
+    model = pretrained_network(config, weights, cache)
+    info = {"path": f"{model.tf_checkpoint}.data-00000-of-00001", "checkpoint": model.tf_checkpoint,
+            "train": {"source": "Deezer"}}
     return SpleeterSeparator(model.to(device), sample_rate=sample_rate, device=device, info=info)
