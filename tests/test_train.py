@@ -101,6 +101,22 @@ def test_missing_validation_sets_name_the_command_that_builds_them(tmp_path) -> 
 
     with pytest.raises(BgmidError, match=r"val_0dB.*'bgmid data mix --splits val'"):
         load_val_sets(str(tmp_path), 11025, clips=2, seconds=1.0)
+    with pytest.raises(BgmidError, match=r"val_-10dB_crowd.*'bgmid data hard-sets --split val'"):
+        load_val_sets(str(tmp_path), 11025, clips=2, seconds=1.0, names=("-10dB_crowd",))
+
+
+def test_cli_val_sets_reach_the_run(monkeypatch) -> None:
+    """``--val-sets=-10dB_crowd,-20dB_turns`` (names starting with '-', hence '=' and commas) becomes the
+    run's ``val_sets``; the default stays the base sets."""
+    import bgmid.train
+    from bgmid.cli import main
+
+    seen = []
+    monkeypatch.setattr(bgmid.train, "train", lambda cfg, **kw: seen.append(cfg))
+    assert main(["train", "--model", "unet", "--steps", "1", "--val-sets=-10dB_crowd, -20dB_turns"]) == 0
+    assert main(["train", "--model", "spleeter", "--steps", "1"]) == 0
+    assert seen[0].val_sets == ("-10dB_crowd", "-20dB_turns") and seen[0].config == "lite"
+    assert seen[1].val_sets == ("0dB", "-10dB") and seen[1].config == "16k"
 
 
 def test_balanced_l1_counts_quiet_music_as_much_as_dialogue() -> None:

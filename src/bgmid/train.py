@@ -75,6 +75,10 @@ class TrainConfig:
     ckpt_every_s: float = 180.0
     val_every_s: float = 360.0
     val_clips: int = 16
+    #: the fixed ``val_<name>`` sets validated on: the base sets, or harder ones where the unprocessed mixture is
+    #: rarely identified (``-10dB_crowd``, ``-20dB_turns``: 'bgmid data hard-sets --split val'), which is where
+    #: selection by identification can tell checkpoints apart
+    val_sets: tuple[str, ...] = ("0dB", "-10dB")
     val_seconds: float = 6.0
     seed: int = 0
     snr_db: tuple[float, float] = (-30.0, 0.0)
@@ -262,8 +266,9 @@ def load_val_sets(root: str | None, sample_rate: int, clips: int, seconds: float
             except BgmidError:
                 continue
         if got is None:
-            raise BgmidError(f"fixed set '{name}' not found under the data root; build it with "
-                             f"'bgmid data mix --splits {split}'.")
+            build = f"bgmid data hard-sets --split {split}" if snr not in ("0dB", "-10dB", "-20dB") else \
+                f"bgmid data mix --splits {split}"
+            raise BgmidError(f"fixed set '{name}' not found under the data root; build it with '{build}'.")
         fixed, sr = got
         rows = []
         for c in fixed:
@@ -427,7 +432,7 @@ def _train(cfg: TrainConfig, data: BatchSource | None, resume: bool, val_sets: V
     def try_load_val() -> ValSet:
         nonlocal retry_val
         try:
-            sets = load_val_sets(cfg.root, model.sample_rate, cfg.val_clips, cfg.val_seconds)
+            sets = load_val_sets(cfg.root, model.sample_rate, cfg.val_clips, cfg.val_seconds, tuple(cfg.val_sets))
             retry_val = False
             return sets
         except (BgmidError, ImportError, OSError) as exc:

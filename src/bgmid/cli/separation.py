@@ -81,6 +81,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "'si-sdr' = mean music SI-SDR alone (default %(default)s)")
     t.add_argument("--val-clips", type=int, default=16,
                    help="clips of each validation set used, the first N (default %(default)s)")
+    t.add_argument("--val-sets", default="0dB,-10dB", metavar="NAME,NAME",
+                   help="fixed validation sets, comma-separated, named without their 'val_' prefix (default "
+                   "%(default)s); harder ones, where the unprocessed mixture is rarely identified and --select "
+                   "identification can tell checkpoints apart: --val-sets=-10dB_crowd,-20dB_turns ('bgmid data "
+                   "hard-sets --split val' once; write it with '=', the names start with '-')")
     t.add_argument("--val-seconds", type=float, default=6.0,
                    help="first seconds of each validation clip used, s (default %(default)s)")
     t.add_argument("--init", metavar="WEIGHTS",
@@ -140,7 +145,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         root=args.root, out=args.out, batch_size=args.batch_size,
         lr=args.lr, warmup=args.warmup, steps=args.steps, minutes=args.minutes, seed=args.seed, threads=args.threads,
         ckpt_every_s=args.ckpt_every, val_every_s=args.val_every, val_clips=args.val_clips,
-        val_seconds=args.val_seconds, scenes=args.scenes, init=args.init, loss=args.loss, select=args.select,
+        val_seconds=args.val_seconds, val_sets=tuple(v.strip() for v in args.val_sets.split(",") if v.strip()),
+        scenes=args.scenes, init=args.init,
+        loss=args.loss, select=args.select,
     )
     train(cfg, resume=args.resume, progress=not args.no_progress)
     return 0
