@@ -242,3 +242,26 @@ def test_fine_tune_starts_from_the_fetched_weights_and_loads_as_a_separator(tmp_
     assert sep.name == "spleeter" and sep.sample_rate == 16000 and sep.model.train_frames == 64
     music, speech = sep.separate(np.zeros(16000, np.float32) + 0.01 * np.sin(np.arange(16000) / 5))
     assert music.shape == speech.shape == (16000,)
+
+
+def test_balanced_spectrogram_loss_weighs_each_stem_by_its_own_level():
+    """``balanced``: each stem's L1 over that stem's mean magnitude, so music far under the dialogue weighs
+    as much as the dialogue; plain L1 is then the dialogue's error almost alone."""
+    from bgmid.train import SyntheticBatches
+
+    m = Spleeter(**dict(SPLEETER_16K, channels=(2, 3, 4, 5, 6, 7), train_frames=64)).eval()
+    mix, mu, sp = SyntheticBatches(2, m.train_segment, sample_rate=16000, seed=5).batch(0)
+    mu = mu * 0.3
+    mix = mu + sp
+    with torch.no_grad():
+        mags = [m.net_input(m.stft(x.expand(-1, 2, -1)).abs())[:, :, :64] for x in (mix, mu, sp)]
+        err = {k: (net(mags[0]) - (mags[1] if k == "accompaniment" else mags[2])).abs().mean(dim=(1, 2, 3))
+               for k, net in m.nets.items()}
+        plain = m.spectrogram_loss(mix, mu, sp)
+        balanced = m.spectrogram_loss(mix, mu, sp, balanced=True)
+    torch.testing.assert_close(plain, err["accompaniment"].mean() + err["vocals"].mean())
+    level = [g.mean(dim=(1, 2, 3)) for g in mags]
+    assert bool((level[1] > 0.01 * level[0]).all()) and float((level[1] / level[2]).max()) < 0.05  # quiet, not silent
+    want = (err["accompaniment"] / level[1]).mean() + (err["vocals"] / level[2]).mean()
+    torch.testing.assert_close(balanced, want)
+    assert float(err["accompaniment"].mean() / mags[1].mean()) > float(err["vocals"].mean() / mags[2].mean())

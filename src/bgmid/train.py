@@ -202,8 +202,12 @@ def _relative_l1(est: torch.Tensor, ref: torch.Tensor, mix: torch.Tensor) -> tor
 def loss_fn(model: nn.Module, mix: torch.Tensor, music: torch.Tensor, speech: torch.Tensor,
             loss: str = "l1") -> torch.Tensor:
     """Waveform L1 (both sources; ``loss`` of :data:`LOSSES`) for waveform models; masked-magnitude L1 for
-    spectrogram models (their own ``spectrogram_loss``)."""
+    spectrogram models (their own ``spectrogram_loss``, balanced where it offers it: Spleeter's)."""
     if getattr(model, "domain", "wave") == "spectrogram":
+        import inspect
+
+        if loss == "balanced-l1" and "balanced" in inspect.signature(model.spectrogram_loss).parameters:
+            return model.spectrogram_loss(mix, music, speech, balanced=True)
         return model.spectrogram_loss(mix, music, speech)
     est = model(mix)
     if loss == "balanced-l1":

@@ -98,7 +98,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--loss", choices=["l1", "balanced-l1"], default="l1",
                    help="waveform models' loss: l1 sums both sources' errors (the dialogue's dominates at -30..0 dB "
                    "music); balanced-l1 divides each source's error by its own level, so the music counts as "
-                   "much (default %(default)s; spectrogram models keep their masked-magnitude loss)")
+                   "much (default %(default)s; the spectrogram models keep their masked-magnitude L1, which Spleeter "
+                   "balances the same way with balanced-l1)")
     t.add_argument("--no-progress", action="store_true",
                    help="no progress bar (log lines only; for logs and CI)")
     t.set_defaults(func=cmd_train)

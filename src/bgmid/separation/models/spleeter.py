@@ -254,17 +254,24 @@ class Spleeter(nn.Module):
             out[name] = torch.cat([m, row.expand(*m.shape[:-1], extra)], dim=-1)
         return out
 
-    def spectrogram_loss(self, mix: torch.Tensor, music: torch.Tensor, speech: torch.Tensor) -> torch.Tensor:
+    def spectrogram_loss(self, mix: torch.Tensor, music: torch.Tensor, speech: torch.Tensor,
+                         balanced: bool = False) -> torch.Tensor:
         """Spleeter's own training loss on (B, 1, N) waveforms: each stem's magnitude estimate against the
         stem's magnitude, L1 (mean over channels, frames and the networks' bins), summed over the stems; on
-        whole multiples of 64 frames (the networks' grid), no partition."""
+        whole multiples of 64 frames (the networks' grid), no partition. ``balanced``: per example, each stem's
+        error over that stem's own mean magnitude (the mixture's where the stem is silent), so music 20 dB
+        under the dialogue counts as much as the dialogue (plain L1 is the dialogue's error almost alone)."""
         mags = [self.net_input(self.stft(self._stereo(x)).abs()) for x in (mix, music, speech)]
         t = mags[0].shape[2] // 64 * 64
         mix_m, music_m, speech_m = (m[:, :, :t] for m in mags)
         loss = mix_m.new_zeros(())
         for name, net in self.nets.items():
             target = music_m if name in self.music else speech_m
-            loss = loss + (net(mix_m) - target).abs().mean()
+            err = (net(mix_m) - target).abs().mean(dim=(1, 2, 3))
+            if balanced:
+                level, floor = target.mean(dim=(1, 2, 3)), 0.01 * mix_m.mean(dim=(1, 2, 3))
+                err = err / torch.where(level >= floor, level, mix_m.mean(dim=(1, 2, 3))).clamp_min(1e-8)
+            loss = loss + err.mean()
         return loss
 
     def _stereo(self, x: torch.Tensor) -> torch.Tensor:
