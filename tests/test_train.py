@@ -201,3 +201,23 @@ def test_best_checkpoint_is_chosen_by_identification_then_si_sdr(tmp_path, monke
         bad = _cfg(tmp_path / "x", 1)
         bad.select = "loss"
         train(bad, data, progress=False, val_sets={}, log=lambda s: None)
+
+
+def test_fine_tune_validates_its_start_so_best_is_never_worse(tmp_path) -> None:
+    """With --init, the starting weights are validated at step 0 and kept as best.pt until a later checkpoint
+    scores better: a fine-tune that only degrades returns its start."""
+    import json
+
+    data = SyntheticBatches(2, 4032, sample_rate=11025, seed=3)
+    mix, mu, sp = data.batch(99)
+    val = {"0dB": [(mix[i, 0].numpy(), mu[i, 0].numpy(), sp[i, 0].numpy()) for i in range(2)]}
+    a = train(_cfg(tmp_path / "a", 3), data, progress=False, val_sets={}, log=lambda s: None)
+    cfg = _cfg(tmp_path / "b", 2)
+    cfg.init = str(a.run_dir / "best.pt")
+    b = train(cfg, data, progress=False, val_sets=val, log=lambda s: None)
+    rows = [json.loads(line) for line in (b.run_dir / "val.jsonl").read_text().splitlines()]
+    assert rows[0]["step"] == 0
+    start = validate(load_separator(str(a.run_dir / "best.pt")).model, val)["music_0dB"]
+    assert rows[0]["music_0dB"] == pytest.approx(start, abs=1e-4)
+    best = load_separator(str(b.run_dir / "best.pt")).info["metrics"]["music_0dB"]
+    assert best >= max(r["music_0dB"] for r in rows) - 1e-9

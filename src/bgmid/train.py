@@ -497,6 +497,9 @@ def _train(cfg: TrainConfig, data: BatchSource | None, resume: bool, val_sets: V
             registry.save_checkpoint(best_path, registry.make_checkpoint(
                 model, ema.state_dict(), train_info, mhash, metrics))
 
+    t0 = time.time()
+    if cfg.init and step == 0:  # a fine-tune's start is a candidate too: best.pt is never worse than it
+        run_validation()
     model.train()
     t0 = time.time()
     last_ckpt = last_val = t0
