@@ -23,6 +23,18 @@ def test_missing_ray_is_a_clear_error(monkeypatch):
         require_ray()
 
 
+def test_batch_on_ray_without_ray_is_one_clear_error_and_starts_nothing(monkeypatch, archive, built_index,
+                                                                         tmp_path, capsys):
+    from bgmid import batch
+    from bgmid.cli import main
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    monkeypatch.setattr(batch, "HeadStart", lambda *a: pytest.fail("a head start without Ray"))
+    assert main(["batch", "--db", str(built_index), "--out", str(tmp_path / "o"), "--ray", "local",
+                 str(archive)]) == 2
+    assert "bgmid[cluster]" in capsys.readouterr().err
+
+
 def test_embedded_cluster_is_stopped_whole_and_its_autoscaler_killed_outright():
     """``ray_session('local')`` ends every process of the cluster it started; the autoscaler monitor, whose
     SIGTERM handler costs ``ray.shutdown`` a second, is killed outright first (this also fails if a Ray

@@ -80,11 +80,13 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
     session, head = nullcontext(None), None
     if args.ray is not None:
+        import importlib.util
+
         from bgmid.batch import HeadStart
         from bgmid.cluster import ray_session, require_ray
 
-        if args.ray == "local":  # the driver monitors programmes itself while the embedded cluster starts
-            head = HeadStart(job, paths, args.out)  # (a daemon thread: a missing Ray below still exits at once)
+        if args.ray == "local" and importlib.util.find_spec("ray") is not None:  # (found, not imported yet)
+            head = HeadStart(job, paths, args.out)  # the driver monitors programmes while the cluster starts
         require_ray()
         session = ray_session(args.ray, num_cpus=args.workers if args.ray == "local" else None)
     with session as ray:
