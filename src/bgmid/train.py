@@ -45,6 +45,7 @@ from torch import nn
 from bgmid.errors import BgmidError
 from bgmid.metrics import si_sdr as metrics_si_sdr
 from bgmid.separation import registry
+from bgmid.separation.level import relative_l1
 from bgmid.separation.registry import torch_threads
 
 if TYPE_CHECKING:
@@ -182,23 +183,6 @@ class _Prefetch:
 #: Waveform losses :func:`loss_fn` knows (``TrainConfig.loss``).
 LOSSES = ("l1", "balanced-l1")
 
-#: ``balanced-l1``: a source below this share of the mixture's level (-40 dB) counts as absent (a music-only or
-#: speech-only example): its leakage is measured against the mixture's level instead. A first version floored
-#: the level there, which weighed any leakage into an absent source 100x; a Wave-DenseNet fine-tune with it
-#: learned to output almost no music (validation gain at -10 dB 6.3 -> -5.0 dB in 620 steps).
-BALANCE_FLOOR = 0.01
-
-
-def _relative_l1(est: torch.Tensor, ref: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
-    """Per example, the L1 error over the source's own mean absolute level (the mixture's where the source is
-    absent), then the batch mean: an error of music at -30 dB weighs what the same relative error of the
-    dialogue does."""
-    level = ref.abs().mean(dim=(1, 2))
-    mix_level = mix.abs().mean(dim=(1, 2))
-    scale = torch.where(level >= BALANCE_FLOOR * mix_level, level, mix_level).clamp_min(1e-8)
-    return ((est - ref).abs().mean(dim=(1, 2)) / scale).mean()
-
-
 def loss_fn(model: nn.Module, mix: torch.Tensor, music: torch.Tensor, speech: torch.Tensor,
             loss: str = "l1") -> torch.Tensor:
     """Waveform L1 (both sources; ``loss`` of :data:`LOSSES`) for waveform models; masked-magnitude L1 for
@@ -211,7 +195,7 @@ def loss_fn(model: nn.Module, mix: torch.Tensor, music: torch.Tensor, speech: to
         return model.spectrogram_loss(mix, music, speech)
     est = model(mix)
     if loss == "balanced-l1":
-        return _relative_l1(est[:, :1], music, mix) + _relative_l1(est[:, 1:], speech, mix)
+        return relative_l1(est[:, :1], music, mix) + relative_l1(est[:, 1:], speech, mix)
     if loss != "l1":
         raise BgmidError(f"unknown loss {loss!r}; one of {', '.join(LOSSES)}")
     return (est[:, :1] - music).abs().mean() + (est[:, 1:] - speech).abs().mean()

@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bgmid.separation.level import relative_l1
 from bgmid.separation.registry import TorchSeparator
 
 #: Spleeter's published 2-stem configuration (``2stems.json``).
@@ -267,11 +268,8 @@ class Spleeter(nn.Module):
         loss = mix_m.new_zeros(())
         for name, net in self.nets.items():
             target = music_m if name in self.music else speech_m
-            err = (net(mix_m) - target).abs().mean(dim=(1, 2, 3))
-            if balanced:
-                level, floor = target.mean(dim=(1, 2, 3)), 0.01 * mix_m.mean(dim=(1, 2, 3))
-                err = err / torch.where(level >= floor, level, mix_m.mean(dim=(1, 2, 3))).clamp_min(1e-8)
-            loss = loss + err.mean()
+            est = net(mix_m)
+            loss = loss + (relative_l1(est, target, mix_m) if balanced else (est - target).abs().mean())
         return loss
 
     def _stereo(self, x: torch.Tensor) -> torch.Tensor:
