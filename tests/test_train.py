@@ -103,6 +103,8 @@ def test_missing_validation_sets_name_the_command_that_builds_them(tmp_path) -> 
         load_val_sets(str(tmp_path), 11025, clips=2, seconds=1.0)
     with pytest.raises(BgmidError, match=r"val_-10dB_crowd.*'bgmid data hard-sets --split val'"):
         load_val_sets(str(tmp_path), 11025, clips=2, seconds=1.0, names=("-10dB_crowd",))
+    with pytest.raises(BgmidError, match=r"val_music.*'bgmid data mix --splits val'"):
+        load_val_sets(str(tmp_path), 11025, clips=2, seconds=1.0, names=("music",))
 
 
 def test_cli_val_sets_reach_the_run(monkeypatch) -> None:

@@ -254,7 +254,9 @@ def load_val_sets(root: str | None, sample_rate: int, clips: int, seconds: float
             except BgmidError:
                 continue
         if got is None:
-            build = f"bgmid data hard-sets --split {split}" if snr not in ("0dB", "-10dB", "-20dB") else \
+            from bgmid.data.hard_sets import scene_set_names
+
+            build = f"bgmid data hard-sets --split {split}" if name in scene_set_names(split) else \
                 f"bgmid data mix --splits {split}"
             raise BgmidError(f"fixed set '{name}' not found under the data root; build it with '{build}'.")
         fixed, sr = got
