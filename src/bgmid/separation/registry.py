@@ -50,7 +50,8 @@ PRETRAINED_MODELS: dict[str, tuple[str, str]] = {
     "spleeter": ("bgmid.separation.models.spleeter", "load_pretrained"),
 }
 #: pretrained separators that ``bgmid train`` can fine-tune (``--init NAME`` starts from the fetched weights):
-#: registry name -> (module, class); a fine-tuned checkpoint loads through the pretrained loader.
+#: registry name -> (module, class); the module's ``separator_from_checkpoint`` makes a fine-tuned checkpoint's
+#: separator.
 FINE_TUNABLE: dict[str, tuple[str, str]] = {
     "spleeter": ("bgmid.separation.models.spleeter", "Spleeter"),
 }
@@ -239,12 +240,17 @@ def load_separator(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str 
     if s in MODELS and ckpt.get("name", s) != s:
         raise BgmidError(f"{weights} holds a '{ckpt.get('name')}' model, not '{s}'.")
     if ckpt.get("name") in FINE_TUNABLE:  # a fine-tuned pretrained network: its own separator (rate adapter)
-        module, loader = PRETRAINED_MODELS[ckpt["name"]]
-        return getattr(importlib.import_module(module), loader)(device=device, weights=weights)
-    model = model_from_checkpoint(ckpt, device)
+        module = importlib.import_module(FINE_TUNABLE[ckpt["name"]][0])
+        return module.separator_from_checkpoint(ckpt, weights, device)
+    return TorchSeparator(model_from_checkpoint(ckpt, device), device, info=checkpoint_info(ckpt, weights),
+                          backend=backend)
+
+
+def checkpoint_info(ckpt: dict[str, Any], path: str | os.PathLike) -> dict[str, Any]:
+    """What a separator reports about the release checkpoint it was loaded from (``Separator.info``)."""
     info = {k: ckpt.get(k) for k in ("train", "metrics", "data_manifest_hash")}
-    info["path"] = str(weights)
-    return TorchSeparator(model, device, info=info, backend=backend)
+    info["path"] = str(path)
+    return info
 
 
 def resolve_separator(name: str, device: str | torch.device = "cpu", command: str = "monitor") -> Separator | None:

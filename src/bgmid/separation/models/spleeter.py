@@ -414,17 +414,24 @@ def load_pretrained(device: str | torch.device = "cpu", sample_rate: int = 16000
     the TF checkpoint ``weights`` (a folder with ``model.index`` or a checkpoint prefix), in ``config``; or,
     where ``weights`` is a ``.pt`` file, a fine-tuned Spleeter (``bgmid train --model spleeter``)."""
     from bgmid.errors import BgmidError
-    from bgmid.separation.registry import load_checkpoint, model_from_checkpoint
+    from bgmid.separation.registry import load_checkpoint
 
     if weights is not None and Path(weights).suffix == ".pt":
         ck = load_checkpoint(weights)
         if ck.get("name") != "spleeter":
             raise BgmidError(f"{weights} holds a '{ck.get('name')}' model, not 'spleeter'.")
-        model = model_from_checkpoint(ck, device)
-        info = {k: ck.get(k) for k in ("train", "metrics", "data_manifest_hash")}
-        info["path"] = str(weights)
-        return SpleeterSeparator(model, sample_rate=sample_rate, device=device, info=info)
+        return separator_from_checkpoint(ck, weights, device, sample_rate)
     model = pretrained_network(config, weights, cache)
     info = {"path": f"{model.tf_checkpoint}.data-00000-of-00001", "checkpoint": model.tf_checkpoint,
             "train": {"source": "Deezer"}}
     return SpleeterSeparator(model.to(device), sample_rate=sample_rate, device=device, info=info)
+
+
+def separator_from_checkpoint(ckpt: dict, path: str | os.PathLike, device: str | torch.device = "cpu",
+                              sample_rate: int = 16000) -> SpleeterSeparator:
+    """The separator of a loaded release checkpoint of a fine-tuned Spleeter (``bgmid train --model
+    spleeter``), read from ``path``."""
+    from bgmid.separation.registry import checkpoint_info, model_from_checkpoint
+
+    return SpleeterSeparator(model_from_checkpoint(ckpt, device), sample_rate=sample_rate, device=device,
+                             info=checkpoint_info(ckpt, path))
