@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from bgmid.errors import BgmidError
 from bgmid.metrics import si_sdr
 from bgmid.separation import build, load_separator
 from bgmid.train import SyntheticBatches, TrainConfig, loss_fn, train, validate
@@ -156,8 +157,28 @@ def test_balanced_l1_counts_quiet_music_as_much_as_dialogue() -> None:
     train_cmd = sub.choices["train"]
     (opt,) = [a for a in train_cmd._actions if "--loss" in a.option_strings]
     assert tuple(opt.choices) == LOSSES
-    with pytest.raises(Exception, match="unknown loss"):
+    with pytest.raises(BgmidError, match="trains with l1, balanced-l1"):
         loss_fn(NoMusic(), mix, music, speech, "l2")
+    with pytest.raises(BgmidError, match="trains with l1, balanced-l1"):  # Spleeter's, not a waveform model's
+        loss_fn(NoMusic(), mix, music, speech, "peak-l1")
+
+
+def test_a_loss_the_model_does_not_train_with_is_an_error_before_training(tmp_path) -> None:
+    """The U-Net's masked-magnitude L1 has no balanced or peak form: asking for one is refused (it used to be
+    ignored silently), by ``train`` before it reads any data."""
+    from bgmid.separation import registry
+    from bgmid.train import model_losses
+
+    unet = registry.build("unet", "lite")
+    assert model_losses(unet) == ("l1",)
+    mix = torch.zeros(1, 1, 4096)
+    with pytest.raises(BgmidError, match="UNet trains with l1"):
+        loss_fn(unet, mix, mix, mix, "balanced-l1")
+    cfg = TrainConfig(model="unet", config="lite", loss="peak-l1", out=str(tmp_path / "runs"), steps=1,
+                      root=str(tmp_path / "no-data"))
+    with pytest.raises(BgmidError, match="--loss peak-l1: --model unet trains with l1"):
+        train(cfg, progress=False)
+    assert not (tmp_path / "runs").exists()
 
 
 def test_best_checkpoint_is_chosen_by_identification_then_si_sdr(tmp_path, monkeypatch) -> None:

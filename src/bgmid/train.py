@@ -45,7 +45,7 @@ from torch import nn
 from bgmid.errors import BgmidError
 from bgmid.metrics import si_sdr as metrics_si_sdr
 from bgmid.separation import registry
-from bgmid.separation.level import relative_l1
+from bgmid.separation.losses import relative_l1
 from bgmid.separation.registry import torch_threads
 
 if TYPE_CHECKING:
@@ -89,8 +89,9 @@ class TrainConfig:
     threads: int = 2
     init: str | None = None  #: start a fresh run from these weights (a release checkpoint of the same model)
     scenes: bool = False  #: train on real scenes (crowds, effects, rooms, EQ: bgmid.data.scenes.SceneConfig)
-    #: waveform models' loss (:data:`LOSSES`): ``l1`` sums both sources' L1 errors, so at -30..0 dB music the
-    #: speech error dominates it; ``balanced-l1`` divides each source's error by that source's own level
+    #: the loss (:data:`LOSSES`, :func:`model_losses`): ``l1`` sums both sources' L1 errors, so at -30..0 dB
+    #: music the speech error dominates it; ``balanced-l1`` divides each source's error by that source's own
+    #: level; ``peak-l1`` (Spleeter) adds the music's log-magnitude error on its spectral peaks
     loss: str = "l1"
     #: what picks ``best.pt`` (:data:`SELECTIONS`): ``identification``, the share of validation clips whose
     #: separated music is identified as its track in the corpus index (``p1``, built once if missing) where
@@ -180,24 +181,32 @@ class _Prefetch:
         return out
 
 
-#: Waveform losses :func:`loss_fn` knows (``TrainConfig.loss``).
-LOSSES = ("l1", "balanced-l1")
+#: Losses :func:`loss_fn` knows (``TrainConfig.loss``); a spectrogram model lists those it trains with in its
+#: ``losses`` attribute (``("l1",)`` where it has none).
+LOSSES = ("l1", "balanced-l1", "peak-l1")
+#: Waveform models' losses.
+WAVE_LOSSES = ("l1", "balanced-l1")
+
+
+def model_losses(model: nn.Module) -> tuple[str, ...]:
+    """The ``--loss`` values ``model`` trains with."""
+    if getattr(model, "domain", "wave") == "spectrogram":
+        return tuple(getattr(model, "losses", ("l1",)))
+    return WAVE_LOSSES
+
 
 def loss_fn(model: nn.Module, mix: torch.Tensor, music: torch.Tensor, speech: torch.Tensor,
             loss: str = "l1") -> torch.Tensor:
-    """Waveform L1 (both sources; ``loss`` of :data:`LOSSES`) for waveform models; masked-magnitude L1 for
-    spectrogram models (their own ``spectrogram_loss``, balanced where it offers it: Spleeter's)."""
+    """Waveform L1 (both sources; ``l1`` or ``balanced-l1``) for waveform models; a spectrogram model's own
+    ``spectrogram_loss`` (masked-magnitude L1, and whatever else its ``losses`` lists: Spleeter's)."""
+    if loss not in model_losses(model):
+        raise BgmidError(f"--loss {loss}: {type(model).__name__} trains with {', '.join(model_losses(model))}")
     if getattr(model, "domain", "wave") == "spectrogram":
-        import inspect
-
-        if loss == "balanced-l1" and "balanced" in inspect.signature(model.spectrogram_loss).parameters:
-            return model.spectrogram_loss(mix, music, speech, balanced=True)
-        return model.spectrogram_loss(mix, music, speech)
+        return model.spectrogram_loss(mix, music, speech) if loss == "l1" else \
+            model.spectrogram_loss(mix, music, speech, loss=loss)
     est = model(mix)
     if loss == "balanced-l1":
         return relative_l1(est[:, :1], music, mix) + relative_l1(est[:, 1:], speech, mix)
-    if loss != "l1":
-        raise BgmidError(f"unknown loss {loss!r}; one of {', '.join(LOSSES)}")
     return (est[:, :1] - music).abs().mean() + (est[:, 1:] - speech).abs().mean()
 
 
@@ -384,11 +393,13 @@ def train(cfg: TrainConfig, data: BatchSource | None = None, resume: bool = Fals
 
 def _train(cfg: TrainConfig, data: BatchSource | None, resume: bool, val_sets: ValSet | None, progress: bool,
            log: Callable[[str], None]) -> TrainResult:
+    torch.manual_seed(cfg.seed)
+    model = registry.build(cfg.model, cfg.config, **cfg.model_overrides)  # seeded init
+    if cfg.loss not in model_losses(model):  # before a run folder or any data: a wrong choice costs nothing
+        raise BgmidError(f"--loss {cfg.loss}: --model {cfg.model} trains with {', '.join(model_losses(model))}")
     run = cfg.run_dir
     run.mkdir(parents=True, exist_ok=True)
     last_path, best_path = run / "last.pt", run / "best.pt"
-    torch.manual_seed(cfg.seed)
-    model = registry.build(cfg.model, cfg.config, **cfg.model_overrides)  # seeded init
     ema = copy.deepcopy(model).eval()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.select not in SELECTIONS:

@@ -95,11 +95,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--scenes", action="store_true",
                    help="train on real scenes: the non-music stem adds crowd babble (3-8 voices), effects and "
                    "ambience ('bgmid data effects'), room reverberation (RT60 0.2-1.2 s), EQ and level ramps")
-    t.add_argument("--loss", choices=["l1", "balanced-l1"], default="l1",
-                   help="waveform models' loss: l1 sums both sources' errors (the dialogue's dominates at -30..0 dB "
-                   "music); balanced-l1 divides each source's error by its own level, so the music counts as "
-                   "much (default %(default)s; the spectrogram models keep their masked-magnitude L1, which Spleeter "
-                   "balances the same way with balanced-l1)")
+    t.add_argument("--loss", choices=["l1", "balanced-l1", "peak-l1"], default="l1",
+                   help="l1 sums both sources' errors (waveform L1; masked-magnitude L1 for the spectrogram models), "
+                   "so the dialogue's dominates at -30..0 dB music; balanced-l1 (waveform models and spleeter) "
+                   "divides each source's error by its own level, so the music counts as much; peak-l1 (spleeter) "
+                   "adds the separated music's log-magnitude error weighted on its spectral peaks, what "
+                   "identification keeps (default %(default)s)")
     t.add_argument("--no-progress", action="store_true",
                    help="no progress bar (log lines only; for logs and CI)")
     t.set_defaults(func=cmd_train)

@@ -31,22 +31,3 @@ def level_gain(mix: torch.Tensor, target_rms: float, floor_rms: float = FLOOR_RM
         return mix.new_ones(mix.shape[0], 1, 1)
     rms = mix.detach().pow(2).mean(dim=(1, 2), keepdim=True).sqrt()
     return target_rms / rms.clamp_min(floor_rms)
-
-
-#: ``relative_l1``: a source below this share of the mixture's level (-40 dB) counts as absent (a music-only or
-#: speech-only example): its leakage is measured against the mixture's level instead. A first version floored
-#: the level there, which weighed any leakage into an absent source 100x; a Wave-DenseNet fine-tune with it
-#: learned to output almost no music (validation gain at -10 dB 6.3 -> -5.0 dB in 620 steps).
-BALANCE_FLOOR = 0.01
-
-
-def relative_l1(est: torch.Tensor, ref: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
-    """Per example (dimension 0), the L1 error over the source's own mean absolute level (the mixture's where
-    the source is absent), then the batch mean: an error of music at -30 dB weighs what the same relative error
-    of the dialogue does. Waveforms (B, 1, N) or magnitudes (B, C, T, F) alike: the balanced loss of every
-    separator (``bgmid train --loss balanced-l1``)."""
-    dims = tuple(range(1, ref.dim()))
-    level = ref.abs().mean(dim=dims)
-    mix_level = mix.abs().mean(dim=dims)
-    scale = torch.where(level >= BALANCE_FLOOR * mix_level, level, mix_level).clamp_min(1e-8)
-    return ((est - ref).abs().mean(dim=dims) / scale).mean()

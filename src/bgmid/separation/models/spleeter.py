@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bgmid.separation.level import relative_l1
+from bgmid.separation.losses import peak_log_l1, relative_l1
 from bgmid.separation.registry import TorchSeparator
 
 #: Spleeter's published 2-stem configuration (``2stems.json``).
@@ -255,22 +255,35 @@ class Spleeter(nn.Module):
             out[name] = torch.cat([m, row.expand(*m.shape[:-1], extra)], dim=-1)
         return out
 
+    #: ``bgmid train --loss`` values this model trains with (:meth:`spectrogram_loss`).
+    losses = ("l1", "balanced-l1", "peak-l1")
+
     def spectrogram_loss(self, mix: torch.Tensor, music: torch.Tensor, speech: torch.Tensor,
-                         balanced: bool = False) -> torch.Tensor:
-        """Spleeter's own training loss on (B, 1, N) waveforms: each stem's magnitude estimate against the
-        stem's magnitude, L1 (mean over channels, frames and the networks' bins), summed over the stems; on
-        whole multiples of 64 frames (the networks' grid), no partition. ``balanced``: per example, each stem's
-        error over that stem's own mean magnitude (the mixture's where the stem is silent), so music 20 dB
-        under the dialogue counts as much as the dialogue (plain L1 is the dialogue's error almost alone)."""
+                         loss: str = "l1") -> torch.Tensor:
+        """Training loss on (B, 1, N) waveforms, on whole multiples of 64 frames (the networks' grid), no
+        partition. ``l1``: Spleeter's own, each stem's magnitude estimate against the stem's magnitude, L1
+        (mean over channels, frames and the networks' bins), summed over the stems. ``balanced-l1``: per
+        example, each stem's error over that stem's own mean magnitude (the mixture's where the stem is
+        silent), so music 20 dB under the dialogue counts as much as the dialogue (plain L1 is the dialogue's
+        error almost alone). ``peak-l1``: Spleeter's own plus the music the separator outputs (the ratio mask
+        times the mixture) against the music, as :func:`~bgmid.separation.losses.peak_log_l1`: what the
+        fingerprint keeps of it."""
+        if loss not in self.losses:
+            raise ValueError(f"unknown loss {loss!r}; one of {', '.join(self.losses)}")
         mags = [self.net_input(self.stft(self._stereo(x)).abs()) for x in (mix, music, speech)]
         t = mags[0].shape[2] // 64 * 64
         mix_m, music_m, speech_m = (m[:, :, :t] for m in mags)
-        loss = mix_m.new_zeros(())
-        for name, net in self.nets.items():
+        total = mix_m.new_zeros(())
+        est = {name: net(mix_m) for name, net in self.nets.items()}
+        for name, e in est.items():
             target = music_m if name in self.music else speech_m
-            est = net(mix_m)
-            loss = loss + (relative_l1(est, target, mix_m) if balanced else (est - target).abs().mean())
-        return loss
+            total = total + (relative_l1(e, target, mix_m) if loss == "balanced-l1" else (e - target).abs().mean())
+        if loss == "peak-l1":
+            p = self.separation_exponent
+            power = {k: e.clamp_min(0) ** p for k, e in est.items()}
+            share = sum(power[k] for k in self.music) / (sum(power.values()) + EPSILON)
+            total = total + peak_log_l1(share * mix_m, music_m, mix_m)
+        return total
 
     def _stereo(self, x: torch.Tensor) -> torch.Tensor:
         return x.expand(-1, self.audio_channels, -1) if x.shape[1] == 1 else x
