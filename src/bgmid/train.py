@@ -182,7 +182,7 @@ class _Prefetch:
 
 
 #: Losses :func:`loss_fn` knows (``TrainConfig.loss``); a spectrogram model lists those it trains with in its
-#: ``losses`` attribute (``("l1",)`` where it has none).
+#: ``losses`` attribute.
 LOSSES = ("l1", "balanced-l1", "peak-l1")
 #: Waveform models' losses.
 WAVE_LOSSES = ("l1", "balanced-l1")
@@ -190,20 +190,23 @@ WAVE_LOSSES = ("l1", "balanced-l1")
 
 def model_losses(model: nn.Module) -> tuple[str, ...]:
     """The ``--loss`` values ``model`` trains with."""
-    if getattr(model, "domain", "wave") == "spectrogram":
-        return tuple(getattr(model, "losses", ("l1",)))
-    return WAVE_LOSSES
+    return tuple(model.losses) if getattr(model, "domain", "wave") == "spectrogram" else WAVE_LOSSES
+
+
+def require_loss(model: nn.Module, loss: str, who: str) -> None:
+    """A :class:`BgmidError` naming ``who`` (the model, as the user chose it) unless ``model`` trains with
+    ``loss``."""
+    if loss not in model_losses(model):
+        raise BgmidError(f"--loss {loss}: {who} trains with {', '.join(model_losses(model))}")
 
 
 def loss_fn(model: nn.Module, mix: torch.Tensor, music: torch.Tensor, speech: torch.Tensor,
             loss: str = "l1") -> torch.Tensor:
     """Waveform L1 (both sources; ``l1`` or ``balanced-l1``) for waveform models; a spectrogram model's own
     ``spectrogram_loss`` (masked-magnitude L1, and whatever else its ``losses`` lists: Spleeter's)."""
-    if loss not in model_losses(model):
-        raise BgmidError(f"--loss {loss}: {type(model).__name__} trains with {', '.join(model_losses(model))}")
+    require_loss(model, loss, type(model).__name__)
     if getattr(model, "domain", "wave") == "spectrogram":
-        return model.spectrogram_loss(mix, music, speech) if loss == "l1" else \
-            model.spectrogram_loss(mix, music, speech, loss=loss)
+        return model.spectrogram_loss(mix, music, speech, loss=loss)
     est = model(mix)
     if loss == "balanced-l1":
         return relative_l1(est[:, :1], music, mix) + relative_l1(est[:, 1:], speech, mix)
@@ -395,8 +398,7 @@ def _train(cfg: TrainConfig, data: BatchSource | None, resume: bool, val_sets: V
            log: Callable[[str], None]) -> TrainResult:
     torch.manual_seed(cfg.seed)
     model = registry.build(cfg.model, cfg.config, **cfg.model_overrides)  # seeded init
-    if cfg.loss not in model_losses(model):  # before a run folder or any data: a wrong choice costs nothing
-        raise BgmidError(f"--loss {cfg.loss}: --model {cfg.model} trains with {', '.join(model_losses(model))}")
+    require_loss(model, cfg.loss, f"--model {cfg.model}")  # before a run folder or any data is made or read
     run = cfg.run_dir
     run.mkdir(parents=True, exist_ok=True)
     last_path, best_path = run / "last.pt", run / "best.pt"

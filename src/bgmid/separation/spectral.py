@@ -131,8 +131,15 @@ class SpectrogramMaskModel(nn.Module):
         music = self.stft.inverse(spec * m, n)
         return torch.stack([music, mix[:, 0] - music], dim=1)
 
-    def spectrogram_loss(self, mix: torch.Tensor, music: torch.Tensor, speech: torch.Tensor) -> torch.Tensor:
-        """Masked-magnitude L1 (Jansson et al.): |M X| vs |Y_music| and |(1-M) X| vs |Y_speech|, mean."""
+    #: ``bgmid train --loss`` values this model trains with (:meth:`spectrogram_loss`).
+    losses = ("l1",)
+
+    def spectrogram_loss(self, mix: torch.Tensor, music: torch.Tensor, speech: torch.Tensor,
+                         loss: str = "l1") -> torch.Tensor:
+        """Masked-magnitude L1 (Jansson et al.): |M X| vs |Y_music| and |(1-M) X| vs |Y_speech|, mean. ``loss``
+        is ``l1``, the one this model has (the balanced and peak forms are Spleeter's)."""
+        if loss not in self.losses:
+            raise ValueError(f"unknown loss {loss!r}; one of {', '.join(self.losses)}")
         mag = self.stft(mix[:, 0]).abs()
         m = self.mask(mag * level_gain(mix, self.input_rms))
         loss_mu = (m * mag - self.stft(music[:, 0]).abs()).abs().mean()

@@ -236,14 +236,17 @@ class Spleeter(nn.Module):
             out[name] = y[:, :, :t]
         return out
 
-    def masks(self, mag: torch.Tensor) -> dict[str, torch.Tensor]:
-        """(B, C, frames, n_fft // 2 + 1) mixture magnitude -> each stem's ratio mask, same shape."""
-        est = self.estimates(self.net_input(mag))
+    def ratio_masks(self, est: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Each stem's ratio mask from the networks' magnitude estimates (:meth:`estimates`), same shape:
+        Spleeter's rule, each estimate to the ``separation_exponent`` over their sum."""
         p = self.separation_exponent
         total = sum(e**p for e in est.values()) + EPSILON
+        return {name: (e**p + EPSILON / len(est)) / total for name, e in est.items()}
+
+    def masks(self, mag: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(B, C, frames, n_fft // 2 + 1) mixture magnitude -> each stem's ratio mask, same shape."""
         out = {}
-        for name, e in est.items():
-            m = (e**p + EPSILON / len(est)) / total
+        for name, m in self.ratio_masks(self.estimates(self.net_input(mag))).items():
             extra = mag.shape[-1] - self.bins
             if extra <= 0:  # an STFT with fewer bins than the networks' (the 16 kHz configuration)
                 out[name] = m[..., : mag.shape[-1]]
@@ -279,10 +282,8 @@ class Spleeter(nn.Module):
             target = music_m if name in self.music else speech_m
             total = total + (relative_l1(e, target, mix_m) if loss == "balanced-l1" else (e - target).abs().mean())
         if loss == "peak-l1":
-            p = self.separation_exponent
-            power = {k: e.clamp_min(0) ** p for k, e in est.items()}
-            share = sum(power[k] for k in self.music) / (sum(power.values()) + EPSILON)
-            total = total + peak_log_l1(share * mix_m, music_m, mix_m)
+            masks = self.ratio_masks(est)
+            total = total + peak_log_l1(sum(masks[k] for k in self.music) * mix_m, music_m, mix_m)
         return total
 
     def _stereo(self, x: torch.Tensor) -> torch.Tensor:
